@@ -1,0 +1,321 @@
+//! Records shared by the kernel programs (`tracer-ebpf`) and userspace (`tracer-user`).
+//!
+//! Every record written to the ring buffer starts with a [`Header`]; `Header::kind` says
+//! which record follows and `Header::size` how many bytes the whole record has. Userspace
+//! never transmutes bytes into these types without checking `kind` and `size` first
+//! (see `tracer-user/src/decode.rs`). Kind numbers are never reused.
+//!
+//! The layouts are `#[repr(C)]`, padded by hand to multiples of 8 bytes, and pinned by the
+//! size assertions at the bottom of this file.
+#![no_std]
+
+/// `TASK_COMM_LEN` in the kernel (include/linux/sched.h).
+pub const COMM_LEN: usize = 16;
+/// Bytes of a cgroup file write that are copied (the value written). Longer writes are
+/// marked truncated; the count of bytes requested is always kept.
+pub const VALUE_LEN: usize = 256;
+/// Bytes of a kernfs name (one path component) that are copied.
+pub const NAME_LEN: usize = 128;
+/// Path components of a cgroup directory walked up from the written file.
+pub const MAX_DEPTH: usize = 8;
+/// Bytes of a cgroup path given by the `cgroup_mkdir`/`cgroup_rmdir` tracepoints.
+pub const PATH_LEN: usize = 512;
+/// Bytes of a netlink request copied from the first iovec / buffer (batched messages
+/// included, up to this bound).
+pub const NETLINK_LEN: usize = 2048;
+/// Bytes of a sysctl name (`net/ipv4/conf/<dev>/rp_filter` fits easily).
+pub const SYSCTL_NAME_LEN: usize = 128;
+/// Bytes of a sysctl value.
+pub const SYSCTL_VALUE_LEN: usize = 64;
+/// Bytes of an executable path from `linux_binprm::filename`.
+pub const FILENAME_LEN: usize = 256;
+
+/// cgroup v1 filesystem magic (`CGROUP_SUPER_MAGIC`, include/uapi/linux/magic.h).
+pub const CGROUP_SUPER_MAGIC: u64 = 0x0027_e0eb;
+/// cgroup v2 filesystem magic (`CGROUP2_SUPER_MAGIC`).
+pub const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+/// sockfs magic (`SOCKFS_MAGIC`): a file on it is a socket.
+pub const SOCKFS_MAGIC: u64 = 0x534f_434b;
+/// `AF_NETLINK`.
+pub const AF_NETLINK: u16 = 16;
+/// `NETLINK_ROUTE`.
+pub const NETLINK_ROUTE: u16 = 0;
+
+/// Record kinds (`Header::kind`). Numbers are never reused.
+pub mod kind {
+    pub const CGROUP_WRITE: u16 = 1;
+    pub const CGROUP_MKDIR: u16 = 2;
+    pub const CGROUP_RMDIR: u16 = 3;
+    pub const SYSCTL_WRITE: u16 = 4;
+    pub const NETLINK: u16 = 5;
+    pub const SIGNAL: u16 = 6;
+    pub const PROC_EXEC: u16 = 7;
+    pub const PROC_FORK: u16 = 8;
+    pub const PROC_EXIT: u16 = 9;
+}
+
+/// Counter slots: one per record kind (`kind - 1`), plus internal ones.
+pub mod counter {
+    /// Number of counter slots in the `SEEN` and `LOST` per-CPU arrays.
+    pub const SLOTS: u32 = 16;
+    /// Slot of a record kind.
+    pub const fn of_kind(kind: u16) -> u32 {
+        (kind as u32).wrapping_sub(1) & (SLOTS - 1)
+    }
+    /// A cgroup write whose entry state could not be stored (pending map full).
+    pub const PENDING_FULL: u32 = 12;
+}
+
+/// x86_64 syscall numbers the raw `sys_enter`/`sys_exit` programs act on
+/// (arch/x86/entry/syscalls/syscall_64.tbl).
+pub mod sysno {
+    pub const WRITE: u64 = 1;
+    pub const PWRITE64: u64 = 18;
+    pub const WRITEV: u64 = 20;
+    pub const SENDTO: u64 = 44;
+    pub const SENDMSG: u64 = 46;
+    pub const PWRITEV: u64 = 296;
+    pub const PWRITEV2: u64 = 328;
+}
+
+/// Flags in record `flags` fields.
+pub mod flags {
+    /// The copied value is shorter than what was written.
+    pub const VALUE_TRUNCATED: u32 = 1 << 0;
+    /// The user buffer could not be read (page not resident): the value is unavailable.
+    pub const VALUE_UNREADABLE: u32 = 1 << 1;
+    /// The cgroup path has more components than `MAX_DEPTH`.
+    pub const PATH_TRUNCATED: u32 = 1 << 2;
+    /// The syscall exit was not seen (result unknown).
+    pub const NO_RESULT: u32 = 1 << 3;
+    /// A netlink sendmsg had more than one iovec; only the first was copied.
+    pub const MORE_IOVECS: u32 = 1 << 4;
+}
+
+/// Kernel struct field offsets, resolved from the running kernel's BTF at load time and
+/// handed to the programs as the global `OFFSETS` (see `tracer-user/src/btf_offsets.rs`).
+/// Nothing about kernel layout is compiled into the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    // struct task_struct
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_comm: u32,
+    pub task_start_boottime: u32,
+    pub task_nsproxy: u32,
+    pub task_files: u32,
+    pub task_cgroups: u32,
+    pub task_exit_code: u32,
+    // struct nsproxy / struct net
+    pub nsproxy_net_ns: u32,
+    /// `net.ns.inum` (nested: offset of `ns` plus offset of `inum` in `ns_common`).
+    pub net_ns_inum: u32,
+    // struct files_struct / struct fdtable
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    // struct file
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    // struct inode / struct super_block
+    pub inode_sb: u32,
+    pub inode_private: u32,
+    pub sb_magic: u32,
+    // struct kernfs_node (`parent` is `__parent` since 6.15)
+    pub kn_parent: u32,
+    pub kn_name: u32,
+    pub kn_id: u32,
+    pub kn_priv: u32,
+    // struct cgroup / struct cgroup_root / struct css_set
+    pub cgroup_kn: u32,
+    pub cgroup_root: u32,
+    pub cgroup_subtree_control: u32,
+    pub cgroup_level: u32,
+    pub cgroup_root_hierarchy_id: u32,
+    pub css_set_dfl_cgrp: u32,
+    // struct socket / struct sock
+    pub socket_sk: u32,
+    pub sock_family: u32,
+    pub sock_protocol: u32,
+    // struct pt_regs (syscall arguments on x86_64: di, si, dx, r10; nr in orig_ax)
+    pub regs_di: u32,
+    pub regs_si: u32,
+    pub regs_dx: u32,
+    pub regs_r10: u32,
+    pub regs_orig_ax: u32,
+    // struct linux_binprm
+    pub binprm_filename: u32,
+    /// Non-zero once userspace has filled the table; programs do nothing before that.
+    pub ready: u32,
+}
+
+/// Common first part of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub kind: u16,
+    pub _reserved: u16,
+    /// Size of the whole record in bytes.
+    pub size: u32,
+    /// `bpf_ktime_get_boot_ns()` at the event.
+    pub ktime_ns: u64,
+    /// Process id (tgid) and thread id of the actor.
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// Start time (boot-based ns) of the actor's thread-group leader: with `pid` the key
+    /// that survives PID reuse.
+    pub start_ns: u64,
+    /// Start time of the parent's thread-group leader.
+    pub parent_start_ns: u64,
+    /// cgroup v2 id of the actor (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    /// Network namespace inode number of the actor.
+    pub netns: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+    pub parent_comm: [u8; COMM_LEN],
+}
+
+/// A write to a file on cgroupfs (v1 or v2), from `sys_enter` and completed at `sys_exit`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupWrite {
+    pub header: Header,
+    /// kernfs id of the cgroup directory holding the file (the cgroup id).
+    pub cgroup_id: u64,
+    /// Bytes the caller asked to write.
+    pub count: u64,
+    /// Syscall return value: bytes written or negative errno.
+    pub result: i64,
+    /// Superblock magic: `CGROUP_SUPER_MAGIC` (v1) or `CGROUP2_SUPER_MAGIC` (v2).
+    pub magic: u64,
+    /// `cgroup_root::hierarchy_id` (0 is the v2 hierarchy).
+    pub hierarchy_id: u32,
+    pub flags: u32,
+    pub syscall: u32,
+    pub fd: i32,
+    /// `cgroup::subtree_control` before and after the write (bit per controller id).
+    pub subtree_before: u16,
+    pub subtree_after: u16,
+    /// Number of path components filled in `path`, leaf (the cgroup dir) first.
+    pub depth: u16,
+    pub value_len: u16,
+    pub file: [u8; NAME_LEN],
+    /// The cgroup's path components, `path[0]` the cgroup itself, up to the root.
+    pub path: [[u8; NAME_LEN]; MAX_DEPTH],
+    pub value: [u8; VALUE_LEN],
+}
+
+/// `cgroup:cgroup_mkdir` / `cgroup:cgroup_rmdir`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupDir {
+    pub header: Header,
+    pub cgroup_id: u64,
+    pub hierarchy_id: u32,
+    pub level: u32,
+    pub path: [u8; PATH_LEN],
+}
+
+/// A write to a sysctl under `net/` (the `cgroup/sysctl` program).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SysctlWrite {
+    pub header: Header,
+    pub name: [u8; SYSCTL_NAME_LEN],
+    pub old_value: [u8; SYSCTL_VALUE_LEN],
+    pub new_value: [u8; SYSCTL_VALUE_LEN],
+    /// Return values of the helpers (negative errno, or length). `-E2BIG` means truncated.
+    pub name_ret: i32,
+    pub old_ret: i32,
+    pub new_ret: i32,
+    pub _pad: u32,
+}
+
+/// A request sent on a `NETLINK_ROUTE` socket (sendmsg/sendto): the raw bytes,
+/// decoded in userspace.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Netlink {
+    pub header: Header,
+    pub syscall: u32,
+    pub fd: i32,
+    /// Bytes the caller sent.
+    pub len: u64,
+    /// Bytes copied into `data`.
+    pub captured: u32,
+    pub flags: u32,
+    pub data: [u8; NETLINK_LEN],
+}
+
+/// `signal:signal_generate`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Signal {
+    pub header: Header,
+    pub sig: i32,
+    /// `TRACE_SIGNAL_*` result (0 delivered).
+    pub result: i32,
+    pub target_pid: u32,
+    pub target_tid: u32,
+    pub target_start_ns: u64,
+    /// cgroup v2 id of the target.
+    pub target_cgroup_id: u64,
+    pub target_comm: [u8; COMM_LEN],
+}
+
+/// `sched:sched_process_exec`: the header is the process after exec.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProcExec {
+    pub header: Header,
+    pub old_pid: u32,
+    pub filename_len: u32,
+    pub filename: [u8; FILENAME_LEN],
+}
+
+/// `sched:sched_process_fork` of a new process (threads are not reported):
+/// the header is the parent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProcFork {
+    pub header: Header,
+    pub child_pid: u32,
+    pub _pad: u32,
+    pub child_start_ns: u64,
+}
+
+/// `sched:sched_process_exit` of a thread-group leader.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProcExit {
+    pub header: Header,
+    pub exit_code: i32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, made only of integers and byte arrays, with
+    // no padding holes (checked by the size assertions below).
+    unsafe impl aya::Pod for super::Offsets {}
+}
+
+// Layout guards: a change here is a change of the kernel/user contract.
+const _: () = {
+    assert!(core::mem::size_of::<Header>() == 96);
+    assert!(core::mem::size_of::<CgroupWrite>() == 96 + 48 + NAME_LEN * (MAX_DEPTH + 1) + VALUE_LEN);
+    assert!(core::mem::size_of::<CgroupDir>() == 96 + 16 + PATH_LEN);
+    assert!(core::mem::size_of::<SysctlWrite>() == 96 + SYSCTL_NAME_LEN + 2 * SYSCTL_VALUE_LEN + 16);
+    assert!(core::mem::size_of::<Netlink>() == 96 + 24 + NETLINK_LEN);
+    assert!(core::mem::size_of::<Signal>() == 96 + 32 + COMM_LEN);
+    assert!(core::mem::size_of::<ProcExec>() == 96 + 8 + FILENAME_LEN);
+    assert!(core::mem::size_of::<ProcFork>() == 96 + 16);
+    assert!(core::mem::size_of::<ProcExit>() == 96 + 8);
+    assert!(core::mem::size_of::<Offsets>() % 4 == 0);
+};

@@ -1,0 +1,413 @@
+//! Decoding of ring-buffer records (`tracer-common`) into owned Rust values.
+//!
+//! The bytes come from the kernel but are treated as untrusted: the kind is matched
+//! against the known numbers (never transmuted into an enum), the length is checked
+//! against the record's size before any read, and strings are cut at their NUL and
+//! decoded lossily. Every failure is a typed [`DecodeError`].
+
+use std::mem::size_of;
+
+use thiserror::Error;
+use tracer_common as common;
+use tracer_common::{flags, kind, Header};
+
+/// Why a record could not be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than a header.
+    #[error("record of {len} bytes is shorter than the {need}-byte header")]
+    TooShortForHeader { len: usize, need: usize },
+    /// The header names a kind this build does not know.
+    #[error("unknown record kind {0}")]
+    UnknownKind(u16),
+    /// Fewer bytes than the record kind needs.
+    #[error("{kind} record truncated: {len} bytes, need {need}")]
+    Truncated { kind: &'static str, len: usize, need: usize },
+    /// The header's size field disagrees with the kind's layout.
+    #[error("{kind} record says it has {said} bytes, its layout has {need}")]
+    SizeMismatch { kind: &'static str, said: usize, need: usize },
+}
+
+/// The process that caused an event, as the kernel saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Task {
+    /// `bpf_ktime_get_boot_ns()` at the event.
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// Boot-based start time of the process (thread-group leader).
+    pub start_ns: u64,
+    pub parent_start_ns: u64,
+    /// cgroup v2 id of the task.
+    pub cgroup_id: u64,
+    pub netns: u32,
+    pub comm: String,
+    pub parent_comm: String,
+}
+
+/// One decoded kernel record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    CgroupWrite(CgroupWrite),
+    CgroupMkdir(CgroupDir),
+    CgroupRmdir(CgroupDir),
+    SysctlWrite(SysctlWrite),
+    Netlink(Netlink),
+    Signal(Signal),
+    Exec { task: Task, filename: String, old_pid: u32 },
+    Fork { task: Task, child_pid: u32, child_start_ns: u64 },
+    Exit { task: Task, exit_code: i32 },
+}
+
+impl Record {
+    pub fn task(&self) -> &Task {
+        match self {
+            Record::CgroupWrite(r) => &r.task,
+            Record::CgroupMkdir(r) | Record::CgroupRmdir(r) => &r.task,
+            Record::SysctlWrite(r) => &r.task,
+            Record::Netlink(r) => &r.task,
+            Record::Signal(r) => &r.task,
+            Record::Exec { task, .. } | Record::Fork { task, .. } | Record::Exit { task, .. } => task,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupWrite {
+    pub task: Task,
+    pub cgroup_id: u64,
+    /// Path components from the cgroup up to (not including) the hierarchy root.
+    pub components_leaf_first: Vec<String>,
+    pub path_truncated: bool,
+    pub v2: bool,
+    pub hierarchy_id: u32,
+    pub file: String,
+    pub value: Vec<u8>,
+    pub value_truncated: bool,
+    pub value_unreadable: bool,
+    pub count: u64,
+    /// `None` when the syscall exit was not seen.
+    pub result: Option<i64>,
+    pub subtree_before: u16,
+    pub subtree_after: u16,
+    pub syscall: u32,
+    pub fd: i32,
+}
+
+impl CgroupWrite {
+    /// `/a/b/c` from the hierarchy root (`/` for the root itself).
+    pub fn path(&self) -> String {
+        if self.components_leaf_first.is_empty() {
+            return "/".into();
+        }
+        let mut p = String::new();
+        for c in self.components_leaf_first.iter().rev() {
+            p.push('/');
+            p.push_str(c);
+        }
+        p
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupDir {
+    pub task: Task,
+    pub cgroup_id: u64,
+    pub hierarchy_id: u32,
+    pub level: u32,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysctlWrite {
+    pub task: Task,
+    /// Slash-separated as the kernel gives it: `net/ipv4/conf/all/rp_filter`.
+    pub name: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+}
+
+impl SysctlWrite {
+    /// Dotted form used in events: `net.ipv4.conf.all.rp_filter`.
+    pub fn dotted_name(&self) -> String {
+        self.name.replace('/', ".")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netlink {
+    pub task: Task,
+    pub syscall: u32,
+    pub fd: i32,
+    pub len: u64,
+    pub data: Vec<u8>,
+    pub more_iovecs: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub task: Task,
+    pub sig: i32,
+    pub result: i32,
+    pub target_pid: u32,
+    pub target_tid: u32,
+    pub target_start_ns: u64,
+    pub target_cgroup_id: u64,
+    pub target_comm: String,
+}
+
+/// Bytes up to the first NUL, lossily decoded.
+pub fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Reads a `T` from the start of `buf` after checking the length.
+///
+/// `T` must be one of the plain-old-data records of `tracer-common` (integers and byte
+/// arrays only, any bit pattern valid), which is why this is private to this module.
+fn read_pod<T: Copy>(buf: &[u8], name: &'static str) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if buf.len() < need {
+        return Err(DecodeError::Truncated { kind: name, len: buf.len(), need });
+    }
+    // SAFETY: length checked above; `read_unaligned` copes with any alignment; every
+    // `T` used here is a `#[repr(C)]` record of integers and byte arrays, for which all
+    // bit patterns are valid.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
+}
+
+fn task(h: &Header) -> Task {
+    Task {
+        ktime_ns: h.ktime_ns,
+        pid: h.pid,
+        tid: h.tid,
+        ppid: h.ppid,
+        uid: h.uid,
+        start_ns: h.start_ns,
+        parent_start_ns: h.parent_start_ns,
+        cgroup_id: h.cgroup_id,
+        netns: h.netns,
+        comm: cstr(&h.comm),
+        parent_comm: cstr(&h.parent_comm),
+    }
+}
+
+/// The kind number of a record, or an error when it is shorter than a header.
+pub fn peek_kind(buf: &[u8]) -> Result<u16, DecodeError> {
+    let h: Header = read_pod(buf, "header").map_err(|_| DecodeError::TooShortForHeader {
+        len: buf.len(),
+        need: size_of::<Header>(),
+    })?;
+    Ok(h.kind)
+}
+
+fn checked<T: Copy>(buf: &[u8], name: &'static str) -> Result<T, DecodeError> {
+    let rec: T = read_pod(buf, name)?;
+    let h: Header = read_pod(buf, "header")?;
+    let need = size_of::<T>();
+    if h.size as usize != need {
+        return Err(DecodeError::SizeMismatch { kind: name, said: h.size as usize, need });
+    }
+    Ok(rec)
+}
+
+fn sysctl_value(bytes: &[u8], ret: i32) -> Option<String> {
+    // The helpers return the length copied, or -E2BIG when the value was cut (the
+    // buffer still holds its start), or another negative errno.
+    if ret >= 0 || ret == -libc::E2BIG {
+        Some(cstr(bytes).trim_end().to_string())
+    } else {
+        None
+    }
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
+    let k = peek_kind(buf)?;
+    Ok(match k {
+        kind::CGROUP_WRITE => {
+            let r: common::CgroupWrite = checked(buf, "cgroup_write")?;
+            let depth = (r.depth as usize).min(common::MAX_DEPTH);
+            let value_len = (r.value_len as usize).min(common::VALUE_LEN);
+            CgroupWrite {
+                task: task(&r.header),
+                cgroup_id: r.cgroup_id,
+                components_leaf_first: r.path[..depth].iter().map(|c| cstr(c)).collect(),
+                path_truncated: r.flags & flags::PATH_TRUNCATED != 0,
+                v2: r.magic == common::CGROUP2_SUPER_MAGIC,
+                hierarchy_id: r.hierarchy_id,
+                file: cstr(&r.file),
+                value: r.value[..value_len].to_vec(),
+                value_truncated: r.flags & flags::VALUE_TRUNCATED != 0,
+                value_unreadable: r.flags & flags::VALUE_UNREADABLE != 0,
+                count: r.count,
+                result: (r.flags & flags::NO_RESULT == 0).then_some(r.result),
+                subtree_before: r.subtree_before,
+                subtree_after: r.subtree_after,
+                syscall: r.syscall,
+                fd: r.fd,
+            }
+            .into()
+        }
+        kind::CGROUP_MKDIR | kind::CGROUP_RMDIR => {
+            let r: common::CgroupDir = checked(buf, "cgroup_dir")?;
+            let d = CgroupDir {
+                task: task(&r.header),
+                cgroup_id: r.cgroup_id,
+                hierarchy_id: r.hierarchy_id,
+                level: r.level,
+                path: cstr(&r.path),
+            };
+            if k == kind::CGROUP_MKDIR {
+                Record::CgroupMkdir(d)
+            } else {
+                Record::CgroupRmdir(d)
+            }
+        }
+        kind::SYSCTL_WRITE => {
+            let r: common::SysctlWrite = checked(buf, "sysctl_write")?;
+            Record::SysctlWrite(SysctlWrite {
+                task: task(&r.header),
+                name: cstr(&r.name),
+                old_value: sysctl_value(&r.old_value, r.old_ret),
+                new_value: sysctl_value(&r.new_value, r.new_ret),
+            })
+        }
+        kind::NETLINK => {
+            let r: common::Netlink = checked(buf, "netlink")?;
+            let n = (r.captured as usize).min(common::NETLINK_LEN);
+            Record::Netlink(Netlink {
+                task: task(&r.header),
+                syscall: r.syscall,
+                fd: r.fd,
+                len: r.len,
+                data: r.data[..n].to_vec(),
+                more_iovecs: r.flags & flags::MORE_IOVECS != 0,
+            })
+        }
+        kind::SIGNAL => {
+            let r: common::Signal = checked(buf, "signal")?;
+            Record::Signal(Signal {
+                task: task(&r.header),
+                sig: r.sig,
+                result: r.result,
+                target_pid: r.target_pid,
+                target_tid: r.target_tid,
+                target_start_ns: r.target_start_ns,
+                target_cgroup_id: r.target_cgroup_id,
+                target_comm: cstr(&r.target_comm),
+            })
+        }
+        kind::PROC_EXEC => {
+            let r: common::ProcExec = checked(buf, "proc_exec")?;
+            let n = (r.filename_len as usize).min(common::FILENAME_LEN);
+            Record::Exec { task: task(&r.header), filename: cstr(&r.filename[..n]), old_pid: r.old_pid }
+        }
+        kind::PROC_FORK => {
+            let r: common::ProcFork = checked(buf, "proc_fork")?;
+            Record::Fork { task: task(&r.header), child_pid: r.child_pid, child_start_ns: r.child_start_ns }
+        }
+        kind::PROC_EXIT => {
+            let r: common::ProcExit = checked(buf, "proc_exit")?;
+            Record::Exit { task: task(&r.header), exit_code: r.exit_code }
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    })
+}
+
+impl From<CgroupWrite> for Record {
+    fn from(w: CgroupWrite) -> Self {
+        Record::CgroupWrite(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: T is a POD record; reading its bytes is fine.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(k: u16, size: usize) -> Header {
+        let mut comm = [0u8; 16];
+        comm[..7].copy_from_slice(b"systemd");
+        Header {
+            kind: k,
+            _reserved: 0,
+            size: size as u32,
+            ktime_ns: 5,
+            pid: 1,
+            tid: 1,
+            ppid: 0,
+            uid: 0,
+            start_ns: 1,
+            parent_start_ns: 0,
+            cgroup_id: 1,
+            netns: 4026531840,
+            _pad: 0,
+            comm,
+            parent_comm: [0; 16],
+        }
+    }
+
+    fn cgroup_write() -> common::CgroupWrite {
+        let mut r: common::CgroupWrite = unsafe { std::mem::zeroed() };
+        r.header = header(kind::CGROUP_WRITE, size_of::<common::CgroupWrite>());
+        r.depth = 2;
+        r.path[0][..22].copy_from_slice(b"kubepods-burstable.sli");
+        r.path[1][..14].copy_from_slice(b"kubepods.slice");
+        r.file[..22].copy_from_slice(b"cgroup.subtree_control");
+        r.value[..7].copy_from_slice(b"-cpuset");
+        r.value_len = 7;
+        r.result = 7;
+        r.magic = common::CGROUP2_SUPER_MAGIC;
+        r
+    }
+
+    #[test]
+    fn decodes_cgroup_write() {
+        let Record::CgroupWrite(w) = decode(&bytes_of(&cgroup_write())).unwrap() else { panic!() };
+        assert_eq!(w.path(), "/kubepods.slice/kubepods-burstable.sli");
+        assert_eq!(w.file, "cgroup.subtree_control");
+        assert_eq!(w.value, b"-cpuset");
+        assert_eq!(w.result, Some(7));
+        assert!(w.v2);
+        assert_eq!(w.task.comm, "systemd");
+    }
+
+    #[test]
+    fn truncated_record_is_a_typed_error() {
+        let b = bytes_of(&cgroup_write());
+        assert_eq!(
+            decode(&b[..100]),
+            Err(DecodeError::Truncated { kind: "cgroup_write", len: 100, need: b.len() })
+        );
+        assert_eq!(decode(&b[..10]), Err(DecodeError::TooShortForHeader { len: 10, need: 96 }));
+        assert_eq!(decode(&[]), Err(DecodeError::TooShortForHeader { len: 0, need: 96 }));
+    }
+
+    #[test]
+    fn unknown_kind_and_size_mismatch_are_errors() {
+        let mut r = cgroup_write();
+        r.header.kind = 999;
+        assert_eq!(decode(&bytes_of(&r)), Err(DecodeError::UnknownKind(999)));
+        let mut r = cgroup_write();
+        r.header.size = 12;
+        assert!(matches!(decode(&bytes_of(&r)), Err(DecodeError::SizeMismatch { .. })));
+    }
+
+    #[test]
+    fn oversized_lengths_are_clamped() {
+        let mut r = cgroup_write();
+        r.depth = 200;
+        r.value_len = 60000;
+        let Record::CgroupWrite(w) = decode(&bytes_of(&r)).unwrap() else { panic!() };
+        assert_eq!(w.components_leaf_first.len(), common::MAX_DEPTH);
+        assert_eq!(w.value.len(), common::VALUE_LEN);
+    }
+}

@@ -1,0 +1,364 @@
+//! Event schema v1: the JSON lines printed by `tail --json`, written by `record` and read
+//! by `replay` (shared/DESIGN.md, "Event schema v1"). One object per line, tagged by
+//! `"type"`. Required fields are always present; optional ones are omitted when unknown.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One line of the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Line {
+    Header(HeaderLine),
+    Event(Box<Event>),
+    Finding(Finding),
+    Stats(Stats),
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch, written as RFC 3339 with ns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(Utc::now().timestamp_nanos_opt().unwrap_or(0))
+    }
+    pub fn to_rfc3339(self) -> String {
+        DateTime::<Utc>::from_timestamp_nanos(self.0).to_rfc3339_opts(SecondsFormat::Nanos, true)
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .and_then(|t| t.timestamp_nanos_opt())
+            .map(Timestamp)
+    }
+    /// `HH:MM:SS.mmm` for the human timeline.
+    pub fn clock(self) -> String {
+        DateTime::<Utc>::from_timestamp_nanos(self.0).format("%H:%M:%S%.3f").to_string()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}")))
+    }
+}
+
+/// What changed. The strings are the schema's `kind` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    CgroupWrite,
+    CgroupMkdir,
+    CgroupRmdir,
+    SysctlWrite,
+    RouteDelete,
+    RuleDelete,
+    AddrDelete,
+    LinkDelete,
+    LinkSet,
+    Signal,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::CgroupWrite,
+        Kind::CgroupMkdir,
+        Kind::CgroupRmdir,
+        Kind::SysctlWrite,
+        Kind::RouteDelete,
+        Kind::RuleDelete,
+        Kind::AddrDelete,
+        Kind::LinkDelete,
+        Kind::LinkSet,
+        Kind::Signal,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::CgroupWrite => "cgroup_write",
+            Kind::CgroupMkdir => "cgroup_mkdir",
+            Kind::CgroupRmdir => "cgroup_rmdir",
+            Kind::SysctlWrite => "sysctl_write",
+            Kind::RouteDelete => "route_delete",
+            Kind::RuleDelete => "rule_delete",
+            Kind::AddrDelete => "addr_delete",
+            Kind::LinkDelete => "link_delete",
+            Kind::LinkSet => "link_set",
+            Kind::Signal => "signal",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One change on the node. Common fields first, then the kind-specific ones (all
+/// optional, present when the kind has them).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub time: Timestamp,
+    pub kind: Kind,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// Who made the change (DESIGN.md: systemd, kubelet, runc, ... or the process name).
+    pub actor: String,
+    pub ppid: u32,
+    pub parent_comm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Actors/comms up the process tree, nearest first.
+    #[serde(default)]
+    pub ancestry: Vec<String>,
+    /// On whose behalf, when the actor is a helper of another component (runc for
+    /// containerd, systemd-sysctl for systemd-udevd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    #[serde(default)]
+    pub uid: u32,
+    /// Start time of the process (boot-based ns): with `pid` the process key.
+    #[serde(default)]
+    pub start_ns: u64,
+    /// cgroup v2 id of the actor.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub actor_cgroup_id: u64,
+    /// Node the event came from (set by replay when merging several recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+
+    // cgroup_write, cgroup_mkdir, cgroup_rmdir
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// `v2`, or the v1 controller list (`cpu,cpuacct`, `name=systemd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hierarchy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Bytes written (lossy UTF-8) for cgroup_write, new value for sysctl_write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub value_truncated: bool,
+    /// Bytes written or negative errno.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<i64>,
+    /// For writes to `cgroup.subtree_control`: enabled controllers before and after,
+    /// read in the kernel at syscall entry and exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controllers_before: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controllers_after: Option<Vec<String>>,
+
+    // sysctl_write
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
+
+    // route_delete, rule_delete, addr_delete, link_delete, link_set
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rp_filter: Option<u32>,
+    /// link_set: the request sets the link down (`Some(false)`) or up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<bool>,
+    /// The netlink message type as the kernel names it (`RTM_DELROUTE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+
+    // signal
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signo: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_comm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_cgroup: Option<String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A known incident pattern, with the events that show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// `kubepods-controller-removed`, `cgroup-driver-mismatch`, `rp-filter-on-cilium`,
+    /// `cilium-route-deleted`, `cilium-rule-deleted`.
+    pub id: String,
+    pub severity: Severity,
+    pub time: Timestamp,
+    pub actor: String,
+    pub summary: String,
+    /// `seq` of the events behind it.
+    pub evidence: Vec<u64>,
+    pub remediation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Anything else a detector wants to show (interfaces affected, pods killed, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// State of one kernel hook at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookStatus {
+    pub name: String,
+    /// `attached`, or `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// First line of every stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeaderLine {
+    pub schema: u32,
+    pub tracer_version: String,
+    pub hostname: String,
+    pub kernel: String,
+    pub started_at: Timestamp,
+    pub hooks: Vec<HookStatus>,
+}
+
+/// Per-hook counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HookCounts {
+    /// Records the kernel produced for this hook.
+    pub seen: u64,
+    /// Records the kernel could not hand over (ring buffer full).
+    pub lost: u64,
+}
+
+/// Counters, emitted periodically and at the end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub time: Timestamp,
+    /// Events emitted so far.
+    pub events: u64,
+    /// Records lost so far, all causes.
+    pub lost: u64,
+    /// Records that could not be decoded (malformed, truncated).
+    #[serde(default)]
+    pub decode_errors: u64,
+    #[serde(default)]
+    pub hooks: BTreeMap<String, HookCounts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_round_trips_with_type_tag() {
+        let ev = Event {
+            seq: 7,
+            time: Timestamp(1_700_000_000_123_456_789),
+            kind: Kind::CgroupWrite,
+            pid: 1,
+            tid: 1,
+            comm: "systemd".into(),
+            actor: "systemd".into(),
+            cgroup: Some("/kubepods.slice".into()),
+            file: Some("cgroup.subtree_control".into()),
+            value: Some("-cpuset".into()),
+            result: Some(7),
+            ..Default::default()
+        };
+        let line = serde_json::to_string(&Line::Event(Box::new(ev.clone()))).unwrap();
+        assert!(line.starts_with(r#"{"type":"event","seq":7,"time":"2023-11-14T22:13:20.123456789Z","kind":"cgroup_write""#), "{line}");
+        let back: Line = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, Line::Event(Box::new(ev)));
+    }
+
+    #[test]
+    fn bad_time_is_an_error_not_a_panic() {
+        let err = serde_json::from_str::<Line>(r#"{"type":"stats","time":"yesterday","events":1,"lost":0}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+}
