@@ -309,7 +309,7 @@ mod pod {
 // Layout guards: a change here is a change of the kernel/user contract.
 const _: () = {
     assert!(core::mem::size_of::<Header>() == 96);
-    assert!(core::mem::size_of::<CgroupWrite>() == 96 + 48 + NAME_LEN * (MAX_DEPTH + 1) + VALUE_LEN);
+    assert!(core::mem::size_of::<CgroupWrite>() == 96 + 56 + NAME_LEN * (MAX_DEPTH + 1) + VALUE_LEN);
     assert!(core::mem::size_of::<CgroupDir>() == 96 + 16 + PATH_LEN);
     assert!(core::mem::size_of::<SysctlWrite>() == 96 + SYSCTL_NAME_LEN + 2 * SYSCTL_VALUE_LEN + 16);
     assert!(core::mem::size_of::<Netlink>() == 96 + 24 + NETLINK_LEN);
