@@ -1,1 +1,691 @@
-//! (being written)
+//! How to show lines: schema-v1 JSON (one object per line) or the human timeline.
+//!
+//! The human format puts time and actor first, in aligned columns, then a description
+//! that depends on the kind, then who exactly did it:
+//!
+//! ```text
+//! 12:00:01.250 systemd          cgroup_write /kubepods.slice cgroup.subtree_control <- "-cpuset" = 7  pid=1 comm=systemd [/usr/lib/systemd/systemd]
+//! 12:00:01.251 systemd          FINDING kubepods-controller-removed [critical]: cpuset removed from /kubepods.slice
+//!   evidence: seq 3
+//!   fix: set SystemdCgroup = true ...
+//! ```
+//!
+//! Strings in events come from untrusted processes (comm, written bytes, paths): in human
+//! mode control characters and bidi overrides are stripped so a value cannot move the
+//! cursor, recolor the terminal or fake a line. JSON escapes them already.
+//!
+//! Write errors are returned as they are: a closed pipe is `io::ErrorKind::BrokenPipe`
+//! (Rust ignores SIGPIPE), which callers treat as a clean exit.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use crate::schema::{Event, Finding, HeaderLine, Kind, Line, Severity, Stats};
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Human { color: bool },
+    Json,
+}
+
+const ACTOR_WIDTH: usize = 16;
+/// Longest kind name (`cgroup_write`, `sysctl_write`, ...).
+const KIND_WIDTH: usize = 12;
+
+const RED_BOLD: &str = "\x1b[1;31m";
+const YELLOW: &str = "\x1b[33m";
+const RESET: &str = "\x1b[0m";
+
+/// Prints lines to `out`, one `write_all` per printed line (a finding with its evidence
+/// and fix is one write), so concurrent readers never see half a line.
+pub struct Printer<W: Write> {
+    out: W,
+    format: Format,
+    buf: Vec<u8>,
+    /// Human mode: the last `(lost, decode_errors)` reported, per host, so periodic
+    /// (cumulative) stats only print when something new was lost.
+    reported: HashMap<Option<String>, (u64, u64)>,
+    /// The last stats line seen, for the final summary.
+    last_stats: HashMap<Option<String>, Stats>,
+}
+
+impl<W: Write> Printer<W> {
+    pub fn new(out: W, format: Format) -> Self {
+        Printer { out, format, buf: Vec::with_capacity(1024), reported: HashMap::new(), last_stats: HashMap::new() }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Print one line (JSON: always exactly one line; human: zero or more lines).
+    pub fn print(&mut self, line: &Line) -> io::Result<()> {
+        self.buf.clear();
+        match self.format {
+            Format::Json => {
+                // Serializing our own types into memory cannot fail short of a bug; keep
+                // it as an io error rather than a panic.
+                serde_json::to_writer(&mut self.buf, line).map_err(io::Error::other)?;
+                self.buf.push(b'\n');
+                if let Line::Stats(s) = line {
+                    self.last_stats.insert(s.host.clone(), s.clone());
+                }
+            }
+            Format::Human { color } => {
+                let mut s = String::with_capacity(256);
+                match line {
+                    Line::Header(h) => human_header(&mut s, h),
+                    Line::Event(e) => human_event(&mut s, e),
+                    Line::Finding(f) => human_finding(&mut s, f, color),
+                    Line::Stats(st) => self.human_stats(&mut s, st),
+                }
+                self.buf.extend_from_slice(s.as_bytes());
+            }
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.out.write_all(&self.buf)
+    }
+
+    /// End of the stream. Human mode prints a one-line summary from the last stats seen
+    /// (per host); both modes flush.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if let Format::Human { .. } = self.format {
+            let mut hosts: Vec<_> = self.last_stats.iter().collect();
+            hosts.sort_by(|a, b| a.0.cmp(b.0));
+            let mut s = String::new();
+            for (host, st) in hosts {
+                s.push_str("== ");
+                if let Some(h) = host {
+                    let _ = write!(s, "{}: ", clean(h));
+                }
+                let _ = write!(s, "{} events, {} lost, {} decode errors", st.events, st.lost, st.decode_errors);
+                s.push('\n');
+            }
+            self.out.write_all(s.as_bytes())?;
+        }
+        self.out.flush()
+    }
+
+    fn human_stats(&mut self, s: &mut String, st: &Stats) {
+        self.last_stats.insert(st.host.clone(), st.clone());
+        let prev = self.reported.get(&st.host).copied().unwrap_or((0, 0));
+        let lost = st.lost.saturating_sub(prev.0);
+        let bad = st.decode_errors.saturating_sub(prev.1);
+        if lost == 0 && bad == 0 {
+            return;
+        }
+        self.reported.insert(st.host.clone(), (st.lost.max(prev.0), st.decode_errors.max(prev.1)));
+        let _ = write!(s, "{} !! ", st.time.clock());
+        if let Some(h) = &st.host {
+            let _ = write!(s, "{}: ", clean(h));
+        }
+        let mut parts = Vec::new();
+        if lost > 0 {
+            let mut p = format!("{lost} events lost (ring buffer full)");
+            let per_hook: Vec<String> = st
+                .hooks
+                .iter()
+                .filter(|(_, c)| c.lost > 0)
+                .map(|(name, c)| format!("{} {}", clean(name), c.lost))
+                .collect();
+            if !per_hook.is_empty() {
+                let _ = write!(p, " [{}]", per_hook.join(", "));
+            }
+            parts.push(p);
+        }
+        if bad > 0 {
+            parts.push(format!("{bad} records could not be decoded"));
+        }
+        let _ = writeln!(s, "{}; totals: {} lost, {} undecodable", parts.join(", "), st.lost, st.decode_errors);
+    }
+}
+
+/// Remove control characters (C0, DEL, C1) and Unicode bidi controls from an untrusted
+/// string before it reaches a terminal.
+pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    fn bad(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if s.chars().any(bad) {
+        std::borrow::Cow::Owned(s.chars().filter(|&c| !bad(c)).collect())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+fn human_header(s: &mut String, h: &HeaderLine) {
+    let attached = h.hooks.iter().filter(|k| k.state == "attached").count();
+    let _ = writeln!(
+        s,
+        "tracer {} on {} ({}): {}/{} hooks attached",
+        clean(&h.tracer_version),
+        clean(&h.hostname),
+        clean(&h.kernel),
+        attached,
+        h.hooks.len()
+    );
+    for k in h.hooks.iter().filter(|k| k.state != "attached") {
+        let _ = writeln!(
+            s,
+            "  hook {} {}: {}",
+            clean(&k.name),
+            clean(&k.state),
+            clean(k.error.as_deref().unwrap_or("no error given"))
+        );
+    }
+}
+
+fn human_event(s: &mut String, e: &Event) {
+    let _ = write!(s, "{} {:<aw$} {:<kw$} ", e.time.clock(), clean(&e.actor), e.kind.as_str(), aw = ACTOR_WIDTH, kw = KIND_WIDTH);
+    describe(s, e);
+    let _ = write!(s, "  pid={} comm={}", e.pid, clean(&e.comm));
+    if let Some(exe) = &e.exe {
+        let _ = write!(s, " [{}]", clean(exe));
+    }
+    if let Some(b) = &e.on_behalf_of {
+        let _ = write!(s, " (for {})", clean(b));
+    }
+    if let Some(h) = &e.host {
+        let _ = write!(s, " host={}", clean(h));
+    }
+    s.push('\n');
+}
+
+/// The kind-specific part of an event line.
+fn describe(s: &mut String, e: &Event) {
+    match e.kind {
+        Kind::CgroupWrite => {
+            let _ = write!(s, "{} {} <- \"{}", opt(&e.cgroup), opt(&e.file), e.value.as_deref().map(clean).unwrap_or_default());
+            if e.value_truncated {
+                s.push_str("...");
+            }
+            s.push('"');
+            if let Some(r) = e.result {
+                s.push_str(" = ");
+                push_result(s, r);
+            }
+            if let (Some(b), Some(a)) = (&e.controllers_before, &e.controllers_after) {
+                let removed: Vec<&str> = b.iter().filter(|c| !a.contains(c)).map(|c| c.as_str()).collect();
+                let added: Vec<&str> = a.iter().filter(|c| !b.contains(c)).map(|c| c.as_str()).collect();
+                if !removed.is_empty() || !added.is_empty() {
+                    s.push_str(" (controllers");
+                    for c in removed {
+                        let _ = write!(s, " -{}", clean(c));
+                    }
+                    for c in added {
+                        let _ = write!(s, " +{}", clean(c));
+                    }
+                    s.push(')');
+                }
+            }
+            push_v1_hierarchy(s, e);
+        }
+        Kind::CgroupMkdir | Kind::CgroupRmdir => {
+            s.push_str(&opt(&e.cgroup));
+            push_v1_hierarchy(s, e);
+        }
+        Kind::SysctlWrite => {
+            let old = e.old_value.as_deref().map(|v| clean(v.trim()).into_owned()).unwrap_or_else(|| "?".into());
+            let new = e.value.as_deref().map(|v| clean(v.trim()).into_owned()).unwrap_or_else(|| "?".into());
+            let _ = write!(s, "{} {} -> {}", opt(&e.name), old, new);
+            push_netns(s, e);
+        }
+        Kind::RouteDelete => {
+            s.push_str(e.dst.as_deref().map(clean).as_deref().unwrap_or("default"));
+            if let Some(g) = &e.gateway {
+                let _ = write!(s, " via {}", clean(g));
+            }
+            if let Some(t) = e.table {
+                let _ = write!(s, " table {t}");
+            }
+            push_dev(s, e);
+            if let Some(p) = &e.protocol {
+                let _ = write!(s, " proto {}", clean(p));
+            }
+            push_netns(s, e);
+        }
+        Kind::RuleDelete => {
+            let mut parts = Vec::new();
+            if let Some(p) = e.priority {
+                parts.push(format!("prio {p}"));
+            }
+            if let Some(m) = &e.fwmark {
+                parts.push(format!("fwmark {}", clean(m)));
+            }
+            if let Some(d) = &e.dst {
+                parts.push(format!("to {}", clean(d)));
+            }
+            if let Some(t) = e.table {
+                parts.push(format!("table {t}"));
+            }
+            s.push_str(&parts.join(" "));
+            push_netns(s, e);
+        }
+        Kind::AddrDelete => {
+            s.push_str(&opt(&e.dst));
+            push_dev(s, e);
+            push_netns(s, e);
+        }
+        Kind::LinkDelete => {
+            push_dev_first(s, e);
+            push_netns(s, e);
+        }
+        Kind::LinkSet => {
+            push_dev_first(s, e);
+            match e.up {
+                Some(true) => s.push_str(" up"),
+                Some(false) => s.push_str(" down"),
+                None => {}
+            }
+            if let Some(r) = e.rp_filter {
+                let _ = write!(s, " rp_filter {r}");
+            }
+            push_netns(s, e);
+        }
+        Kind::Signal => {
+            match (&e.signal, e.signo) {
+                (Some(name), _) => s.push_str(&clean(name)),
+                (None, Some(n)) => {
+                    let _ = write!(s, "signal {n}");
+                }
+                (None, None) => s.push_str("signal ?"),
+            }
+            match e.target_pid {
+                Some(p) => {
+                    let _ = write!(s, " -> {p}");
+                }
+                None => s.push_str(" -> ?"),
+            }
+            if let Some(c) = &e.target_comm {
+                let _ = write!(s, " ({})", clean(c));
+            }
+            if let Some(c) = &e.target_cgroup {
+                let _ = write!(s, " {}", clean(c));
+            }
+        }
+    }
+}
+
+fn opt(v: &Option<String>) -> std::borrow::Cow<'_, str> {
+    v.as_deref().map(clean).unwrap_or(std::borrow::Cow::Borrowed("?"))
+}
+
+fn push_v1_hierarchy(s: &mut String, e: &Event) {
+    if let Some(h) = &e.hierarchy {
+        if h != "v2" {
+            let _ = write!(s, " (v1 {})", clean(h));
+        }
+    }
+}
+
+fn push_netns(s: &mut String, e: &Event) {
+    if let Some(n) = e.netns {
+        let _ = write!(s, " (netns {n})");
+    }
+}
+
+fn push_dev(s: &mut String, e: &Event) {
+    if let Some(d) = &e.dev {
+        let _ = write!(s, " dev {}", clean(d));
+    } else if let Some(i) = e.ifindex {
+        let _ = write!(s, " ifindex {i}");
+    }
+}
+
+/// `dev X` (or `ifindex N`) at the start of the description, no leading space.
+fn push_dev_first(s: &mut String, e: &Event) {
+    let start = s.len();
+    push_dev(s, e);
+    if s.len() > start {
+        s.remove(start);
+    } else {
+        s.push_str("dev ?");
+    }
+}
+
+fn push_result(s: &mut String, r: i64) {
+    if r >= 0 {
+        let _ = write!(s, "{r}");
+    } else {
+        match errno_name(-r) {
+            Some(n) => s.push_str(n),
+            None => {
+                let _ = write!(s, "errno {}", -r);
+            }
+        }
+    }
+}
+
+/// Names of the errnos a cgroup or sysctl write can plausibly return.
+pub fn errno_name(e: i64) -> Option<&'static str> {
+    Some(match e {
+        1 => "EPERM",
+        2 => "ENOENT",
+        3 => "ESRCH",
+        4 => "EINTR",
+        5 => "EIO",
+        7 => "E2BIG",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        19 => "ENODEV",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        24 => "EMFILE",
+        27 => "EFBIG",
+        28 => "ENOSPC",
+        30 => "EROFS",
+        34 => "ERANGE",
+        95 => "EOPNOTSUPP",
+        _ => return None,
+    })
+}
+
+fn human_finding(s: &mut String, f: &Finding, color: bool) {
+    let (on, off) = match (color, f.severity) {
+        (true, Severity::Critical) => (RED_BOLD, RESET),
+        (true, Severity::Warning) => (YELLOW, RESET),
+        _ => ("", ""),
+    };
+    let _ = write!(
+        s,
+        "{on}{} {:<aw$} FINDING {} [{}]: {}{off}",
+        f.time.clock(),
+        clean(&f.actor),
+        clean(&f.id),
+        f.severity.as_str(),
+        clean(&f.summary),
+        aw = ACTOR_WIDTH
+    );
+    if let Some(h) = &f.host {
+        let _ = write!(s, " host={}", clean(h));
+    }
+    s.push('\n');
+    s.push_str("  evidence: seq");
+    if f.evidence.is_empty() {
+        s.push_str(" (none)");
+    }
+    for (i, seq) in f.evidence.iter().enumerate() {
+        let _ = write!(s, "{}{seq}", if i == 0 { " " } else { ", " });
+    }
+    s.push('\n');
+    if !f.details.is_empty() {
+        s.push_str("  details:");
+        for (k, v) in &f.details {
+            let v = match v {
+                serde_json::Value::String(x) => x.clone(),
+                other => other.to_string(),
+            };
+            let _ = write!(s, " {}={}", clean(k), clean(&v));
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(s, "  fix: {}", clean(&f.remediation));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{HookCounts, HookStatus, Timestamp};
+
+    // 2023-11-14T22:13:20.123456789Z
+    const T: Timestamp = Timestamp(1_700_000_000_123_456_789);
+
+    fn human(lines: &[Line]) -> String {
+        let mut p = Printer::new(Vec::new(), Format::Human { color: false });
+        for l in lines {
+            p.print(l).unwrap();
+        }
+        String::from_utf8(p.into_inner()).unwrap()
+    }
+
+    fn base(kind: Kind, actor: &str, pid: u32) -> Event {
+        Event { seq: 1, time: T, kind, pid, tid: pid, comm: actor.into(), actor: actor.into(), ..Default::default() }
+    }
+
+    fn one(e: Event) -> String {
+        human(&[Line::Event(Box::new(e))])
+    }
+
+    #[test]
+    fn cgroup_write_golden() {
+        let mut e = base(Kind::CgroupWrite, "systemd", 1);
+        e.exe = Some("/usr/lib/systemd/systemd".into());
+        e.cgroup = Some("/kubepods.slice/kubepods-burstable.slice".into());
+        e.hierarchy = Some("v2".into());
+        e.file = Some("cgroup.subtree_control".into());
+        e.value = Some("-cpuset\n".into());
+        e.result = Some(7);
+        assert_eq!(
+            one(e.clone()),
+            "22:13:20.123 systemd          cgroup_write /kubepods.slice/kubepods-burstable.slice cgroup.subtree_control <- \"-cpuset\" = 7  pid=1 comm=systemd [/usr/lib/systemd/systemd]\n"
+        );
+        e.result = Some(-16);
+        e.controllers_before = Some(vec!["cpu".into(), "cpuset".into()]);
+        e.controllers_after = Some(vec!["cpu".into()]);
+        e.hierarchy = Some("cpu,cpuacct".into());
+        assert_eq!(
+            one(e),
+            "22:13:20.123 systemd          cgroup_write /kubepods.slice/kubepods-burstable.slice cgroup.subtree_control <- \"-cpuset\" = EBUSY (controllers -cpuset) (v1 cpu,cpuacct)  pid=1 comm=systemd [/usr/lib/systemd/systemd]\n"
+        );
+    }
+
+    #[test]
+    fn mkdir_with_on_behalf_of() {
+        let mut e = base(Kind::CgroupMkdir, "runc", 4242);
+        e.comm = "runc:[2:INIT]".into();
+        e.cgroup = Some("/system.slice/kubepods-besteffort-pod1.slice:cri-containerd:abc".into());
+        e.on_behalf_of = Some("containerd".into());
+        assert_eq!(
+            one(e),
+            "22:13:20.123 runc             cgroup_mkdir /system.slice/kubepods-besteffort-pod1.slice:cri-containerd:abc  pid=4242 comm=runc:[2:INIT] (for containerd)\n"
+        );
+    }
+
+    #[test]
+    fn sysctl_golden() {
+        let mut e = base(Kind::SysctlWrite, "systemd-sysctl", 900);
+        e.comm = "systemd-sysctl".into();
+        e.name = Some("net.ipv4.conf.lxc1.rp_filter".into());
+        e.old_value = Some("0\n".into());
+        e.value = Some("2\n".into());
+        e.netns = Some(4026531840);
+        e.on_behalf_of = Some("systemd-udevd".into());
+        assert_eq!(
+            one(e),
+            "22:13:20.123 systemd-sysctl   sysctl_write net.ipv4.conf.lxc1.rp_filter 0 -> 2 (netns 4026531840)  pid=900 comm=systemd-sysctl (for systemd-udevd)\n"
+        );
+    }
+
+    #[test]
+    fn route_and_rule_golden() {
+        let mut e = base(Kind::RouteDelete, "systemd-networkd", 77);
+        e.comm = "systemd-network".into();
+        e.dst = Some("10.0.0.0/24".into());
+        e.table = Some(2004);
+        e.dev = Some("cilium_host".into());
+        e.protocol = Some("kernel".into());
+        assert_eq!(
+            one(e),
+            "22:13:20.123 systemd-networkd route_delete 10.0.0.0/24 table 2004 dev cilium_host proto kernel  pid=77 comm=systemd-network\n"
+        );
+        let mut r = base(Kind::RuleDelete, "systemd-networkd", 77);
+        r.comm = "systemd-network".into();
+        r.priority = Some(9);
+        r.fwmark = Some("0x200/0xf00".into());
+        r.table = Some(2004);
+        assert_eq!(
+            one(r),
+            "22:13:20.123 systemd-networkd rule_delete  prio 9 fwmark 0x200/0xf00 table 2004  pid=77 comm=systemd-network\n"
+        );
+    }
+
+    #[test]
+    fn link_and_addr_golden() {
+        let mut l = base(Kind::LinkSet, "ip", 5);
+        l.dev = Some("cilium_net".into());
+        l.up = Some(false);
+        l.rp_filter = Some(2);
+        assert_eq!(one(l), "22:13:20.123 ip               link_set     dev cilium_net down rp_filter 2  pid=5 comm=ip\n");
+        let mut a = base(Kind::AddrDelete, "ip", 5);
+        a.dst = Some("10.1.0.1/32".into());
+        a.ifindex = Some(3);
+        assert_eq!(one(a), "22:13:20.123 ip               addr_delete  10.1.0.1/32 ifindex 3  pid=5 comm=ip\n");
+    }
+
+    #[test]
+    fn signal_golden() {
+        let mut e = base(Kind::Signal, "kubelet", 300);
+        e.signal = Some("SIGKILL".into());
+        e.target_pid = Some(1234);
+        e.target_comm = Some("nginx".into());
+        e.target_cgroup = Some("/kubepods.slice/kubepods-pod1.slice".into());
+        assert_eq!(one(e), "22:13:20.123 kubelet          signal       SIGKILL -> 1234 (nginx) /kubepods.slice/kubepods-pod1.slice  pid=300 comm=kubelet\n");
+    }
+
+    #[test]
+    fn control_characters_are_stripped() {
+        let mut e = base(Kind::CgroupWrite, "evil\x1b[2J", 6);
+        e.comm = "a\rb\u{202e}c".into();
+        e.cgroup = Some("/x\ny".into());
+        e.file = Some("f".into());
+        e.value = Some("\x1b]0;title\x07v".into());
+        let out = one(e);
+        assert_eq!(out, "22:13:20.123 evil[2J          cgroup_write /xy f <- \"]0;titlev\"  pid=6 comm=abc\n");
+        assert_eq!(out.matches('\n').count(), 1);
+    }
+
+    fn finding() -> Finding {
+        Finding {
+            id: "kubepods-controller-removed".into(),
+            severity: Severity::Critical,
+            time: T,
+            actor: "systemd".into(),
+            summary: "cpuset removed from /kubepods.slice".into(),
+            evidence: vec![3, 7],
+            remediation: "SystemdCgroup = true in containerd, cgroupDriver: systemd in kubelet".into(),
+            controller: Some("cpuset".into()),
+            cgroup: Some("/kubepods.slice".into()),
+            dev: None,
+            value: None,
+            details: Default::default(),
+            host: None,
+        }
+    }
+
+    #[test]
+    fn finding_golden_plain_and_color() {
+        let f = finding();
+        assert_eq!(
+            human(&[Line::Finding(f.clone())]),
+            "22:13:20.123 systemd          FINDING kubepods-controller-removed [critical]: cpuset removed from /kubepods.slice\n  evidence: seq 3, 7\n  fix: SystemdCgroup = true in containerd, cgroupDriver: systemd in kubelet\n"
+        );
+        let mut p = Printer::new(Vec::new(), Format::Human { color: true });
+        p.print(&Line::Finding(f.clone())).unwrap();
+        let out = String::from_utf8(p.into_inner()).unwrap();
+        assert!(out.starts_with("\x1b[1;31m22:13:20.123 systemd"), "{out:?}");
+        assert!(out.contains("/kubepods.slice\x1b[0m\n"), "{out:?}");
+        let mut w = f;
+        w.severity = Severity::Warning;
+        let mut p = Printer::new(Vec::new(), Format::Human { color: true });
+        p.print(&Line::Finding(w)).unwrap();
+        assert!(String::from_utf8(p.into_inner()).unwrap().starts_with("\x1b[33m"));
+    }
+
+    #[test]
+    fn header_golden() {
+        let h = HeaderLine {
+            schema: 1,
+            tracer_version: "0.1.0".into(),
+            hostname: "node-a".into(),
+            kernel: "6.18.0".into(),
+            started_at: T,
+            hooks: vec![
+                HookStatus { name: "cgroup_write".into(), state: "attached".into(), error: None },
+                HookStatus { name: "sysctl".into(), state: "failed".into(), error: Some("EPERM".into()) },
+            ],
+        };
+        assert_eq!(
+            human(&[Line::Header(h)]),
+            "tracer 0.1.0 on node-a (6.18.0): 1/2 hooks attached\n  hook sysctl failed: EPERM\n"
+        );
+    }
+
+    #[test]
+    fn stats_print_only_new_losses_and_final_summary() {
+        let mut st = Stats { time: T, events: 100, ..Default::default() };
+        let mut p = Printer::new(Vec::new(), Format::Human { color: false });
+        p.print(&Line::Stats(st.clone())).unwrap();
+        assert!(p.get_ref().is_empty());
+        st.lost = 12;
+        st.hooks.insert("cgroup_write".into(), HookCounts { seen: 100, lost: 12 });
+        p.print(&Line::Stats(st.clone())).unwrap();
+        // Same cumulative counts again: nothing new.
+        p.print(&Line::Stats(st.clone())).unwrap();
+        st.decode_errors = 1;
+        st.events = 150;
+        p.print(&Line::Stats(st.clone())).unwrap();
+        p.finish().unwrap();
+        let out = String::from_utf8(p.into_inner()).unwrap();
+        assert_eq!(
+            out,
+            "22:13:20.123 !! 12 events lost (ring buffer full) [cgroup_write 12]; totals: 12 lost, 0 undecodable\n\
+             22:13:20.123 !! 1 records could not be decoded; totals: 12 lost, 1 undecodable\n\
+             == 150 events, 12 lost, 1 decode errors\n"
+        );
+    }
+
+    #[test]
+    fn json_is_one_line_per_line() {
+        let mut p = Printer::new(Vec::new(), Format::Json);
+        let mut e = base(Kind::CgroupWrite, "systemd", 1);
+        e.value = Some("a\nb".into());
+        p.print(&Line::Event(Box::new(e.clone()))).unwrap();
+        p.print(&Line::Finding(finding())).unwrap();
+        p.finish().unwrap();
+        let out = String::from_utf8(p.into_inner()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(serde_json::from_str::<Line>(lines[0]).unwrap(), Line::Event(Box::new(e)));
+        assert_eq!(serde_json::from_str::<Line>(lines[1]).unwrap(), Line::Finding(finding()));
+    }
+
+    #[test]
+    fn broken_pipe_is_reported_as_such() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from(io::ErrorKind::BrokenPipe))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        for format in [Format::Json, Format::Human { color: false }] {
+            let mut p = Printer::new(Closed, format);
+            let err = p.print(&Line::Event(Box::new(base(Kind::Signal, "x", 1)))).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        }
+    }
+}
