@@ -1,0 +1,459 @@
+//! `cargo xtask bench`: the tax on every unrelated write() (DESIGN.md, performance budget).
+//!
+//! A child process (`cargo xtask bench-writer N`, so that the timing loop is not
+//! inside anything traced specially) times N one-byte writes to /dev/null under
+//! each setup: nothing attached, the floor (`tracer bench-floor`: empty programs
+//! on the same syscall hooks), `tracer tail --json`, and bpftrace doing the same
+//! filter. Setups are interleaved in rounds and compared by their medians.
+//!
+//! Everything the bench starts is ended by its pid, and every program a setup
+//! loaded is checked to be gone before the next one starts.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    os::fd::AsRawFd as _,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::util::{self, tracer_bin};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// One round of 100k writes: a smoke run, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds; each round runs every setup once, in a rotating order [default: 5, --quick: 1].
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Timed writes per setup and round [default: 1000000, --quick: 100000].
+    #[arg(long)]
+    writes: Option<u64>,
+    /// Leave bpftrace out.
+    #[arg(long)]
+    no_bpftrace: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Setup {
+    None,
+    Floor,
+    Tracer,
+    Bpftrace,
+}
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::None => "none",
+            Setup::Floor => "floor (empty prog)",
+            Setup::Tracer => "tracer tail --json",
+            Setup::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+const BPFTRACE_PROG: &str =
+    "tracepoint:raw_syscalls:sys_enter /args->id == 1/ { @[comm] = count(); }";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The hidden `bench-writer N` subcommand: prints the mean ns per write.
+pub fn writer(writes: u64) -> Result<()> {
+    let null = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    let fd = null.as_raw_fd();
+    let byte = b"x";
+    let write = || {
+        // SAFETY: fd is open for the whole loop and the buffer is 1 valid byte.
+        let n = unsafe { libc::write(fd, byte.as_ptr().cast(), 1) };
+        debug_assert_eq!(n, 1);
+    };
+    // Warm up caches and the branch predictors.
+    for _ in 0..(writes / 10).clamp(1_000, 100_000) {
+        write();
+    }
+    let start = Instant::now();
+    for _ in 0..writes {
+        write();
+    }
+    let ns = start.elapsed().as_nanos() as f64 / writes.max(1) as f64;
+    println!("{ns:.2}");
+    Ok(())
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 5 }).max(1);
+    let writes = opts.writes.unwrap_or(if opts.quick { 100_000 } else { 1_000_000 }).max(1);
+    let tracer = tracer_bin("release");
+    let mut setups = vec![Setup::None, Setup::Floor, Setup::Tracer];
+    let mut notes = Vec::new();
+    if opts.no_bpftrace {
+        notes.push("bpftrace: left out (--no-bpftrace)".to_owned());
+    } else if util::which("bpftrace").is_none() {
+        notes.push("bpftrace: not installed (apt-get install bpftrace), left out".to_owned());
+    } else {
+        setups.push(Setup::Bpftrace);
+    }
+
+    eprintln!("xtask: bench: {rounds} round(s) x {writes} writes per setup");
+    let mut samples: Vec<(Setup, Vec<f64>)> = setups.iter().map(|&s| (s, Vec::new())).collect();
+    let mut failed: Vec<(Setup, String)> = Vec::new();
+    for round in 0..rounds {
+        let n = setups.len();
+        for i in 0..n {
+            let setup = setups[(i + round as usize) % n];
+            if failed.iter().any(|(s, _)| *s == setup) {
+                continue;
+            }
+            match measure(setup, &tracer, writes) {
+                Ok(ns) => {
+                    eprintln!("xtask: bench: round {} {:<20} {ns:>8.1} ns/write", round + 1, setup.name());
+                    samples.iter_mut().find(|(s, _)| *s == setup).unwrap().1.push(ns);
+                }
+                Err(e) => {
+                    eprintln!("xtask: bench: {}: {e:#}", setup.name());
+                    failed.push((setup, format!("{e:#}")));
+                }
+            }
+        }
+    }
+
+    print_table(&samples, rounds, writes);
+    for note in &notes {
+        println!("note: {note}");
+    }
+    for (setup, why) in &failed {
+        println!("could not measure {}: {why}", setup.name());
+    }
+    // bpftrace is a comparison; the tracer and the floor are ours and must work.
+    let ours: Vec<&str> = failed
+        .iter()
+        .filter(|(s, _)| *s != Setup::Bpftrace)
+        .map(|(s, _)| s.name())
+        .collect();
+    if !ours.is_empty() {
+        bail!("bench could not measure: {}", ours.join(", "));
+    }
+    Ok(())
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len().is_multiple_of(2) { (v[m - 1] + v[m]) / 2.0 } else { v[m] })
+}
+
+fn print_table(samples: &[(Setup, Vec<f64>)], rounds: u32, writes: u64) {
+    let med = |s: Setup| samples.iter().find(|(x, _)| *x == s).and_then(|(_, v)| median(v));
+    let none = med(Setup::None);
+    let floor_added = none.zip(med(Setup::Floor)).map(|(n, f)| f - n);
+    println!();
+    println!("write() tax: 1-byte writes to /dev/null, median of {rounds} round(s) x {writes} writes");
+    println!(
+        "{:<20} {:>12} {:>12} {:>12} {:>16}",
+        "setup", "ns/write", "min..max", "added ns", "added / floor's"
+    );
+    for (setup, v) in samples {
+        let Some(m) = median(v) else {
+            println!("{:<20} {:>12}", setup.name(), "n/a");
+            continue;
+        };
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let added = none.map(|n| m - n);
+        let ratio = match (added, floor_added) {
+            (Some(a), Some(f)) if *setup != Setup::None && f > 0.0 => format!("{:.2}x", a / f),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{:<20} {:>12.1} {:>12} {:>12} {:>16}",
+            setup.name(),
+            m,
+            format!("{lo:.0}..{hi:.0}"),
+            added.map_or("-".to_owned(), |a| format!("{a:+.1}")),
+            ratio
+        );
+    }
+    if floor_added.is_some_and(|f| f <= 0.0) {
+        println!("note: the floor measured no added cost (noise is larger than the hook); ratios omitted");
+    }
+}
+
+/// Starts the setup, runs the writer under it, and stops the setup.
+fn measure(setup: Setup, tracer: &Path, writes: u64) -> Result<f64> {
+    let running = match setup {
+        Setup::None => None,
+        Setup::Floor => {
+            let mut cmd = Command::new(tracer);
+            cmd.arg("bench-floor");
+            Some(Running::start(setup, cmd, false, 2)?)
+        }
+        Setup::Tracer => {
+            let mut cmd = Command::new(tracer);
+            cmd.args(["tail", "--json"]);
+            // Its first stdout line is the schema header, printed once attached.
+            Some(Running::start(setup, cmd, true, 1)?)
+        }
+        Setup::Bpftrace => {
+            // tracefs is not mounted on these machines and bpftrace reads the
+            // tracepoint format from it: mount it in a private mount namespace
+            // that only bpftrace sees (unshare -m makes propagation private).
+            let script = format!(
+                "mountpoint -q /sys/kernel/tracing || mount -t tracefs none /sys/kernel/tracing \
+                 || exit 97; exec bpftrace -e '{BPFTRACE_PROG}'"
+            );
+            let mut cmd = Command::new("unshare");
+            cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+            Some(Running::start(setup, cmd, false, 1)?)
+        }
+    };
+    let result = run_writer(writes);
+    if let Some(r) = running {
+        r.stop()?;
+    }
+    result
+}
+
+fn run_writer(writes: u64) -> Result<f64> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let out = Command::new(exe)
+        .args(["bench-writer", &writes.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .context("starting the bench writer")?;
+    if !out.status.success() {
+        bail!(
+            "bench writer failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.trim().parse().with_context(|| format!("bench writer printed {s:?}"))
+}
+
+/// A setup process the bench started; stopped (by pid) when dropped.
+struct Running {
+    setup: Setup,
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+    prog_ids: Vec<u32>,
+}
+
+impl Running {
+    /// Spawns `cmd` and waits until it has at least `min_attached` programs
+    /// attached to hooks (asked of the kernel with BPF_TASK_FD_QUERY on its fds)
+    /// and, with `want_line`, has printed its first stdout line.
+    fn start(setup: Setup, mut cmd: Command, want_line: bool, min_attached: usize) -> Result<Self> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (line_tx, line_rx) = mpsc::channel();
+        // Drain both pipes for the whole run so that the setup never blocks on them.
+        let out = child.stdout.take().expect("piped");
+        thread::spawn(move || {
+            let mut out = BufReader::new(out);
+            let mut first = String::new();
+            if out.read_line(&mut first).is_ok_and(|n| n > 0) {
+                let _ = line_tx.send(first);
+            }
+            let _ = std::io::copy(&mut out, &mut std::io::sink());
+        });
+        let err = child.stderr.take().expect("piped");
+        let tail = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut t = tail.lock().unwrap();
+                t.push(line);
+                let extra = t.len().saturating_sub(20);
+                t.drain(..extra);
+            }
+        });
+        let mut running = Running { setup, child, stderr, prog_ids: Vec::new() };
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut got_line = !want_line;
+        loop {
+            if let Some(status) = running.child.try_wait()? {
+                // Let the stderr reader catch up before quoting it.
+                thread::sleep(Duration::from_millis(100));
+                bail!("exited before it was ready ({status}){}", running.stderr_tail());
+            }
+            if !got_line {
+                got_line = line_rx.try_recv().is_ok();
+            }
+            let pid = running.child.id();
+            if got_line && attached_hooks(pid) >= min_attached {
+                // Let the remaining attachments of a multi-hook setup land.
+                thread::sleep(Duration::from_millis(300));
+                running.prog_ids = prog_ids(pid);
+                return Ok(running);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "not ready after {}s (stdout line: {got_line}, attached hooks: {}){}",
+                    READY_TIMEOUT.as_secs(),
+                    attached_hooks(pid),
+                    running.stderr_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        let t = self.stderr.lock().unwrap();
+        if t.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr:\n  {}", t.join("\n  "))
+        }
+    }
+
+    /// SIGTERM by pid, SIGKILL after 10 s; then checks that its programs are gone.
+    fn stop(mut self) -> Result<()> {
+        self.terminate();
+        let ids = std::mem::take(&mut self.prog_ids);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left: Vec<u32> = ids.iter().copied().filter(|&id| prog_exists(id)).collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} exited but its programs {left:?} are still loaded (pinned?): \
+                     inspect with `bpftool prog show id <id>`",
+                    self.setup.name()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn terminate(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill has no memory preconditions; pid is our child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("xtask: bench: {} ignored SIGTERM for 10 s; killing pid {pid}", self.setup.name());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// The fds of a process, as (fd number, link target).
+fn fds(pid: u32) -> Vec<(String, String)> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let target = fs::read_link(e.path()).ok()?;
+        Some((e.file_name().to_string_lossy().into_owned(), target.to_string_lossy().into_owned()))
+    })
+    .collect()
+}
+
+/// How many of the process's fds attach a program to a hook (tracepoint, raw
+/// tracepoint, kprobe...), per the kernel's BPF_TASK_FD_QUERY.
+fn attached_hooks(pid: u32) -> usize {
+    fds(pid)
+        .into_iter()
+        .filter(|(_, t)| t == "anon_inode:[perf_event]" || t == "anon_inode:bpf_link")
+        .filter_map(|(fd, _)| fd.parse::<u32>().ok())
+        .filter(|&fd| task_fd_query(pid, fd))
+        .count()
+}
+
+/// Program ids the process holds (program fds and links), from /proc fdinfo.
+fn prog_ids(pid: u32) -> Vec<u32> {
+    let mut ids: Vec<u32> = fds(pid)
+        .into_iter()
+        .filter(|(_, t)| t.starts_with("anon_inode:bpf"))
+        .filter_map(|(fd, _)| fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok()))
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_TASK_FD_QUERY: libc::c_long = 20;
+
+fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> libc::c_long {
+    // SAFETY: attr is a valid, initialized bpf_attr prefix for cmd, and its size is passed.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) }
+}
+
+/// Whether `fd` of `pid` attaches a program (include/uapi/linux/bpf.h, task_fd_query).
+fn task_fd_query(pid: u32, fd: u32) -> bool {
+    #[repr(C)]
+    #[derive(Default)]
+    struct TaskFdQuery {
+        pid: u32,
+        fd: u32,
+        flags: u32,
+        buf_len: u32,
+        buf: u64,
+        prog_id: u32,
+        fd_type: u32,
+        probe_offset: u64,
+        probe_addr: u64,
+    }
+    let mut attr = TaskFdQuery { pid, fd, ..Default::default() };
+    sys_bpf(BPF_TASK_FD_QUERY, &mut attr) == 0 && attr.prog_id != 0
+}
+
+/// Whether a program with this id is still loaded.
+fn prog_exists(id: u32) -> bool {
+    #[repr(C)]
+    struct GetFdById {
+        prog_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut attr = GetFdById { prog_id: id, next_id: 0, open_flags: 0 };
+    let fd = sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr);
+    if fd >= 0 {
+        // SAFETY: the kernel just gave us this fd.
+        unsafe { libc::close(fd as libc::c_int) };
+        return true;
+    }
+    // ENOENT: gone. Anything else (e.g. EPERM) means we cannot tell; do not claim a leak.
+    false
+}
