@@ -78,7 +78,11 @@ pub fn parse(path: &str) -> CgroupInfo {
             info.unit = Some(comp.to_string());
         }
         if let Some(c) = colon_container(comp) {
-            info.pod_uid = c.pod.as_ref().map(|p| p.uid.clone()).or(info.pod_uid.take());
+            info.pod_uid = c
+                .pod
+                .as_ref()
+                .map(|p| p.uid.clone())
+                .or(info.pod_uid.take());
             if let Some(q) = c.pod.and_then(|p| p.qos) {
                 info.qos = Some(q);
             }
@@ -150,7 +154,10 @@ pub fn parse(path: &str) -> CgroupInfo {
     if !info.in_kubepods {
         info.level = None;
     }
-    info.kubelet_owned = matches!(info.level, Some(KubeLevel::Root | KubeLevel::Qos | KubeLevel::Pod));
+    info.kubelet_owned = matches!(
+        info.level,
+        Some(KubeLevel::Root | KubeLevel::Qos | KubeLevel::Pod)
+    );
     info.outside_kubepods_container = !info.in_kubepods
         && info.container_id.is_some()
         && (cri_named || matches!(info.runtime.as_deref(), Some("containerd" | "crio")));
@@ -202,7 +209,10 @@ fn kube_slice_stem(stem: &str) -> Option<SliceKube> {
         [q, p] => {
             let q = qos_of(q)?;
             let uid = p.strip_prefix("pod").and_then(pod_uid)?;
-            Some(SliceKube::Pod(PodName { qos: Some(q.to_string()), uid }))
+            Some(SliceKube::Pod(PodName {
+                qos: Some(q.to_string()),
+                uid,
+            }))
         }
         _ => None,
     }
@@ -213,13 +223,15 @@ fn kube_slice_stem(stem: &str) -> Option<SliceKube> {
 fn pod_uid(s: &str) -> Option<String> {
     let hex = s.chars().filter(|c| c.is_ascii_hexdigit()).count();
     let ok = hex == 32
-        && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_')
         && (s.len() == 32 || s.len() == 36);
     ok.then(|| s.replace('_', "-"))
 }
 
 fn container_id(s: &str) -> Option<String> {
-    (s.len() >= 12 && s.len() <= 64 && s.chars().all(|c| c.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+    (s.len() >= 12 && s.len() <= 64 && s.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| s.to_ascii_lowercase())
 }
 
 /// Runtime prefixes of container cgroup names, longest first.
@@ -332,8 +344,13 @@ mod tests {
 
     #[test]
     fn systemd_pod_slice() {
-        let i = parse(&format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice"));
-        assert_eq!((i.level, i.qos.as_deref(), i.pod_uid.as_deref()), (Some(KubeLevel::Pod), Some("besteffort"), Some(UID)));
+        let i = parse(&format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice"
+        ));
+        assert_eq!(
+            (i.level, i.qos.as_deref(), i.pod_uid.as_deref()),
+            (Some(KubeLevel::Pod), Some("besteffort"), Some(UID))
+        );
         assert_eq!(i.unit, Some(format!("kubepods-besteffort-pod{UID_}.slice")));
         assert!(i.kubelet_owned);
     }
@@ -341,14 +358,19 @@ mod tests {
     #[test]
     fn systemd_guaranteed_pod_has_no_qos_level() {
         let i = parse(&format!("/kubepods.slice/kubepods-pod{UID_}.slice"));
-        assert_eq!((i.level, i.qos.as_deref(), i.pod_uid.as_deref()), (Some(KubeLevel::Pod), Some("guaranteed"), Some(UID)));
+        assert_eq!(
+            (i.level, i.qos.as_deref(), i.pod_uid.as_deref()),
+            (Some(KubeLevel::Pod), Some("guaranteed"), Some(UID))
+        );
         assert!(i.kubelet_owned);
     }
 
     #[test]
     fn static_pod_uid_without_dashes() {
         let uid = "8f1b4c2d9e0a7b6c5d4e3f2a1b0c9d8e";
-        let i = parse(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice"));
+        let i = parse(&format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice"
+        ));
         assert_eq!(i.pod_uid.as_deref(), Some(uid));
     }
 
@@ -374,33 +396,69 @@ mod tests {
     #[test]
     fn cgroupfs_levels() {
         let i = parse("/kubepods");
-        assert_eq!((i.level, i.kubelet_owned, i.qos.clone()), (Some(KubeLevel::Root), true, None));
+        assert_eq!(
+            (i.level, i.kubelet_owned, i.qos.clone()),
+            (Some(KubeLevel::Root), true, None)
+        );
         let i = parse("/kubepods/besteffort");
-        assert_eq!((i.level, i.qos.as_deref()), (Some(KubeLevel::Qos), Some("besteffort")));
+        assert_eq!(
+            (i.level, i.qos.as_deref()),
+            (Some(KubeLevel::Qos), Some("besteffort"))
+        );
         let i = parse(&format!("/kubepods/pod{UID}"));
-        assert_eq!((i.level, i.qos.as_deref(), i.pod_uid.as_deref()), (Some(KubeLevel::Pod), Some("guaranteed"), Some(UID)));
+        assert_eq!(
+            (i.level, i.qos.as_deref(), i.pod_uid.as_deref()),
+            (Some(KubeLevel::Pod), Some("guaranteed"), Some(UID))
+        );
         let i = parse(&format!("/kubepods/pod{UID}/{ID}"));
-        assert_eq!((i.level, i.qos.as_deref(), i.container_id.as_deref()), (Some(KubeLevel::Container), Some("guaranteed"), Some(ID)));
+        assert_eq!(
+            (i.level, i.qos.as_deref(), i.container_id.as_deref()),
+            (Some(KubeLevel::Container), Some("guaranteed"), Some(ID))
+        );
         assert!(!i.kubelet_owned);
     }
 
     #[test]
     fn crio_and_docker_scopes() {
         let i = parse(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope"));
-        assert_eq!((i.runtime.as_deref(), i.container_id.as_deref()), (Some("crio"), Some(ID)));
+        assert_eq!(
+            (i.runtime.as_deref(), i.container_id.as_deref()),
+            (Some("crio"), Some(ID))
+        );
         let i = parse(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope"));
-        assert_eq!((i.runtime.as_deref(), i.container_id.as_deref()), (Some("crio"), Some(ID)));
-        let i = parse(&format!("/kubepods.slice/kubepods-pod{UID_}.slice/docker-{ID}.scope"));
-        assert_eq!((i.runtime.as_deref(), i.level), (Some("docker"), Some(KubeLevel::Container)));
+        assert_eq!(
+            (i.runtime.as_deref(), i.container_id.as_deref()),
+            (Some("crio"), Some(ID))
+        );
+        let i = parse(&format!(
+            "/kubepods.slice/kubepods-pod{UID_}.slice/docker-{ID}.scope"
+        ));
+        assert_eq!(
+            (i.runtime.as_deref(), i.level),
+            (Some("docker"), Some(KubeLevel::Container))
+        );
         // cgroupfs driver with crio's prefix.
         let i = parse(&format!("/kubepods/besteffort/pod{UID}/crio-{ID}"));
-        assert_eq!((i.runtime.as_deref(), i.container_id.as_deref(), i.unit.clone()), (Some("crio"), Some(ID), None));
+        assert_eq!(
+            (
+                i.runtime.as_deref(),
+                i.container_id.as_deref(),
+                i.unit.clone()
+            ),
+            (Some("crio"), Some(ID), None)
+        );
     }
 
     #[test]
     fn system_services() {
         let i = parse("/system.slice/containerd.service");
-        assert_eq!(i, CgroupInfo { unit: s("containerd.service"), ..Default::default() });
+        assert_eq!(
+            i,
+            CgroupInfo {
+                unit: s("containerd.service"),
+                ..Default::default()
+            }
+        );
         let i = parse("/system.slice/kubelet.service");
         assert_eq!(i.unit, s("kubelet.service"));
         assert!(!i.in_kubepods && !i.kubelet_owned);
@@ -408,7 +466,9 @@ mod tests {
 
     #[test]
     fn driver_mismatch_colon_form() {
-        let i = parse(&format!("/system.slice/kubepods-besteffort-pod{UID_}.slice:cri-containerd:{ID}"));
+        let i = parse(&format!(
+            "/system.slice/kubepods-besteffort-pod{UID_}.slice:cri-containerd:{ID}"
+        ));
         assert_eq!(
             i,
             CgroupInfo {
@@ -426,14 +486,20 @@ mod tests {
         // Under containerd's own service cgroup.
         let i = parse(&format!("/system.slice/containerd.service/kubepods-burstable-pod{UID_}.slice:cri-containerd:{ID}"));
         assert!(i.outside_kubepods_container);
-        assert_eq!((i.unit.as_deref(), i.qos.as_deref()), (Some("containerd.service"), Some("burstable")));
+        assert_eq!(
+            (i.unit.as_deref(), i.qos.as_deref()),
+            (Some("containerd.service"), Some("burstable"))
+        );
     }
 
     #[test]
     fn driver_mismatch_scope_outside_kubepods() {
         let i = parse(&format!("/system.slice/cri-containerd-{ID}.scope"));
         assert!(i.outside_kubepods_container);
-        assert_eq!((i.runtime.as_deref(), i.container_id.as_deref()), (Some("containerd"), Some(ID)));
+        assert_eq!(
+            (i.runtime.as_deref(), i.container_id.as_deref()),
+            (Some("containerd"), Some(ID))
+        );
         assert_eq!(i.level, None);
         let i = parse(&format!("/system.slice/crio-{ID}.scope"));
         assert!(i.outside_kubepods_container);
@@ -449,7 +515,10 @@ mod tests {
         let p = format!("/system.slice/docker-{ID}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod{UID_}.slice");
         let i = parse(&p);
         assert!(i.in_kubepods && i.kubelet_owned);
-        assert_eq!((i.level, i.qos.as_deref(), i.pod_uid.as_deref()), (Some(KubeLevel::Pod), Some("burstable"), Some(UID)));
+        assert_eq!(
+            (i.level, i.qos.as_deref(), i.pod_uid.as_deref()),
+            (Some(KubeLevel::Pod), Some("burstable"), Some(UID))
+        );
         // The node container's docker id is not a pod's container.
         assert!(!i.outside_kubepods_container);
     }
@@ -459,25 +528,48 @@ mod tests {
         assert_eq!(parse("/"), CgroupInfo::default());
         assert_eq!(parse(""), CgroupInfo::default());
         for g in [
-            "//", "not/a/path", "/.slice", "/kubepods-.slice", "/kubepods-pod.slice", "/kubepods-burstable-podxyz.slice",
-            "/kubepods-burstable-pod1-2.slice/", "/a:b:c", "/x.slice:cri-containerd:zz", "/\u{0}\u{ffff}/é.scope",
-            "/burstable/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901", "/kubepods-foo-bar-baz.slice",
+            "//",
+            "not/a/path",
+            "/.slice",
+            "/kubepods-.slice",
+            "/kubepods-pod.slice",
+            "/kubepods-burstable-podxyz.slice",
+            "/kubepods-burstable-pod1-2.slice/",
+            "/a:b:c",
+            "/x.slice:cri-containerd:zz",
+            "/\u{0}\u{ffff}/é.scope",
+            "/burstable/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901",
+            "/kubepods-foo-bar-baz.slice",
         ] {
             let i = parse(g);
-            assert!(!i.kubelet_owned && !i.outside_kubepods_container && i.pod_uid.is_none(), "{g}: {i:?}");
+            assert!(
+                !i.kubelet_owned && !i.outside_kubepods_container && i.pod_uid.is_none(),
+                "{g}: {i:?}"
+            );
         }
-        assert_eq!(parse("/\u{0}\u{ffff}/é.scope").unit.as_deref(), Some("é.scope"));
+        assert_eq!(
+            parse("/\u{0}\u{ffff}/é.scope").unit.as_deref(),
+            Some("é.scope")
+        );
     }
 
     #[test]
     fn trailing_slash_and_nested_container_cgroups() {
-        let i = parse(&format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope/init.scope/"));
-        assert_eq!((i.level, i.container_id.as_deref(), i.unit.as_deref()), (Some(KubeLevel::Container), Some(ID), Some("init.scope")));
+        let i = parse(&format!(
+            "/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope/init.scope/"
+        ));
+        assert_eq!(
+            (i.level, i.container_id.as_deref(), i.unit.as_deref()),
+            (Some(KubeLevel::Container), Some(ID), Some("init.scope"))
+        );
     }
 
     #[test]
     fn serializes_snake_case() {
         let j = serde_json::to_string(&parse("/kubepods.slice")).unwrap();
-        assert!(j.contains(r#""level":"root""#) && j.contains(r#""kubelet_owned":true"#), "{j}");
+        assert!(
+            j.contains(r#""level":"root""#) && j.contains(r#""kubelet_owned":true"#),
+            "{j}"
+        );
     }
 }
