@@ -277,7 +277,12 @@ fn colon_container(comp: &str) -> Option<ColonContainer> {
         "docker" => "docker",
         _ => return None,
     };
-    let id = container_id(name)?;
+    // The `slice:prefix:name` shape is the tell-tale by itself: any non-empty id.
+    let id_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric());
+    if !id_ok || !slice.ends_with(".slice") {
+        return None;
+    }
+    let id = name.to_ascii_lowercase();
     let pod = match slice.strip_suffix(".slice").and_then(kube_slice_stem) {
         Some(SliceKube::Pod(p)) => Some(p),
         _ => None,
@@ -490,6 +495,17 @@ mod tests {
             (i.unit.as_deref(), i.qos.as_deref()),
             (Some("containerd.service"), Some("burstable"))
         );
+        // Short ids (as in hand-written fixtures) and a slice that is not a pod's.
+        let i = parse("/system.slice/kubepods-besteffort.slice:crio:cc");
+        assert!(i.outside_kubepods_container);
+        assert_eq!(
+            (
+                i.runtime.as_deref(),
+                i.container_id.as_deref(),
+                i.pod_uid.clone()
+            ),
+            (Some("crio"), Some("cc"), None)
+        );
     }
 
     #[test]
@@ -536,7 +552,9 @@ mod tests {
             "/kubepods-burstable-podxyz.slice",
             "/kubepods-burstable-pod1-2.slice/",
             "/a:b:c",
-            "/x.slice:cri-containerd:zz",
+            "/x.slice:cri-containerd:",
+            "/x.scope:cri-containerd:ab",
+            "/x.slice:runc:ab",
             "/\u{0}\u{ffff}/é.scope",
             "/burstable/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901",
             "/kubepods-foo-bar-baz.slice",
