@@ -13,7 +13,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     os::fd::AsRawFd as _,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{mpsc, Arc, Mutex},
     thread,
@@ -38,6 +38,9 @@ pub struct Options {
     /// Leave bpftrace out.
     #[arg(long)]
     no_bpftrace: bool,
+    /// Bench this tracer binary instead of building target/release/tracer.
+    #[arg(long, value_name = "PATH")]
+    pub tracer: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -92,7 +95,7 @@ pub fn writer(writes: u64) -> Result<()> {
 pub fn run(opts: &Options) -> Result<()> {
     let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 5 }).max(1);
     let writes = opts.writes.unwrap_or(if opts.quick { 100_000 } else { 1_000_000 }).max(1);
-    let tracer = tracer_bin("release");
+    let tracer = opts.tracer.clone().unwrap_or_else(|| tracer_bin("release"));
     let mut setups = vec![Setup::None, Setup::Floor, Setup::Tracer];
     let mut notes = Vec::new();
     if opts.no_bpftrace {
@@ -221,6 +224,12 @@ fn measure(setup: Setup, tracer: &Path, writes: u64) -> Result<f64> {
     };
     let result = run_writer(writes);
     if let Some(r) = running {
+        eprintln!(
+            "xtask: bench: {} held {} program(s): ids {:?}",
+            setup.name(),
+            r.prog_ids.len(),
+            r.prog_ids
+        );
         r.stop()?;
     }
     result

@@ -129,7 +129,9 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Test { args } => test(args),
         Cmd::Bench(opts) => {
             need_root("bench")?;
-            build("release")?;
+            if opts.tracer.is_none() {
+                build("release")?;
+            }
             bench::run(&opts)?;
             Ok(0)
         }
