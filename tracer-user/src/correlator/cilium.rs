@@ -1,0 +1,275 @@
+//! `cilium-route-deleted` and `cilium-rule-deleted`: someone other than Cilium removes
+//! Cilium's routing state (incident 3: systemd-networkd >= 248 removes "foreign" routes
+//! and rules on reconfigure).
+//!
+//! Cilium's state, per its datapath (pkg/datapath/linux/routing, `linux_defaults`):
+//! - rules `9: fwmark 0x200/0xf00 lookup 2004`, `10: fwmark 0xa00/0xf00 lookup 2005`, and
+//!   the local rule moved to priority 100;
+//! - routes in tables 2004 and 2005, and routes via `cilium_host`, `cilium_net`, `lxc*`.
+//!
+//! The route protocol is not used: since Cilium 1.14 its routes are `proto kernel`, like
+//! every connected route. Removing an address or a link (or setting it down) flushes its
+//! IPv4 routes with no RTM_DELROUTE at all, so addr_delete, link_delete and link_set down
+//! on those devices count as route deletions.
+
+use std::collections::HashMap;
+
+use super::rp_filter::is_cilium_dev;
+use super::{attribution, finding, made_by, parse_num, who, HostKey};
+use crate::schema::{Event, Finding, Kind, Severity};
+
+pub const ROUTE_ID: &str = "cilium-route-deleted";
+pub const RULE_ID: &str = "cilium-rule-deleted";
+
+/// Cilium's routing tables (`linux_defaults.RouteTableToProxy`, `RouteTableFromProxy`).
+pub const TABLES: &[u32] = &[2004, 2005];
+/// Priorities of Cilium's rules: to-proxy, from-proxy, the moved local rule.
+pub const PRIORITIES: &[u32] = &[9, 10, 100];
+/// Cilium's proxy marks under mask 0xf00.
+pub const MARKS: &[u32] = &[0x200, 0xa00];
+const MARK_MASK: u32 = 0xf00;
+
+/// Cilium's own components.
+const OWNERS: &[&str] = &["cilium-agent", "cilium-cni"];
+
+fn remediation(ev: &Event, what: &str) -> String {
+    let networkd = "set `ManageForeignRoutes=no` and `ManageForeignRoutingPolicyRules=no` in the [Network] section of \
+                    /etc/systemd/networkd.conf (or a networkd.conf.d drop-in) and restart systemd-networkd";
+    let first = match super::actor(ev).as_str() {
+        "systemd-networkd" => format!("systemd-networkd removes {what} it did not create: {networkd}."),
+        "NetworkManager" => format!(
+            "NetworkManager manages Cilium's devices: add `unmanaged-devices=interface-name:cilium_*;interface-name:lxc*` \
+             under [keyfile] in NetworkManager.conf and reload it. If systemd-networkd runs too, {networkd}."
+        ),
+        _ => format!(
+            "{} removed {what} owned by Cilium: stop it from managing foreign routing state. If it is systemd-networkd \
+             or runs it, {networkd}.",
+            super::actor(ev)
+        ),
+    };
+    format!("{first} Restart cilium-agent (or wait for its next reconcile) to restore them.")
+}
+
+/// A fwmark as `0x200/0xf00` (mark/mask), or a bare mark.
+fn cilium_mark(s: &str) -> bool {
+    let (mark, mask) = match s.split_once('/') {
+        Some((m, k)) => (parse_num(m), parse_num(k)),
+        None => (parse_num(s), None),
+    };
+    let Some(mark) = mark else { return false };
+    match mask {
+        Some(k) if k != MARK_MASK => false,
+        _ => MARKS.contains(&(mark & MARK_MASK)) && mark & !MARK_MASK == 0,
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Detector {
+    /// ifindex -> name per netns, for requests that name the device by index only.
+    names: HashMap<(HostKey, Option<u32>, u32), String>,
+}
+
+impl Detector {
+    fn dev_of(&mut self, ev: &Event) -> Option<String> {
+        match (&ev.dev, ev.ifindex) {
+            (Some(d), Some(i)) => {
+                self.names.insert((ev.host.clone(), ev.netns, i), d.clone());
+                Some(d.clone())
+            }
+            (Some(d), None) => Some(d.clone()),
+            (None, Some(i)) => self.names.get(&(ev.host.clone(), ev.netns, i)).cloned(),
+            (None, None) => None,
+        }
+    }
+
+    pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+        if !matches!(ev.kind, Kind::RouteDelete | Kind::RuleDelete | Kind::AddrDelete | Kind::LinkDelete | Kind::LinkSet) {
+            return;
+        }
+        let dev = self.dev_of(ev);
+        if made_by(ev, OWNERS) {
+            return;
+        }
+        let cilium_dev = dev.as_deref().filter(|d| is_cilium_dev(d));
+        let cilium_table = ev.table.filter(|t| TABLES.contains(t));
+        match ev.kind {
+            Kind::RouteDelete => {
+                if cilium_table.is_none() && cilium_dev.is_none() {
+                    return;
+                }
+                let mut what = ev.dst.clone().unwrap_or_else(|| "a route".into());
+                if let Some(t) = ev.table {
+                    what.push_str(&format!(" table {t}"));
+                }
+                if let Some(d) = &dev {
+                    what.push_str(&format!(" dev {d}"));
+                }
+                let mut f = finding(
+                    ROUTE_ID,
+                    Severity::Critical,
+                    ev,
+                    format!("{} deleted Cilium's route {what}: pod traffic through it is blackholed", who(ev)),
+                    &remediation(ev, "routes"),
+                );
+                f.dev = dev.clone();
+                net_details(&mut f, ev);
+                out.push(f);
+            }
+            Kind::AddrDelete | Kind::LinkDelete | Kind::LinkSet => {
+                let Some(d) = cilium_dev else { return };
+                let action = match ev.kind {
+                    Kind::AddrDelete => format!("deleted address {} from", ev.dst.as_deref().unwrap_or("an address")),
+                    Kind::LinkDelete => "deleted link".into(),
+                    _ if ev.up == Some(false) => "set down link".into(),
+                    _ => return,
+                };
+                let mut f = finding(
+                    ROUTE_ID,
+                    Severity::Critical,
+                    ev,
+                    format!(
+                        "{} {action} {d}: the kernel flushes Cilium's IPv4 routes via {d} with no route \
+                         notification",
+                        who(ev)
+                    ),
+                    &remediation(ev, "addresses and links, and with them routes,"),
+                );
+                f.dev = Some(d.to_string());
+                f.details.insert("flushed_by".into(), ev.kind.as_str().into());
+                net_details(&mut f, ev);
+                out.push(f);
+            }
+            Kind::RuleDelete => {
+                let by_prio = ev.priority.filter(|p| PRIORITIES.contains(p));
+                let by_mark = ev.fwmark.as_deref().filter(|m| cilium_mark(m));
+                if by_prio.is_none() && by_mark.is_none() && cilium_table.is_none() {
+                    return;
+                }
+                let mut what = Vec::new();
+                if let Some(p) = ev.priority {
+                    what.push(format!("{p}:"));
+                }
+                if let Some(m) = &ev.fwmark {
+                    what.push(format!("fwmark {m}"));
+                }
+                if let Some(t) = ev.table {
+                    what.push(format!("lookup {t}"));
+                }
+                let what = if what.is_empty() { "a rule".to_string() } else { what.join(" ") };
+                let mut f = finding(
+                    RULE_ID,
+                    Severity::Critical,
+                    ev,
+                    format!(
+                        "{} deleted Cilium's routing policy rule {what}: proxied and local traffic stops matching \
+                         its tables",
+                        who(ev)
+                    ),
+                    &remediation(ev, "routing policy rules"),
+                );
+                f.dev = dev.clone();
+                net_details(&mut f, ev);
+                out.push(f);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn net_details(f: &mut Finding, ev: &Event) {
+    attribution(f, ev);
+    let d = &mut f.details;
+    if let Some(n) = ev.netns {
+        d.insert("netns".into(), n.into());
+    }
+    for (k, v) in [("family", &ev.family), ("dst", &ev.dst), ("protocol", &ev.protocol), ("fwmark", &ev.fwmark), ("gateway", &ev.gateway), ("request", &ev.request)] {
+        if let Some(v) = v {
+            d.insert(k.into(), v.clone().into());
+        }
+    }
+    if let Some(t) = ev.table {
+        d.insert("table".into(), t.into());
+    }
+    if let Some(p) = ev.priority {
+        d.insert("priority".into(), p.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    fn route(actor: &str) -> B {
+        ev(Kind::RouteDelete, actor).netns(4026531840)
+    }
+    fn rule(actor: &str) -> B {
+        ev(Kind::RuleDelete, actor).netns(4026531840)
+    }
+
+    #[test]
+    fn networkd_deletes_cilium_routes() {
+        let f = run(vec![
+            route("systemd-networkd").table(2004).dst("0.0.0.0/0").dev("lo"),
+            route("systemd-networkd").table(254).dst("10.0.1.0/24").dev("cilium_host"),
+            route("systemd-networkd").table(254).dst("10.0.1.17/32").dev("lxcab12"),
+            route("systemd-networkd").table(2005).dst("10.0.1.5/32"),
+        ]);
+        assert_eq!(ids(&f), vec![ROUTE_ID; 4]);
+        assert_eq!(f[0].actor, "systemd-networkd");
+        assert!(f[0].remediation.contains("ManageForeignRoutes=no") && f[0].remediation.contains("ManageForeignRoutingPolicyRules=no"));
+        assert_eq!(f[1].dev.as_deref(), Some("cilium_host"));
+        assert_eq!(f[2].evidence, vec![3]);
+    }
+
+    #[test]
+    fn dev_by_ifindex_and_flushes() {
+        let f = run(vec![
+            ev(Kind::LinkSet, "cilium-agent").netns(1).dev("cilium_net").ifindex(4).up(true),
+            route("ip").netns(1).ifindex(4).dst("10.0.0.0/8"),
+            ev(Kind::AddrDelete, "ip").netns(1).dev("cilium_host").dst("10.0.1.1/32"),
+            ev(Kind::LinkDelete, "sh").netns(1).dev("lxc_health"),
+            ev(Kind::LinkSet, "NetworkManager").netns(1).ifindex(4).up(false),
+        ]);
+        assert_eq!(ids(&f), vec![ROUTE_ID; 4], "{f:#?}");
+        assert_eq!(f[0].dev.as_deref(), Some("cilium_net"));
+        assert_eq!(f[1].details["flushed_by"], "addr_delete");
+        assert!(f[3].remediation.contains("unmanaged-devices"));
+    }
+
+    #[test]
+    fn networkd_deletes_cilium_rules() {
+        let f = run(vec![
+            rule("systemd-networkd").priority(9).fwmark("0x200/0xf00").table(2004),
+            rule("systemd-networkd").priority(10).fwmark("0xa00/0xf00").table(2005),
+            rule("systemd-networkd").priority(100).table(255),
+            rule("ip").fwmark("0xa00/0xf00"),
+            rule("ip").table(2004),
+        ]);
+        assert_eq!(ids(&f), vec![RULE_ID; 5]);
+        assert!(f[0].summary.contains("9: fwmark 0x200/0xf00 lookup 2004"), "{}", f[0].summary);
+    }
+
+    #[test]
+    fn cilium_itself_and_unrelated_state_are_not_findings() {
+        let f = run(vec![
+            route("cilium-agent").table(2004).dst("0.0.0.0/0"),
+            route("ip").behalf("cilium-agent").dev("cilium_host"),
+            rule("cilium-agent").priority(0).table(255),
+            rule("cilium-agent").priority(9).fwmark("0x200/0xf00").table(2004),
+            ev(Kind::LinkDelete, "cilium-cni").dev("lxc01"),
+            // Other tables, devices, priorities and marks.
+            route("systemd-networkd").table(254).dst("192.168.0.0/24").dev("eth0"),
+            route("systemd-networkd").table(2003).dst("0.0.0.0/0"),
+            route("systemd-networkd").table(200).dev("vxlan.calico"),
+            rule("systemd-networkd").priority(32766).table(254),
+            rule("systemd-networkd").priority(1000).table(100),
+            rule("systemd-networkd").priority(500).fwmark("0x100/0xf00").table(300),
+            rule("systemd-networkd").priority(500).fwmark("0x200/0xffffffff").table(300),
+            ev(Kind::AddrDelete, "systemd-networkd").dev("eth0"),
+            ev(Kind::LinkSet, "systemd-networkd").dev("cilium_host").up(true),
+            ev(Kind::LinkDelete, "ip").dev("veth12"),
+        ]);
+        assert!(f.is_empty(), "{f:#?}");
+    }
+}

@@ -1,0 +1,278 @@
+//! The incident detectors (shared/DESIGN.md, "The incidents it exists for").
+//!
+//! The correlator sees attributed events only, from the live pipeline or from `replay`,
+//! so everything it knows comes from the event stream: which cgroups are kubepods, which
+//! interfaces exist in a network namespace, which controllers a cgroup had. Time is the
+//! events' time; [`Correlator::tick`] closes time windows when no event comes.
+//!
+//! | id | module |
+//! |---|---|
+//! | `kubepods-controller-removed` | [`kubepods`] |
+//! | `cgroup-driver-mismatch` | [`driver`] |
+//! | `rp-filter-on-cilium` | [`rp_filter`] |
+//! | `cilium-route-deleted`, `cilium-rule-deleted` | [`cilium`] |
+//!
+//! State is kept per host (`Event::host`, set when replay merges several nodes), so
+//! merged recordings never mix one node's cgroups or namespaces with another's.
+
+pub mod cilium;
+pub mod driver;
+pub mod kube;
+pub mod kubepods;
+pub mod rp_filter;
+
+use crate::process;
+use crate::schema::{Event, Finding, Severity, Timestamp};
+
+/// Runs every detector over the event stream.
+#[derive(Debug, Default)]
+pub struct Correlator {
+    kubepods: kubepods::Detector,
+    driver: driver::Detector,
+    rp_filter: rp_filter::Detector,
+    cilium: cilium::Detector,
+}
+
+impl Correlator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Findings the event completes, at once (live users see them with the event).
+    pub fn observe(&mut self, ev: &Event) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.kubepods.observe(ev, &mut out);
+        self.driver.observe(ev, &mut out);
+        self.rp_filter.observe(ev, &mut out);
+        self.cilium.observe(ev, &mut out);
+        out
+    }
+
+    /// Closes the time windows that ended by `now` (called about once a second live,
+    /// and at the end of a replay).
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.kubepods.tick(now, &mut out);
+        out
+    }
+
+    /// End of the stream: closes every open window.
+    pub fn finish(&mut self) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.kubepods.finish(&mut out);
+        out
+    }
+}
+
+/// State of one node: replay may merge recordings of several.
+type HostKey = Option<String>;
+
+/// The actor of an event, re-derived from exe/comm when a recording left it empty.
+pub(crate) fn actor(ev: &Event) -> String {
+    if !ev.actor.is_empty() {
+        return ev.actor.clone();
+    }
+    process::actor_name(ev.exe.as_deref(), &ev.comm)
+}
+
+/// `systemd-sysctl (for systemd-udevd)`, for summaries.
+pub(crate) fn who(ev: &Event) -> String {
+    match &ev.on_behalf_of {
+        Some(b) if !b.is_empty() && *b != actor(ev) => format!("{} (for {b})", actor(ev)),
+        _ => actor(ev),
+    }
+}
+
+/// Whether the event was made by one of `owners`, or by a helper acting for one.
+pub(crate) fn made_by(ev: &Event, owners: &[&str]) -> bool {
+    owners.contains(&actor(ev).as_str()) || ev.on_behalf_of.as_deref().is_some_and(|b| owners.contains(&b))
+}
+
+/// A finding on one event, with the common fields filled from it.
+pub(crate) fn finding(id: &str, severity: Severity, ev: &Event, summary: String, remediation: &str) -> Finding {
+    Finding {
+        id: id.to_string(),
+        severity,
+        time: ev.time,
+        actor: actor(ev),
+        summary,
+        evidence: vec![ev.seq],
+        remediation: remediation.to_string(),
+        controller: None,
+        cgroup: None,
+        dev: None,
+        value: None,
+        details: Default::default(),
+        host: ev.host.clone(),
+    }
+}
+
+/// Adds the actor's attribution to a finding's details.
+pub(crate) fn attribution(f: &mut Finding, ev: &Event) {
+    f.details.insert("pid".into(), ev.pid.into());
+    if !ev.comm.is_empty() {
+        f.details.insert("comm".into(), ev.comm.clone().into());
+    }
+    if let Some(exe) = &ev.exe {
+        f.details.insert("exe".into(), exe.clone().into());
+    }
+    if let Some(b) = &ev.on_behalf_of {
+        f.details.insert("on_behalf_of".into(), b.clone().into());
+    }
+    if !ev.ancestry.is_empty() {
+        f.details.insert("ancestry".into(), ev.ancestry.clone().into());
+    }
+}
+
+/// `0x200`, `512`: a number as netlink decoders and people write it.
+pub(crate) fn parse_num(s: &str) -> Option<u32> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! A small builder for synthetic events and a runner that feeds them in order.
+    use super::*;
+    use crate::schema::Kind;
+
+    /// Seconds from an arbitrary origin to a timestamp.
+    pub fn at(secs: f64) -> Timestamp {
+        Timestamp(1_700_000_000_000_000_000 + (secs * 1e9) as i64)
+    }
+
+    pub struct B(pub Event);
+
+    pub fn ev(kind: Kind, actor: &str) -> B {
+        B(Event { kind, actor: actor.into(), comm: actor.chars().take(15).collect(), ..Default::default() })
+    }
+    pub fn cg_write(actor: &str, cgroup: &str, value: &str) -> B {
+        ev(Kind::CgroupWrite, actor)
+            .cgroup(cgroup)
+            .file("cgroup.subtree_control")
+            .value(value)
+            .result(value.len() as i64)
+    }
+    pub fn sysctl(actor: &str, name: &str, value: &str) -> B {
+        let mut b = ev(Kind::SysctlWrite, actor);
+        b.0.name = Some(name.into());
+        b.0.value = Some(value.into());
+        b.netns(4026531840)
+    }
+
+    impl B {
+        pub fn seq(mut self, s: u64) -> Self {
+            self.0.seq = s;
+            self
+        }
+        pub fn at(mut self, secs: f64) -> Self {
+            self.0.time = at(secs);
+            self
+        }
+        pub fn behalf(mut self, b: &str) -> Self {
+            self.0.on_behalf_of = Some(b.into());
+            self
+        }
+        pub fn cgroup(mut self, c: &str) -> Self {
+            self.0.cgroup = Some(c.into());
+            self
+        }
+        pub fn file(mut self, f: &str) -> Self {
+            self.0.file = Some(f.into());
+            self
+        }
+        pub fn value(mut self, v: &str) -> Self {
+            self.0.value = Some(v.into());
+            self
+        }
+        pub fn old(mut self, v: &str) -> Self {
+            self.0.old_value = Some(v.into());
+            self
+        }
+        pub fn result(mut self, r: i64) -> Self {
+            self.0.result = Some(r);
+            self
+        }
+        pub fn no_result(mut self) -> Self {
+            self.0.result = None;
+            self
+        }
+        pub fn controllers(mut self, before: &str, after: &str) -> Self {
+            let l = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+            self.0.controllers_before = Some(l(before));
+            self.0.controllers_after = Some(l(after));
+            self
+        }
+        pub fn netns(mut self, n: u32) -> Self {
+            self.0.netns = Some(n);
+            self
+        }
+        pub fn dev(mut self, d: &str) -> Self {
+            self.0.dev = Some(d.into());
+            self
+        }
+        pub fn ifindex(mut self, i: u32) -> Self {
+            self.0.ifindex = Some(i);
+            self
+        }
+        pub fn table(mut self, t: u32) -> Self {
+            self.0.table = Some(t);
+            self
+        }
+        pub fn dst(mut self, d: &str) -> Self {
+            self.0.dst = Some(d.into());
+            self
+        }
+        pub fn priority(mut self, p: u32) -> Self {
+            self.0.priority = Some(p);
+            self
+        }
+        pub fn fwmark(mut self, m: &str) -> Self {
+            self.0.fwmark = Some(m.into());
+            self
+        }
+        pub fn rp_filter(mut self, v: u32) -> Self {
+            self.0.rp_filter = Some(v);
+            self
+        }
+        pub fn up(mut self, up: bool) -> Self {
+            self.0.up = Some(up);
+            self
+        }
+        pub fn signal(mut self, sig: &str, target_cgroup: &str) -> Self {
+            self.0.signal = Some(sig.into());
+            self.0.target_cgroup = Some(target_cgroup.into());
+            self
+        }
+        pub fn host(mut self, h: &str) -> Self {
+            self.0.host = Some(h.into());
+            self
+        }
+    }
+
+    /// Feeds events (numbering them 1.. when their seq is 0), ticks, finishes; returns
+    /// every finding.
+    pub fn run(events: Vec<B>) -> Vec<Finding> {
+        let mut c = Correlator::new();
+        let mut out = Vec::new();
+        let mut last = Timestamp(0);
+        for (i, b) in events.into_iter().enumerate() {
+            let mut e = b.0;
+            if e.seq == 0 {
+                e.seq = i as u64 + 1;
+            }
+            last = last.max(e.time);
+            out.extend(c.observe(&e));
+        }
+        out.extend(c.tick(last));
+        out.extend(c.finish());
+        out
+    }
+
+    pub fn ids(f: &[Finding]) -> Vec<&str> {
+        f.iter().map(|f| f.id.as_str()).collect()
+    }
+}
