@@ -29,6 +29,9 @@ pub const PRIORITIES: &[u32] = &[9, 10, 100];
 pub const MARKS: &[u32] = &[0x200, 0xa00];
 const MARK_MASK: u32 = 0xf00;
 
+/// ifindex -> name entries kept before starting over (ifindexes only grow in a netns).
+const MAX_NAMES: usize = 65_536;
+
 /// Cilium's own components.
 const OWNERS: &[&str] = &["cilium-agent", "cilium-cni"];
 
@@ -73,6 +76,9 @@ impl Detector {
     fn dev_of(&mut self, ev: &Event) -> Option<String> {
         match (&ev.dev, ev.ifindex) {
             (Some(d), Some(i)) => {
+                if self.names.len() >= MAX_NAMES {
+                    self.names.clear();
+                }
                 self.names.insert((ev.host.clone(), ev.netns, i), d.clone());
                 Some(d.clone())
             }
@@ -83,7 +89,14 @@ impl Detector {
     }
 
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
-        if !matches!(ev.kind, Kind::RouteDelete | Kind::RuleDelete | Kind::AddrDelete | Kind::LinkDelete | Kind::LinkSet) {
+        if !matches!(
+            ev.kind,
+            Kind::RouteDelete
+                | Kind::RuleDelete
+                | Kind::AddrDelete
+                | Kind::LinkDelete
+                | Kind::LinkSet
+        ) {
             return;
         }
         let dev = self.dev_of(ev);
@@ -108,7 +121,10 @@ impl Detector {
                     ROUTE_ID,
                     Severity::Critical,
                     ev,
-                    format!("{} deleted Cilium's route {what}: pod traffic through it is blackholed", who(ev)),
+                    format!(
+                        "{} deleted Cilium's route {what}: pod traffic through it is blackholed",
+                        who(ev)
+                    ),
                     &remediation(ev, "routes"),
                 );
                 f.dev = dev.clone();
@@ -118,7 +134,10 @@ impl Detector {
             Kind::AddrDelete | Kind::LinkDelete | Kind::LinkSet => {
                 let Some(d) = cilium_dev else { return };
                 let action = match ev.kind {
-                    Kind::AddrDelete => format!("deleted address {} from", ev.dst.as_deref().unwrap_or("an address")),
+                    Kind::AddrDelete => format!(
+                        "deleted address {} from",
+                        ev.dst.as_deref().unwrap_or("an address")
+                    ),
                     Kind::LinkDelete => "deleted link".into(),
                     _ if ev.up == Some(false) => "set down link".into(),
                     _ => return,
@@ -135,7 +154,8 @@ impl Detector {
                     &remediation(ev, "addresses and links, and with them routes,"),
                 );
                 f.dev = Some(d.to_string());
-                f.details.insert("flushed_by".into(), ev.kind.as_str().into());
+                f.details
+                    .insert("flushed_by".into(), ev.kind.as_str().into());
                 net_details(&mut f, ev);
                 out.push(f);
             }
@@ -155,7 +175,11 @@ impl Detector {
                 if let Some(t) = ev.table {
                     what.push(format!("lookup {t}"));
                 }
-                let what = if what.is_empty() { "a rule".to_string() } else { what.join(" ") };
+                let what = if what.is_empty() {
+                    "a rule".to_string()
+                } else {
+                    what.join(" ")
+                };
                 let mut f = finding(
                     RULE_ID,
                     Severity::Critical,
@@ -182,7 +206,14 @@ fn net_details(f: &mut Finding, ev: &Event) {
     if let Some(n) = ev.netns {
         d.insert("netns".into(), n.into());
     }
-    for (k, v) in [("family", &ev.family), ("dst", &ev.dst), ("protocol", &ev.protocol), ("fwmark", &ev.fwmark), ("gateway", &ev.gateway), ("request", &ev.request)] {
+    for (k, v) in [
+        ("family", &ev.family),
+        ("dst", &ev.dst),
+        ("protocol", &ev.protocol),
+        ("fwmark", &ev.fwmark),
+        ("gateway", &ev.gateway),
+        ("request", &ev.request),
+    ] {
         if let Some(v) = v {
             d.insert(k.into(), v.clone().into());
         }
@@ -210,14 +241,28 @@ mod tests {
     #[test]
     fn networkd_deletes_cilium_routes() {
         let f = run(vec![
-            route("systemd-networkd").table(2004).dst("0.0.0.0/0").dev("lo"),
-            route("systemd-networkd").table(254).dst("10.0.1.0/24").dev("cilium_host"),
-            route("systemd-networkd").table(254).dst("10.0.1.17/32").dev("lxcab12"),
+            route("systemd-networkd")
+                .table(2004)
+                .dst("0.0.0.0/0")
+                .dev("lo"),
+            route("systemd-networkd")
+                .table(254)
+                .dst("10.0.1.0/24")
+                .dev("cilium_host"),
+            route("systemd-networkd")
+                .table(254)
+                .dst("10.0.1.17/32")
+                .dev("lxcab12"),
             route("systemd-networkd").table(2005).dst("10.0.1.5/32"),
         ]);
         assert_eq!(ids(&f), vec![ROUTE_ID; 4]);
         assert_eq!(f[0].actor, "systemd-networkd");
-        assert!(f[0].remediation.contains("ManageForeignRoutes=no") && f[0].remediation.contains("ManageForeignRoutingPolicyRules=no"));
+        assert!(
+            f[0].remediation.contains("ManageForeignRoutes=no")
+                && f[0]
+                    .remediation
+                    .contains("ManageForeignRoutingPolicyRules=no")
+        );
         assert_eq!(f[1].dev.as_deref(), Some("cilium_host"));
         assert_eq!(f[2].evidence, vec![3]);
     }
@@ -225,11 +270,21 @@ mod tests {
     #[test]
     fn dev_by_ifindex_and_flushes() {
         let f = run(vec![
-            ev(Kind::LinkSet, "cilium-agent").netns(1).dev("cilium_net").ifindex(4).up(true),
+            ev(Kind::LinkSet, "cilium-agent")
+                .netns(1)
+                .dev("cilium_net")
+                .ifindex(4)
+                .up(true),
             route("ip").netns(1).ifindex(4).dst("10.0.0.0/8"),
-            ev(Kind::AddrDelete, "ip").netns(1).dev("cilium_host").dst("10.0.1.1/32"),
+            ev(Kind::AddrDelete, "ip")
+                .netns(1)
+                .dev("cilium_host")
+                .dst("10.0.1.1/32"),
             ev(Kind::LinkDelete, "sh").netns(1).dev("lxc_health"),
-            ev(Kind::LinkSet, "NetworkManager").netns(1).ifindex(4).up(false),
+            ev(Kind::LinkSet, "NetworkManager")
+                .netns(1)
+                .ifindex(4)
+                .up(false),
         ]);
         assert_eq!(ids(&f), vec![ROUTE_ID; 4], "{f:#?}");
         assert_eq!(f[0].dev.as_deref(), Some("cilium_net"));
@@ -240,14 +295,24 @@ mod tests {
     #[test]
     fn networkd_deletes_cilium_rules() {
         let f = run(vec![
-            rule("systemd-networkd").priority(9).fwmark("0x200/0xf00").table(2004),
-            rule("systemd-networkd").priority(10).fwmark("0xa00/0xf00").table(2005),
+            rule("systemd-networkd")
+                .priority(9)
+                .fwmark("0x200/0xf00")
+                .table(2004),
+            rule("systemd-networkd")
+                .priority(10)
+                .fwmark("0xa00/0xf00")
+                .table(2005),
             rule("systemd-networkd").priority(100).table(255),
             rule("ip").fwmark("0xa00/0xf00"),
             rule("ip").table(2004),
         ]);
         assert_eq!(ids(&f), vec![RULE_ID; 5]);
-        assert!(f[0].summary.contains("9: fwmark 0x200/0xf00 lookup 2004"), "{}", f[0].summary);
+        assert!(
+            f[0].summary.contains("9: fwmark 0x200/0xf00 lookup 2004"),
+            "{}",
+            f[0].summary
+        );
     }
 
     #[test]
@@ -256,18 +321,32 @@ mod tests {
             route("cilium-agent").table(2004).dst("0.0.0.0/0"),
             route("ip").behalf("cilium-agent").dev("cilium_host"),
             rule("cilium-agent").priority(0).table(255),
-            rule("cilium-agent").priority(9).fwmark("0x200/0xf00").table(2004),
+            rule("cilium-agent")
+                .priority(9)
+                .fwmark("0x200/0xf00")
+                .table(2004),
             ev(Kind::LinkDelete, "cilium-cni").dev("lxc01"),
             // Other tables, devices, priorities and marks.
-            route("systemd-networkd").table(254).dst("192.168.0.0/24").dev("eth0"),
+            route("systemd-networkd")
+                .table(254)
+                .dst("192.168.0.0/24")
+                .dev("eth0"),
             route("systemd-networkd").table(2003).dst("0.0.0.0/0"),
             route("systemd-networkd").table(200).dev("vxlan.calico"),
             rule("systemd-networkd").priority(32766).table(254),
             rule("systemd-networkd").priority(1000).table(100),
-            rule("systemd-networkd").priority(500).fwmark("0x100/0xf00").table(300),
-            rule("systemd-networkd").priority(500).fwmark("0x200/0xffffffff").table(300),
+            rule("systemd-networkd")
+                .priority(500)
+                .fwmark("0x100/0xf00")
+                .table(300),
+            rule("systemd-networkd")
+                .priority(500)
+                .fwmark("0x200/0xffffffff")
+                .table(300),
             ev(Kind::AddrDelete, "systemd-networkd").dev("eth0"),
-            ev(Kind::LinkSet, "systemd-networkd").dev("cilium_host").up(true),
+            ev(Kind::LinkSet, "systemd-networkd")
+                .dev("cilium_host")
+                .up(true),
             ev(Kind::LinkDelete, "ip").dev("veth12"),
         ]);
         assert!(f.is_empty(), "{f:#?}");

@@ -31,15 +31,19 @@ pub struct Detector {
 
 /// Every cgroup path an event names.
 fn paths(ev: &Event) -> impl Iterator<Item = &str> {
-    ev.cgroup.as_deref().into_iter().chain(ev.target_cgroup.as_deref())
+    ev.cgroup
+        .as_deref()
+        .into_iter()
+        .chain(ev.target_cgroup.as_deref())
 }
 
 impl Detector {
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         let kube_now = paths(ev).any(kube::in_kubepods);
         if kube_now && self.kubepods_seen.insert(ev.host.clone()) {
-            let (now, later): (Vec<Event>, Vec<Event>) =
-                std::mem::take(&mut self.pending).into_iter().partition(|p| p.host == ev.host);
+            let (now, later): (Vec<Event>, Vec<Event>) = std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|p| p.host == ev.host);
             self.pending = later;
             for p in now {
                 self.report(&p, out);
@@ -48,12 +52,17 @@ impl Detector {
         if ev.kind != Kind::CgroupMkdir {
             return;
         }
-        let Some(cg) = ev.cgroup.as_deref() else { return };
+        let Some(cg) = ev.cgroup.as_deref() else {
+            return;
+        };
         if kube::outside_container(cg).is_none() {
             return;
         }
         // A slice named after a kubepods pod proves kubelet manages kubepods slices.
-        let names_kubepods = cg.rsplit('/').next().is_some_and(|leaf| leaf.contains("kubepods"));
+        let names_kubepods = cg
+            .rsplit('/')
+            .next()
+            .is_some_and(|leaf| leaf.contains("kubepods"));
         if names_kubepods || self.kubepods_seen.contains(&ev.host) {
             self.report(ev, out);
         } else if self.pending.len() < MAX_PENDING {
@@ -63,13 +72,18 @@ impl Detector {
 
     fn report(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         let cg = ev.cgroup.as_deref().unwrap_or_default();
-        let Some((uid, runtime, id)) = kube::outside_container(cg) else { return };
+        let Some((uid, runtime, id)) = kube::outside_container(cg) else {
+            return;
+        };
         let parent = cg.rsplit_once('/').map(|(p, _)| p).unwrap_or("/");
         let key = uid.clone().unwrap_or_else(|| format!("{parent}/{runtime}"));
         if !self.reported.insert((ev.host.clone(), key)) {
             return;
         }
-        let pod = uid.as_deref().map(|u| format!(" for pod {u}")).unwrap_or_default();
+        let pod = uid
+            .as_deref()
+            .map(|u| format!(" for pod {u}"))
+            .unwrap_or_default();
         let mut f = finding(
             ID,
             Severity::Warning,
@@ -110,8 +124,13 @@ mod tests {
         assert_eq!(ids(&f), vec![ID, ID], "{f:#?}");
         assert_eq!(f[0].severity, Severity::Warning);
         assert_eq!(f[0].evidence, vec![2]);
-        assert_eq!(f[0].details["pod_uid"], "0d4c2c8e-4a6b-4b8e-9d4c-2c8e4a6b4b8e");
-        assert!(f[0].summary.starts_with("runc (for containerd) created container cgroup"));
+        assert_eq!(
+            f[0].details["pod_uid"],
+            "0d4c2c8e-4a6b-4b8e-9d4c-2c8e4a6b4b8e"
+        );
+        assert!(f[0]
+            .summary
+            .starts_with("runc (for containerd) created container cgroup"));
         assert!(f[0].remediation.contains("SystemdCgroup = true"));
     }
 
@@ -127,7 +146,9 @@ mod tests {
 
     #[test]
     fn the_pod_slice_name_is_proof_enough() {
-        let f = run(vec![ev(Kind::CgroupMkdir, "runc").cgroup(&format!("{BAD}aaaa"))]);
+        let f = run(vec![
+            ev(Kind::CgroupMkdir, "runc").cgroup(&format!("{BAD}aaaa"))
+        ]);
         assert_eq!(ids(&f), vec![ID]);
     }
 
@@ -141,6 +162,9 @@ mod tests {
         ]);
         assert!(f.is_empty(), "{f:#?}");
         // The tell-tale on a node without kubepods at all.
-        assert!(run(vec![ev(Kind::CgroupMkdir, "runc").cgroup("/system.slice/app.slice:cri-containerd:aa")]).is_empty());
+        assert!(run(vec![
+            ev(Kind::CgroupMkdir, "runc").cgroup("/system.slice/app.slice:cri-containerd:aa")
+        ])
+        .is_empty());
     }
 }

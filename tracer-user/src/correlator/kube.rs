@@ -113,7 +113,9 @@ pub fn in_kubepods(path: &str) -> bool {
 /// `path` is `prefix` or below it (at a `/` boundary).
 pub fn under(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
-    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/')) || prefix.is_empty()
+    path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+        || prefix.is_empty()
 }
 
 /// A container cgroup created outside the kubepods tree: cgroup_info's
@@ -135,7 +137,11 @@ pub fn outside_container(path: &str) -> Option<(Option<String>, String, String)>
     if parts.next().is_some() || !slice.ends_with(".slice") || runtime.is_empty() || id.is_empty() {
         return None;
     }
-    Some((pod_uid_of(slice).or(info.pod_uid), runtime.to_string(), id.to_string()))
+    Some((
+        pod_uid_of(slice).or(info.pod_uid),
+        runtime.to_string(),
+        id.to_string(),
+    ))
 }
 
 #[cfg(test)]
@@ -148,16 +154,28 @@ mod tests {
     fn systemd_and_cgroupfs_levels() {
         let l = |p: &str| kube_path(p).map(|k| k.level);
         assert_eq!(l("/kubepods.slice"), Some(Level::Root));
-        assert_eq!(l("/kubepods.slice/kubepods-burstable.slice"), Some(Level::Qos));
+        assert_eq!(
+            l("/kubepods.slice/kubepods-burstable.slice"),
+            Some(Level::Qos)
+        );
         let pod = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice";
         let k = kube_path(pod).unwrap();
         assert_eq!((k.level, k.pod_uid.as_deref()), (Level::Pod, Some(UID)));
-        assert_eq!(l(&format!("{pod}/cri-containerd-0123456789abcdef.scope")), Some(Level::Container));
+        assert_eq!(
+            l(&format!("{pod}/cri-containerd-0123456789abcdef.scope")),
+            Some(Level::Container)
+        );
         assert_eq!(l(&format!("{pod}/abc")), Some(Level::Container));
         assert_eq!(l(&format!("/kubepods/pod{UID}")), Some(Level::Pod));
         assert_eq!(l("/kubepods/besteffort"), Some(Level::Qos));
-        assert_eq!(l(&format!("/kubepods/besteffort/pod{UID}/0123abcd")), Some(Level::Container));
-        assert_eq!(l("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice"), Some(Level::Qos));
+        assert_eq!(
+            l(&format!("/kubepods/besteffort/pod{UID}/0123abcd")),
+            Some(Level::Container)
+        );
+        assert_eq!(
+            l("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice"),
+            Some(Level::Qos)
+        );
         assert_eq!(l("/system.slice/kubelet.service"), None);
         assert_eq!(l("/kubepods.slicex"), None);
     }
@@ -165,10 +183,20 @@ mod tests {
     #[test]
     fn driver_mismatch_tell_tale() {
         let p = "/system.slice/kubepods-besteffort-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice:cri-containerd:abcdef";
-        assert_eq!(outside_container(p), Some((Some(UID.into()), "containerd".into(), "abcdef".into())));
-        let p = "/system.slice/kubepods-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice:k3s-runtime:x1";
-        assert_eq!(outside_container(p), Some((Some(UID.into()), "k3s-runtime".into(), "x1".into())));
+        assert_eq!(
+            outside_container(p),
+            Some((Some(UID.into()), "containerd".into(), "abcdef".into()))
+        );
+        let p =
+            "/system.slice/kubepods-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice:k3s-runtime:x1";
+        assert_eq!(
+            outside_container(p),
+            Some((Some(UID.into()), "k3s-runtime".into(), "x1".into()))
+        );
         assert_eq!(outside_container("/system.slice/containerd.service"), None);
-        assert_eq!(outside_container("/kubepods.slice/x.slice:cri-containerd:abc"), None);
+        assert_eq!(
+            outside_container("/kubepods.slice/x.slice:cri-containerd:abc"),
+            None
+        );
     }
 }

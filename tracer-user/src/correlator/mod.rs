@@ -85,11 +85,21 @@ pub(crate) fn who(ev: &Event) -> String {
 
 /// Whether the event was made by one of `owners`, or by a helper acting for one.
 pub(crate) fn made_by(ev: &Event, owners: &[&str]) -> bool {
-    owners.contains(&actor(ev).as_str()) || ev.on_behalf_of.as_deref().is_some_and(|b| owners.contains(&b))
+    owners.contains(&actor(ev).as_str())
+        || ev
+            .on_behalf_of
+            .as_deref()
+            .is_some_and(|b| owners.contains(&b))
 }
 
 /// A finding on one event, with the common fields filled from it.
-pub(crate) fn finding(id: &str, severity: Severity, ev: &Event, summary: String, remediation: &str) -> Finding {
+pub(crate) fn finding(
+    id: &str,
+    severity: Severity,
+    ev: &Event,
+    summary: String,
+    remediation: &str,
+) -> Finding {
     Finding {
         id: id.to_string(),
         severity,
@@ -120,7 +130,8 @@ pub(crate) fn attribution(f: &mut Finding, ev: &Event) {
         f.details.insert("on_behalf_of".into(), b.clone().into());
     }
     if !ev.ancestry.is_empty() {
-        f.details.insert("ancestry".into(), ev.ancestry.clone().into());
+        f.details
+            .insert("ancestry".into(), ev.ancestry.clone().into());
     }
 }
 
@@ -147,7 +158,12 @@ pub(crate) mod testutil {
     pub struct B(pub Event);
 
     pub fn ev(kind: Kind, actor: &str) -> B {
-        B(Event { kind, actor: actor.into(), comm: actor.chars().take(15).collect(), ..Default::default() })
+        B(Event {
+            kind,
+            actor: actor.into(),
+            comm: actor.chars().take(15).collect(),
+            ..Default::default()
+        })
     }
     pub fn cg_write(actor: &str, cgroup: &str, value: &str) -> B {
         ev(Kind::CgroupWrite, actor)
@@ -274,5 +290,129 @@ pub(crate) mod testutil {
 
     pub fn ids(f: &[Finding]) -> Vec<&str> {
         f.iter().map(|f| f.id.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use crate::decode::Task;
+    use crate::process::ProcessTable;
+    use crate::schema::Kind;
+
+    /// The process table and the correlator together: the finding names the actor the
+    /// table resolved from exec/fork records, not the truncated comm.
+    #[test]
+    fn incidents_2_and_3_attributed_end_to_end() {
+        let tick = 10_000_000;
+        let mut t = ProcessTable::with_limits(tick, crate::process::DEFAULT_GRACE_NS, 1024);
+        let init = Task {
+            ktime_ns: 1,
+            pid: 1,
+            tid: 1,
+            start_ns: tick,
+            comm: "systemd".into(),
+            ..Default::default()
+        };
+        t.exec(&init, "/usr/lib/systemd/systemd");
+        let spawn = |t: &mut ProcessTable, parent: &Task, pid: u32, comm: &str, exe: &str| {
+            let child = Task {
+                ktime_ns: parent.ktime_ns + 1,
+                pid,
+                tid: pid,
+                ppid: parent.pid,
+                start_ns: u64::from(pid) * tick,
+                parent_start_ns: parent.start_ns,
+                comm: comm.into(),
+                parent_comm: parent.comm.clone(),
+                netns: 4026531840,
+                ..Default::default()
+            };
+            t.fork(parent, pid, child.start_ns);
+            t.exec(&child, exe);
+            child
+        };
+        let networkd = spawn(
+            &mut t,
+            &init,
+            600,
+            "systemd-network",
+            "/lib/systemd/systemd-networkd",
+        );
+        let udevd = spawn(&mut t, &init, 300, "systemd-udevd", "/usr/bin/udevadm");
+        let worker = spawn(&mut t, &udevd, 3001, "(udev-worker)", "/proc/self/exe");
+        let sysctl = spawn(
+            &mut t,
+            &worker,
+            3002,
+            "systemd-sysctl",
+            "/lib/systemd/systemd-sysctl",
+        );
+        t.exit(&Task {
+            ktime_ns: 99,
+            ..sysctl.clone()
+        });
+
+        let mut c = Correlator::new();
+        let mut findings = Vec::new();
+        let mut feed = |task: &Task, b: B, seq: u64| {
+            let mut e = b.seq(seq).0;
+            e.comm = task.comm.clone();
+            e.actor = task.comm.clone(); // what the event builder puts before attribution
+            t.attribute(task, &mut e);
+            findings.extend(c.observe(&e));
+        };
+        feed(&sysctl, sysctl_b("net.ipv4.conf.lxc12ab.rp_filter", "2"), 1);
+        feed(
+            &networkd,
+            ev(Kind::RuleDelete, "")
+                .netns(4026531840)
+                .priority(9)
+                .fwmark("0x200/0xf00")
+                .table(2004),
+            2,
+        );
+        assert_eq!(ids(&findings), vec![rp_filter::ID, cilium::RULE_ID]);
+        assert_eq!(findings[0].actor, "systemd-sysctl");
+        assert!(
+            findings[0]
+                .summary
+                .starts_with("systemd-sysctl (for systemd-udevd) set"),
+            "{}",
+            findings[0].summary
+        );
+        assert_eq!(findings[1].actor, "systemd-networkd");
+        assert_eq!(
+            findings[1].details["ancestry"],
+            serde_json::json!(["systemd"])
+        );
+    }
+
+    fn sysctl_b(name: &str, value: &str) -> B {
+        sysctl("", name, value)
+    }
+
+    #[test]
+    fn findings_serialize_as_schema_lines() {
+        let f = run(vec![cg_write("systemd", "/kubepods.slice", "-cpuset")]);
+        let line = serde_json::to_string(&crate::schema::Line::Finding(f[0].clone())).unwrap();
+        assert!(
+            line.starts_with(
+                r#"{"type":"finding","id":"kubepods-controller-removed","severity":"critical""#
+            ),
+            "{line}"
+        );
+        let back: crate::schema::Line = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, crate::schema::Line::Finding(f[0].clone()));
+    }
+
+    #[test]
+    fn empty_actor_in_old_recordings_is_rederived() {
+        let mut e = ev(Kind::RuleDelete, "").priority(10).0;
+        e.comm = "systemd-network".into();
+        assert_eq!(actor(&e), "systemd-networkd");
+        e.comm = "cilium-agent".into();
+        assert!(Correlator::new().observe(&e).is_empty());
     }
 }

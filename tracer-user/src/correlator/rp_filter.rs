@@ -28,6 +28,13 @@ pub const REMEDIATION: &str = "Cilium needs rp_filter 0 on its interfaces and sy
 (the kernel uses max(all, interface)), then `systemctl restart systemd-sysctl`; fix the running interfaces now with \
 `sysctl -w net.ipv4.conf.<dev>.rp_filter=0`.";
 
+/// ifindex -> name entries kept before starting over (ifindexes only grow in a netns).
+const MAX_NAMES: usize = 65_536;
+/// Interfaces remembered per netns: pod teardown destroys lxc devices without a
+/// request we see, so names of gone interfaces pile up; past this, only Cilium's
+/// interfaces that were never written are kept (the ones `default` can still reach).
+const MAX_IFACES: usize = 16_384;
+
 /// The interfaces Cilium needs rp_filter 0 on.
 pub fn is_cilium_dev(dev: &str) -> bool {
     dev == "cilium_host" || dev == "cilium_net" || dev.starts_with("lxc")
@@ -76,7 +83,9 @@ fn conf_sysctl(ev: &Event) -> Option<(String, String, bool)> {
 
 fn parse_value(v: Option<&str>) -> Option<u32> {
     let v = v?.trim().trim_end_matches('\0');
-    v.parse::<i64>().ok().map(|n| n.clamp(0, u32::MAX as i64) as u32)
+    v.parse::<i64>()
+        .ok()
+        .map(|n| n.clamp(0, u32::MAX as i64) as u32)
 }
 
 impl Detector {
@@ -84,6 +93,9 @@ impl Detector {
         let key = (ev.host.clone(), ev.netns);
         match (&ev.dev, ev.ifindex) {
             (Some(d), Some(i)) => {
+                if self.names.len() >= MAX_NAMES {
+                    self.names.clear();
+                }
                 self.names.insert((key.0, key.1, i), d.clone());
                 Some(d.clone())
             }
@@ -97,15 +109,23 @@ impl Detector {
         let key = (ev.host.clone(), ev.netns);
         match ev.kind {
             Kind::SysctlWrite => {
-                let Some((dev, k, v4)) = conf_sysctl(ev) else { return };
+                let Some((dev, k, v4)) = conf_sysctl(ev) else {
+                    return;
+                };
                 let ns = self.netns.entry(key).or_default();
+                if ns.ifaces.len() >= MAX_IFACES {
+                    ns.ifaces
+                        .retain(|d, i| is_cilium_dev(d) && i.explicit.is_none());
+                }
                 if dev != "all" && dev != "default" {
                     ns.ifaces.entry(dev.clone()).or_default();
                 }
                 if !(v4 && k == "rp_filter") {
                     return;
                 }
-                let Some(v) = parse_value(ev.value.as_deref()) else { return };
+                let Some(v) = parse_value(ev.value.as_deref()) else {
+                    return;
+                };
                 match dev.as_str() {
                     "all" => {
                         let old = parse_value(ev.old_value.as_deref()).or(ns.all).unwrap_or(0);
@@ -189,7 +209,10 @@ fn base(ev: &Event, dev: &str, v: u32, summary: String, interfaces: Vec<String>)
 }
 
 fn was(ev: &Event) -> String {
-    ev.old_value.as_deref().map(|o| format!(" (was {})", o.trim())).unwrap_or_default()
+    ev.old_value
+        .as_deref()
+        .map(|o| format!(" (was {})", o.trim()))
+        .unwrap_or_default()
 }
 
 fn dev_finding(ev: &Event, dev: &str, v: u32, all: u32, via: &str) -> Finding {
@@ -231,7 +254,10 @@ fn all_finding(ev: &Event, v: u32, changed: Vec<String>) -> Finding {
         ),
         changed,
     );
-    f.details.insert("interfaces_inferred_from".into(), "events seen in this netns".into());
+    f.details.insert(
+        "interfaces_inferred_from".into(),
+        "events seen in this netns".into(),
+    );
     f
 }
 
@@ -249,7 +275,10 @@ fn default_finding(ev: &Event, v: u32, all: u32, affected: Vec<String>) -> Findi
         ),
         affected,
     );
-    f.details.insert("interfaces_inferred_from".into(), "events seen in this netns".into());
+    f.details.insert(
+        "interfaces_inferred_from".into(),
+        "events seen in this netns".into(),
+    );
     f.details.insert("effective".into(), v.max(all).into());
     f
 }
@@ -267,23 +296,45 @@ mod tests {
     fn udev_sysctl_sets_2_on_new_lxc() {
         let f = run(vec![
             sysctl("cilium-agent", &rp("lxc8f3a1"), "0").old("2"),
-            sysctl("systemd-sysctl", &rp("lxc8f3a1"), "2").old("0").behalf("systemd-udevd"),
+            sysctl("systemd-sysctl", &rp("lxc8f3a1"), "2")
+                .old("0")
+                .behalf("systemd-udevd"),
         ]);
         assert_eq!(ids(&f), vec![ID]);
         let f = &f[0];
-        assert_eq!((f.dev.as_deref(), f.value.as_deref(), f.evidence.as_slice()), (Some("lxc8f3a1"), Some("2"), &[2][..]));
+        assert_eq!(
+            (f.dev.as_deref(), f.value.as_deref(), f.evidence.as_slice()),
+            (Some("lxc8f3a1"), Some("2"), &[2][..])
+        );
         assert_eq!(f.details["interfaces"], serde_json::json!(["lxc8f3a1"]));
         assert!(f.summary.starts_with("systemd-sysctl (for systemd-udevd) set net.ipv4.conf.lxc8f3a1.rp_filter = 2 (was 0)"), "{}", f.summary);
-        assert!(f.remediation.contains("net.ipv4.conf.lxc*.rp_filter = 0") && f.remediation.contains("restart systemd-sysctl"));
+        assert!(
+            f.remediation.contains("net.ipv4.conf.lxc*.rp_filter = 0")
+                && f.remediation.contains("restart systemd-sysctl")
+        );
     }
 
     #[test]
     fn cilium_host_and_net_slashed_names_and_rtnetlink() {
-        assert_eq!(run(vec![sysctl("sh", "net/ipv4/conf/cilium_host/rp_filter", "1")]).len(), 1);
+        assert_eq!(
+            run(vec![sysctl(
+                "sh",
+                "net/ipv4/conf/cilium_host/rp_filter",
+                "1"
+            )])
+            .len(),
+            1
+        );
         assert_eq!(run(vec![sysctl("sh", &rp("cilium_net"), "2\n")]).len(), 1);
         let f = run(vec![
-            ev(Kind::LinkSet, "netplan").netns(1).dev("cilium_host").ifindex(7),
-            ev(Kind::LinkSet, "netplan").netns(1).ifindex(7).rp_filter(1),
+            ev(Kind::LinkSet, "netplan")
+                .netns(1)
+                .dev("cilium_host")
+                .ifindex(7),
+            ev(Kind::LinkSet, "netplan")
+                .netns(1)
+                .ifindex(7)
+                .rp_filter(1),
         ]);
         assert_eq!(ids(&f), vec![ID]);
         assert_eq!(f[0].dev.as_deref(), Some("cilium_host"));
@@ -298,10 +349,16 @@ mod tests {
             sysctl("systemd-sysctl", &rp("all"), "2").old("0"),
         ]);
         assert_eq!(ids(&f), vec![ID]);
-        assert_eq!(f[0].details["interfaces"], serde_json::json!(["cilium_host", "lxc01"]));
+        assert_eq!(
+            f[0].details["interfaces"],
+            serde_json::json!(["cilium_host", "lxc01"])
+        );
         assert_eq!(f[0].dev.as_deref(), Some("all"));
         // Even with no Cilium interface seen.
-        assert_eq!(run(vec![sysctl("systemd-sysctl", &rp("all"), "1")]).len(), 1);
+        assert_eq!(
+            run(vec![sysctl("systemd-sysctl", &rp("all"), "1")]).len(),
+            1
+        );
     }
 
     #[test]
@@ -339,8 +396,14 @@ mod tests {
             sysctl("systemd-sysctl", &rp("vxlan.calico"), "1"),
             sysctl("systemd-sysctl", "net.ipv4.conf.lxc01.accept_local", "1"),
             sysctl("systemd-sysctl", "net.ipv4.ip_forward", "1"),
-            ev(Kind::LinkSet, "netplan").netns(4026531840).dev("eth0").rp_filter(2),
-            ev(Kind::LinkSet, "cilium-agent").netns(4026531840).dev("lxc01").rp_filter(0),
+            ev(Kind::LinkSet, "netplan")
+                .netns(4026531840)
+                .dev("eth0")
+                .rp_filter(2),
+            ev(Kind::LinkSet, "cilium-agent")
+                .netns(4026531840)
+                .dev("lxc01")
+                .rp_filter(0),
         ]);
         assert!(f.is_empty(), "{f:#?}");
     }
@@ -349,8 +412,12 @@ mod tests {
     fn deleted_link_comes_back_fresh() {
         let f = run(vec![
             sysctl("cilium-agent", &rp("lxc01"), "0"),
-            ev(Kind::LinkDelete, "cilium-agent").netns(4026531840).dev("lxc01"),
-            ev(Kind::RouteDelete, "cilium-agent").netns(4026531840).dev("lxc01"),
+            ev(Kind::LinkDelete, "cilium-agent")
+                .netns(4026531840)
+                .dev("lxc01"),
+            ev(Kind::RouteDelete, "cilium-agent")
+                .netns(4026531840)
+                .dev("lxc01"),
             sysctl("systemd-sysctl", &rp("default"), "1"),
         ]);
         assert_eq!(ids(&f), vec![ID]);
