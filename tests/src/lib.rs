@@ -1,1 +1,277 @@
+//! Helpers for the end-to-end tests: start the real `tracer` binary, make changes on the
+//! real kernel inside cgroups and network namespaces the test creates, and read the
+//! JSON lines that come out.
+//!
+//! Rules (shared/DESIGN.md): run as root; create only what you remove (RAII guards that
+//! clean up on drop, also when the test fails); end only processes you started; a test
+//! that cannot run fails and says why, never skips.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The cgroup v2 mount of this machine (hybrid layout) or the unified root.
+pub fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for line in info.lines() {
+        if let Some((pre, post)) = line.split_once(" - ") {
+            let f: Vec<&str> = pre.split(' ').collect();
+            if post.starts_with("cgroup2 ") && f.len() > 4 && f[3] == "/" {
+                return PathBuf::from(f[4]);
+            }
+        }
+    }
+    panic!("no cgroup2 mount on this machine: the kernel tests need one");
+}
+
+/// A cgroup v1 hierarchy mount with this controller, if the machine has one.
+pub fn cgroup1_mount(controller: &str) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    for line in info.lines() {
+        let (pre, post) = line.split_once(" - ")?;
+        let f: Vec<&str> = pre.split(' ').collect();
+        if post.starts_with("cgroup ") && f.len() > 4 && f[3] == "/" {
+            let opts = post.rsplit(' ').next().unwrap_or("");
+            if opts.split(',').any(|o| o == controller) {
+                return Some(PathBuf::from(f[4]));
+            }
+        }
+    }
+    None
+}
+
+/// Fails the test with a clear reason unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("kernel tests need root (they load eBPF programs and create cgroups and netns); run `cargo xtask test`");
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test run: `tracer-test-<pid>-<n>-<what>`.
+pub fn unique(what: &str) -> String {
+    format!("tt{}-{}-{what}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+/// The tracer binary under test.
+pub fn tracer_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRACER_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracer");
+    assert!(p.exists(), "{} not built: run `cargo xtask test` (or set TRACER_BIN)", p.display());
+    p
+}
+
+/// A running `tracer` with its stdout parsed as JSON lines.
+pub struct Tracer {
+    child: Child,
+    lines: Receiver<String>,
+    pub seen: Vec<Value>,
+    pub header: Value,
+}
+
+impl Tracer {
+    /// Starts `tracer <args>` (add `--json` yourself) and waits for its header line,
+    /// which it prints once every hook is attached.
+    pub fn start(args: &[&str]) -> Tracer {
+        require_root();
+        let mut child = Command::new(tracer_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tracer");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut t = Tracer { child, lines: rx, seen: Vec::new(), header: Value::Null };
+        let first = t.lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let status = t.child.try_wait().ok().flatten();
+            panic!("tracer printed no header line within 60 s (exit status: {status:?})")
+        });
+        let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("header is not JSON ({e}): {first}"));
+        assert_eq!(v["type"], "header", "first line must be the header: {first}");
+        t.header = v;
+        t
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads lines until one satisfies `pred`; panics after `timeout` showing what came.
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    let shown: Vec<String> = self.seen.iter().rev().take(40).map(|v| v.to_string()).collect();
+                    panic!(
+                        "no line matching {what} within {timeout:?}; last {} lines (newest first):\n{}",
+                        shown.len(),
+                        shown.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for an event of `kind` matching `pred`.
+    pub fn wait_event(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(&format!("an event of kind {kind}"), Duration::from_secs(10), |v| {
+            v["type"] == "event" && v["kind"] == kind && pred(v)
+        })
+    }
+
+    /// SIGTERM, then every remaining line until exit; returns the exit status code.
+    pub fn stop(&mut self) -> i32 {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                self.seen.push(v);
+            }
+        }
+        let status = self.child.wait().expect("wait tracer");
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a command to completion and returns its pid; panics with its output on failure.
+pub fn run(cmd: &str, args: &[&str]) -> u32 {
+    let child = Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pid
+}
+
+/// `sh -c script`, returning the shell's pid (the shell is the process that writes).
+pub fn sh(script: &str) -> u32 {
+    run("sh", &["-c", script])
+}
+
+/// A cgroup directory of the test's own; removed (children first) on drop.
+pub struct CgroupGuard {
+    pub path: PathBuf,
+    /// Path from the hierarchy root, as events report it.
+    pub rel: String,
+}
+
+impl CgroupGuard {
+    pub fn new(root: &Path, name: &str) -> CgroupGuard {
+        let path = root.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        CgroupGuard { path, rel: format!("/{name}") }
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.path);
+    }
+}
+
+/// Removes a cgroup directory tree the test created, deepest first.
+pub fn remove_cgroup_tree(path: &Path) {
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    for _ in 0..50 {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    eprintln!("warning: could not remove test cgroup {}", path.display());
+}
+
+/// A network namespace of the test's own (`ip netns add`); deleted on drop.
+pub struct NetNsGuard {
+    pub name: String,
+}
+
+impl NetNsGuard {
+    pub fn new(what: &str) -> NetNsGuard {
+        let name = unique(what);
+        run("ip", &["netns", "add", &name]);
+        NetNsGuard { name }
+    }
+
+    /// Runs `ip -n <ns> args...`; returns the pid of `ip`.
+    pub fn ip(&self, args: &[&str]) -> u32 {
+        let mut a = vec!["-n", self.name.as_str()];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+
+    /// Runs `sh -c script` inside the namespace; returns the pid of `ip netns exec`
+    /// which execs the shell (same pid).
+    pub fn sh(&self, script: &str) -> u32 {
+        run("ip", &["netns", "exec", &self.name, "sh", "-c", script])
+    }
+
+    /// Network namespace inode number.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.name)).expect("netns file").ino()
+    }
+}
+
+impl Drop for NetNsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}

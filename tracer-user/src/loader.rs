@@ -1,1 +1,251 @@
-//! (being written)
+//! Loading and attaching the kernel programs, one hook at a time.
+//!
+//! A hook that cannot load or attach is reported with the kernel's reason (the verifier
+//! log included) and the others run: the tracer works with what it could attach.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use aya::programs::{CgroupAttachMode, CgroupSysctl, RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
+use thiserror::Error;
+use tracer_common::Offsets;
+
+use crate::btf_offsets::{self, OffsetError};
+use crate::privileges::Privileges;
+use crate::schema::HookStatus;
+
+/// The programs, built by build.rs from `tracer-ebpf` (aya-build).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// What a hook watches and where it attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    /// Program name in the object.
+    pub program: &'static str,
+    /// Kernel attach point: a raw tracepoint name, or `cgroup2 root` for the sysctl hook.
+    pub attach: &'static str,
+    /// The event kinds it produces.
+    pub produces: &'static str,
+}
+
+/// Every hook, in attach order. The process hooks go first so the process table
+/// knows the actors of the first changes.
+pub const HOOKS: &[Hook] = &[
+    Hook { program: "sched_process_exec", attach: "sched_process_exec", produces: "process table (exec)" },
+    Hook { program: "sched_process_fork", attach: "sched_process_fork", produces: "process table (fork)" },
+    Hook { program: "sched_process_exit", attach: "sched_process_exit", produces: "process table (exit)" },
+    Hook { program: "sys_exit", attach: "sys_exit", produces: "cgroup_write results" },
+    Hook { program: "sys_enter", attach: "sys_enter", produces: "cgroup_write, route/rule/addr/link requests" },
+    Hook { program: "cgroup_mkdir", attach: "cgroup_mkdir", produces: "cgroup_mkdir" },
+    Hook { program: "cgroup_rmdir", attach: "cgroup_rmdir", produces: "cgroup_rmdir" },
+    Hook { program: "signal_generate", attach: "signal_generate", produces: "signal" },
+    Hook { program: "sysctl_write", attach: "cgroup2 root", produces: "sysctl_write" },
+];
+
+/// Why the tracer cannot start at all.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Offsets(#[from] OffsetError),
+    #[error("{0}")]
+    Privileges(String),
+    #[error("this tracer binary was built without its eBPF programs (AYA_BUILD_SKIP was set); build it with `cargo xtask build`")]
+    NoObject,
+    #[error("cannot load the eBPF object: {0}")]
+    Object(String),
+    #[error("no hook could be attached:\n{0}")]
+    NothingAttached(String),
+}
+
+/// Load-time options.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ringbuf_bytes: u32,
+    /// cgroup v2 mount to attach the sysctl program to; found in mountinfo when `None`.
+    pub cgroup2_root: Option<PathBuf>,
+    /// Only these programs (for benchmarks); all when empty.
+    pub only: Vec<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { ringbuf_bytes: 16 << 20, cgroup2_root: None, only: Vec::new() }
+    }
+}
+
+/// The loaded programs and what became of each hook.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub hooks: Vec<HookStatus>,
+    pub offsets: Offsets,
+    /// Controller names by subsystem id (bit order of `subtree_control`).
+    pub controllers: Vec<String>,
+    pub cgroup2_root: Option<PathBuf>,
+}
+
+impl Loaded {
+    pub fn attached(&self) -> usize {
+        self.hooks.iter().filter(|h| h.state == "attached").count()
+    }
+}
+
+/// Resolves offsets, checks privileges, loads the object and attaches every hook it can.
+pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let privs = Privileges::current();
+    if let Some(msg) = privs.missing_for_tracing() {
+        return Err(LoadError::Privileges(msg));
+    }
+    let btf = btf_offsets::open(Path::new(btf_offsets::VMLINUX_BTF))?;
+    let offsets = btf_offsets::resolve(&btf)?;
+    let controllers = btf_offsets::controllers(&btf);
+    drop(btf);
+    let tgid = std::process::id();
+    let mut ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", &offsets, true)
+        .override_global("TRACER_TGID", &tgid, true)
+        .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(|e| LoadError::Object(error_chain(&e)))?;
+
+    let cgroup2_root = opts.cgroup2_root.clone().or_else(find_cgroup2_root);
+    let mut hooks = Vec::new();
+    for hook in HOOKS {
+        if !opts.only.is_empty() && !opts.only.iter().any(|o| o == hook.program) {
+            continue;
+        }
+        let result = attach(&mut ebpf, hook, cgroup2_root.as_deref(), &privs);
+        let (state, error) = match result {
+            Ok(()) => ("attached", None),
+            Err((stage, msg)) => (stage, Some(msg)),
+        };
+        hooks.push(HookStatus { name: hook.program.to_string(), state: state.to_string(), error });
+    }
+    let loaded = Loaded { ebpf, hooks, offsets, controllers, cgroup2_root };
+    if loaded.attached() == 0 {
+        let why = loaded
+            .hooks
+            .iter()
+            .map(|h| format!("  {}: {}", h.name, h.error.as_deref().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(LoadError::NothingAttached(why));
+    }
+    Ok(loaded)
+}
+
+/// Hook states in reports.
+pub const NOT_LOADED: &str = "not loaded";
+pub const NOT_ATTACHED: &str = "not attached";
+
+/// Loads and attaches one hook; on failure, the stage that failed and why.
+fn attach(ebpf: &mut Ebpf, hook: &Hook, cgroup2_root: Option<&Path>, privs: &Privileges) -> Result<(), (&'static str, String)> {
+    let load_err = |e: String| (NOT_LOADED, e);
+    let attach_err = |e: String| (NOT_ATTACHED, e);
+    let prog = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| load_err(format!("program {} missing from the eBPF object", hook.program)))?;
+    if hook.program == "sysctl_write" {
+        let p: &mut CgroupSysctl = prog.try_into().map_err(|e| load_err(error_chain(&e)))?;
+        p.load().map_err(|e| load_err(error_chain(&e)))?;
+        if !privs.net_admin {
+            return Err(attach_err("attaching a cgroup/sysctl program needs CAP_NET_ADMIN (or CAP_SYS_ADMIN)".into()));
+        }
+        let root = cgroup2_root.ok_or_else(|| {
+            attach_err("no cgroup2 filesystem is mounted (looked in /proc/self/mountinfo); mount one or pass --cgroup2-root".into())
+        })?;
+        let dir = File::open(root).map_err(|e| attach_err(format!("cannot open cgroup2 root {}: {e}", root.display())))?;
+        // aya attaches through a bpf_link where the kernel has them (5.7+); links never
+        // exclude other programs on the same cgroup, and link_create rejects the
+        // BPF_F_ALLOW_MULTI flag (EINVAL), so "Single" is the mode that works here.
+        p.attach(dir, CgroupAttachMode::Single)
+            .map_err(|e| attach_err(format!("attach at {}: {}", root.display(), error_chain(&e))))?;
+    } else {
+        attach_raw(ebpf, hook.program, hook.attach).map_err(|(stage, e)| (stage, e))?;
+    }
+    Ok(())
+}
+
+fn attach_raw(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), (&'static str, String)> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| (NOT_LOADED, format!("program {program} missing from the eBPF object")))?;
+    let p: &mut RawTracePoint = prog.try_into().map_err(|e| (NOT_LOADED, error_chain(&e)))?;
+    p.load().map_err(|e| (NOT_LOADED, error_chain(&e)))?;
+    p.attach(tracepoint)
+        .map_err(|e| (NOT_ATTACHED, format!("attach to raw tracepoint {tracepoint}: {}", error_chain(&e))))?;
+    Ok(())
+}
+
+/// The floor of the benchmark: empty programs on `sys_enter` and `sys_exit`.
+pub fn load_floor() -> Result<Ebpf, LoadError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| LoadError::Object(error_chain(&e)))?;
+    for (prog, tp) in [("floor_sys_enter", "sys_enter"), ("floor_sys_exit", "sys_exit")] {
+        attach_raw(&mut ebpf, prog, tp).map_err(|(_, e)| LoadError::Object(e))?;
+    }
+    Ok(ebpf)
+}
+
+/// An error with its sources, the verifier log included (aya keeps it in the error).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let t = src.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = src.source();
+    }
+    s
+}
+
+/// The mount point of the cgroup2 filesystem whose root is the hierarchy root (not a
+/// bind mount of a sub-cgroup, as in a container that mounts its own cgroup).
+pub fn find_cgroup2_root() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_root_in(&info)
+}
+
+/// mountinfo(5): `id parent major:minor root mount_point options ... - fstype source super`.
+pub fn cgroup2_root_in(mountinfo: &str) -> Option<PathBuf> {
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        if !post.starts_with("cgroup2 ") {
+            continue;
+        }
+        let fields: Vec<&str> = pre.split(' ').collect();
+        if fields.len() >= 5 && fields[3] == "/" {
+            return Some(PathBuf::from(unescape_mount(fields[4])));
+        }
+    }
+    None
+}
+
+fn unescape_mount(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup2_root_skips_bind_mounts_of_subtrees() {
+        let mi = "\
+30 24 0:26 /kubepods.slice /sys/fs/cgroup/x rw - cgroup2 cgroup2 rw
+31 24 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+32 24 0:26 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(cgroup2_root_in(mi), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(cgroup2_root_in("31 24 0:27 / /x rw - cgroup cgroup rw"), None);
+    }
+}

@@ -1,1 +1,87 @@
-fn main() {}
+//! The `tracer` command: parses the command line and hands over to one command module.
+//! Errors become a message on stderr and a non-zero exit; a closed stdout (`| head`) is
+//! a normal end.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd_check;
+mod cmd_tail;
+mod live_args;
+
+/// tracer: who changed the node under my pods?
+///
+/// Watches, in the kernel, every write to a cgroup file, every cgroup mkdir and rmdir,
+/// every net sysctl write (rp_filter above all), every rtnetlink request that deletes a
+/// route, rule, address or link or sets a link down or sets rp_filter, and the signals
+/// that end processes. Names the process behind each change (systemd, kubelet, runc,
+/// systemd-networkd, systemd-sysctl, ...) and flags the known incident patterns with
+/// the evidence and the fix.
+///
+/// Needs root, or CAP_BPF + CAP_PERFMON (+ CAP_NET_ADMIN for the sysctl hook), and a
+/// kernel with BTF (5.8+). Start with `tracer check`.
+#[derive(Parser, Debug)]
+#[command(name = "tracer", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print every change as it happens, actor first; findings inline with their fix.
+    ///
+    /// Examples:
+    ///   tracer tail                                  # everything, human-readable
+    ///   tracer tail --json                           # schema-v1 JSON lines
+    ///   tracer tail --kind cgroup_write --cgroup /kubepods.slice
+    ///   tracer tail --actor systemd-networkd --dev 'lxc*'
+    ///   tracer tail --findings-only
+    Tail(cmd_tail::TailArgs),
+    /// Report BTF, privileges, cgroup2 and each hook: attached, or why not.
+    ///
+    /// Exits non-zero when no hook can run.
+    Check(cmd_check::CheckArgs),
+    /// Attach empty programs on sys_enter/sys_exit until SIGTERM (benchmark floor).
+    #[command(hide = true)]
+    BenchFloor,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRACER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tail(args) => cmd_tail::run(args),
+        Command::Check(args) => cmd_check::run(args),
+        Command::BenchFloor => bench_floor(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracer: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn bench_floor() -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let _ebpf = tracer_user::loader::load_floor()?;
+        eprintln!("tracer: floor programs attached on sys_enter and sys_exit");
+        cmd_tail::wait_for_signal().await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

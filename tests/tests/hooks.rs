@@ -1,0 +1,203 @@
+//! Every hook family, live on the real kernel: the test makes a change and asserts on
+//! the JSON line `tracer tail --json` prints for it (kind, values, pid, comm).
+//! One tracer per test; run with `--test-threads=1` (`cargo xtask test` does).
+
+use serde_json::Value;
+use tracer_tests::*;
+
+fn tail() -> Tracer {
+    Tracer::start(&["tail", "--json", "--stats-every", "1"])
+}
+
+fn pid_is(v: &Value, pid: u32) -> bool {
+    v["pid"].as_u64() == Some(pid as u64)
+}
+
+#[test]
+fn every_hook_attaches() {
+    let mut t = tail();
+    let hooks = t.header["hooks"].as_array().unwrap().clone();
+    assert_eq!(hooks.len(), 9, "{hooks:?}");
+    for h in &hooks {
+        assert_eq!(h["state"], "attached", "hook not attached: {h}");
+    }
+    assert_eq!(t.header["schema"], 1);
+    assert_eq!(t.stop(), 0);
+}
+
+#[test]
+fn cgroup_v2_mkdir_write_rmdir() {
+    let root = cgroup2_root();
+    let mut t = tail();
+    let name = unique("v2");
+    let cg = CgroupGuard::new(&root, &name);
+    let mk = t.wait_event("cgroup_mkdir", |v| v["cgroup"] == cg.rel.as_str());
+    assert_eq!(mk["hierarchy"], "v2");
+    assert!(mk["cgroup_id"].as_u64().unwrap() > 0);
+
+    // A write that succeeds, with the value and the byte count as result.
+    let file = cg.path.join("cgroup.max.depth");
+    let pid = sh(&format!("echo 5 > {}", file.display()));
+    let w = t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["file"] == "cgroup.max.depth");
+    assert!(pid_is(&w, pid), "pid {pid}: {w}");
+    assert_eq!(w["comm"], "sh");
+    assert_eq!(w["value"], "5\n");
+    assert_eq!(w["result"], 2);
+    assert_eq!(w["hierarchy"], "v2");
+
+    // A write the kernel refuses: the result is the negative errno.
+    let sub = cg.path.join("cgroup.subtree_control");
+    let _ = std::process::Command::new("sh")
+        .args(["-c", &format!("echo +nosuchctl > {}", sub.display())])
+        .status();
+    let w = t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["file"] == "cgroup.subtree_control");
+    assert_eq!(w["value"], "+nosuchctl\n");
+    assert!(w["result"].as_i64().unwrap() < 0, "{w}");
+    assert!(w["controllers_before"].is_array(), "{w}");
+
+    let rel = cg.rel.clone();
+    drop(cg);
+    t.wait_event("cgroup_rmdir", |v| v["cgroup"] == rel.as_str());
+    assert_eq!(t.stop(), 0);
+}
+
+#[test]
+fn cgroup_v1_write_names_the_hierarchy() {
+    let Some(root) = cgroup1_mount("pids").or_else(|| cgroup1_mount("cpu")) else {
+        panic!("this machine has no cgroup v1 hierarchy with pids or cpu; the v1 test cannot run");
+    };
+    let mut t = tail();
+    let name = unique("v1");
+    let cg = CgroupGuard::new(&root, &name);
+    let mk = t.wait_event("cgroup_mkdir", |v| v["cgroup"] == cg.rel.as_str());
+    let hierarchy = mk["hierarchy"].as_str().unwrap().to_string();
+    assert_ne!(hierarchy, "v2");
+    let (file, value) = if hierarchy.contains("pids") { ("pids.max", "10") } else { ("cpu.shares", "512") };
+    let pid = sh(&format!("echo {value} > {}", cg.path.join(file).display()));
+    let w = t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["file"] == file);
+    assert!(pid_is(&w, pid), "{w}");
+    assert_eq!(w["hierarchy"].as_str(), Some(hierarchy.as_str()));
+    assert_eq!(w["value"], format!("{value}\n"));
+    assert_eq!(w["result"].as_i64(), Some(value.len() as i64 + 1));
+    drop(cg);
+    assert_eq!(t.stop(), 0);
+}
+
+#[test]
+fn nested_cgroup_path_is_from_the_hierarchy_root() {
+    let root = cgroup2_root();
+    let mut t = tail();
+    let name = unique("nest");
+    let cg = CgroupGuard::new(&root, &name);
+    let deep = cg.path.join("kubepods.slice").join("kubepods-burstable.slice");
+    std::fs::create_dir_all(&deep).unwrap();
+    sh(&format!("echo 3 > {}", deep.join("cgroup.max.depth").display()));
+    let want = format!("{}/kubepods.slice/kubepods-burstable.slice", cg.rel);
+    let w = t.wait_event("cgroup_write", |v| v["file"] == "cgroup.max.depth" && v["cgroup"] == want.as_str());
+    assert_eq!(w["value"], "3\n");
+    drop(cg);
+    assert_eq!(t.stop(), 0);
+}
+
+#[test]
+fn sysctl_write_in_a_netns() {
+    let ns = NetNsGuard::new("sysctl");
+    let mut t = tail();
+    let pid = ns.sh("echo 2 > /proc/sys/net/ipv4/conf/lo/rp_filter");
+    let w = t.wait_event("sysctl_write", |v| v["name"] == "net.ipv4.conf.lo.rp_filter" && pid_is(v, pid));
+    assert_eq!(w["value"], "2");
+    assert_eq!(w["old_value"], "0");
+    assert_eq!(w["comm"], "sh");
+    assert_eq!(w["netns"].as_u64(), Some(ns.inode()));
+    assert_eq!(w["dev"], "lo");
+    assert_eq!(t.stop(), 0);
+}
+
+/// Routes, rules, addresses and links deleted with iproute2 (sendmsg).
+#[test]
+fn rtnetlink_deletions_via_iproute2() {
+    let ns = NetNsGuard::new("rtnl");
+    ns.ip(&["link", "add", "cilium_host", "type", "veth", "peer", "name", "cilium_net"]);
+    ns.ip(&["addr", "add", "10.200.0.1/24", "dev", "cilium_host"]);
+    ns.ip(&["link", "set", "cilium_host", "up"]);
+    ns.ip(&["link", "set", "cilium_net", "up"]);
+    ns.ip(&["route", "add", "10.201.0.0/24", "dev", "cilium_host", "table", "2004"]);
+    ns.ip(&["rule", "add", "fwmark", "0x200/0xf00", "lookup", "2004", "priority", "9"]);
+    let netns = ns.inode();
+
+    let mut t = tail();
+    let pid = ns.ip(&["route", "del", "10.201.0.0/24", "dev", "cilium_host", "table", "2004"]);
+    let r = t.wait_event("route_delete", |v| pid_is(v, pid));
+    assert_eq!(r["dst"], "10.201.0.0/24");
+    assert_eq!(r["table"], 2004);
+    assert_eq!(r["dev"], "cilium_host", "ifindex resolved in the request's netns: {r}");
+    assert_eq!(r["family"], "inet");
+    assert_eq!(r["comm"], "ip");
+    assert_eq!(r["netns"].as_u64(), Some(netns));
+
+    let pid = ns.ip(&["rule", "del", "priority", "9"]);
+    let r = t.wait_event("rule_delete", |v| pid_is(v, pid));
+    assert_eq!(r["priority"], 9);
+
+    let pid = ns.ip(&["link", "set", "cilium_net", "down"]);
+    let r = t.wait_event("link_set", |v| pid_is(v, pid));
+    assert_eq!(r["up"], false);
+    assert_eq!(r["dev"], "cilium_net");
+
+    let pid = ns.ip(&["addr", "del", "10.200.0.1/24", "dev", "cilium_host"]);
+    let r = t.wait_event("addr_delete", |v| pid_is(v, pid));
+    assert_eq!(r["dst"], "10.200.0.1/24");
+    assert_eq!(r["dev"], "cilium_host");
+
+    let pid = ns.ip(&["link", "del", "cilium_host"]);
+    let r = t.wait_event("link_delete", |v| pid_is(v, pid));
+    assert_eq!(r["dev"], "cilium_host");
+    assert_eq!(t.stop(), 0);
+}
+
+/// sendto(), a batch of two requests in one buffer, and rp_filter set over rtnetlink
+/// (RTM_SETLINK + IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF), which the sysctl path never sees.
+#[test]
+fn rtnetlink_sendto_batch_and_rp_filter() {
+    let ns = NetNsGuard::new("rtnl2");
+    ns.ip(&["link", "add", "lxc0test", "type", "veth", "peer", "name", "lxc0peer"]);
+    ns.ip(&["link", "set", "lxc0test", "up"]);
+    ns.ip(&["route", "add", "10.210.0.0/24", "dev", "lxc0test", "table", "2005"]);
+    ns.ip(&["route", "add", "10.211.0.0/24", "dev", "lxc0test", "table", "2005"]);
+    let mut t = tail();
+    let script = format!("{}/tests/rtnl.py", env!("CARGO_MANIFEST_DIR"));
+    let pid = ns.sh(&format!("exec python3 {script} lxc0test"));
+    let a = t.wait_event("route_delete", |v| pid_is(v, pid) && v["dst"] == "10.210.0.0/24");
+    let b = t.wait_event("route_delete", |v| pid_is(v, pid) && v["dst"] == "10.211.0.0/24");
+    assert_eq!(a["table"], 2005);
+    assert_eq!(b["table"], 2005);
+    let s = t.wait_event("link_set", |v| pid_is(v, pid) && v["rp_filter"].is_number());
+    assert_eq!(s["rp_filter"], 2);
+    assert_eq!(s["dev"], "lxc0test");
+    assert_eq!(t.stop(), 0);
+}
+
+#[test]
+fn signal_to_a_child() {
+    let mut t = tail();
+    let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let target = child.id();
+    // SAFETY: our own child.
+    unsafe { libc::kill(target as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let s = t.wait_event("signal", |v| v["target_pid"].as_u64() == Some(target as u64));
+    assert_eq!(s["signal"], "SIGTERM");
+    assert_eq!(s["signo"], 15);
+    assert_eq!(s["target_comm"], "sleep");
+    assert!(pid_is(&s, std::process::id()), "sender is this test process: {s}");
+    assert_eq!(t.stop(), 0);
+}
+
+#[test]
+fn sigterm_ends_with_stats_and_detaches() {
+    let mut t = tail();
+    assert_eq!(t.stop(), 0);
+    let last = t.seen.last().expect("lines after SIGTERM");
+    assert_eq!(last["type"], "stats", "last line is the final stats: {last}");
+    assert_eq!(last["lost"], 0);
+}

@@ -1,0 +1,90 @@
+//! `tracer check`: can tracer run here, and which hooks attach? Loads every hook, reports,
+//! detaches. Exits non-zero when nothing can run.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use tracer_user::btf_offsets;
+use tracer_user::live::kernel_release;
+use tracer_user::loader::{self, LoadOptions, HOOKS};
+use tracer_user::privileges::Privileges;
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// cgroup2 mount to attach the sysctl hook to (default: found in /proc/self/mountinfo).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup2_root: Option<PathBuf>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn tracefs_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.contains(" - tracefs ")))
+        .unwrap_or(false)
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let privs = Privileges::current();
+    let btf_path = Path::new(btf_offsets::VMLINUX_BTF);
+    let offsets = btf_offsets::from_file(btf_path);
+    let cgroup2 = args.cgroup2_root.clone().or_else(loader::find_cgroup2_root);
+    let load = loader::load(&LoadOptions { cgroup2_root: args.cgroup2_root.clone(), ..Default::default() });
+
+    let mut hooks = Vec::new();
+    let mut fatal = None;
+    match &load {
+        Ok(l) => hooks = l.hooks.clone(),
+        Err(e) => fatal = Some(format!("{e}")),
+    }
+    let attached = hooks.iter().filter(|h| h.state == "attached").count();
+    let ok = load.is_ok() && attached > 0;
+    drop(load); // detaches everything
+
+    if args.json {
+        let v = serde_json::json!({
+            "kernel": kernel_release(),
+            "btf": { "path": btf_path, "offsets": offsets.as_ref().map(|_| btf_offsets::count()).ok(), "error": offsets.as_ref().err().map(|e| e.to_string()) },
+            "privileges": privs.summary(),
+            "tracefs": if tracefs_mounted() { "mounted (not needed)" } else { "not mounted (not needed: raw tracepoints)" },
+            "cgroup2_root": cgroup2,
+            "hooks": hooks,
+            "error": fatal,
+            "ok": ok,
+        });
+        println!("{v}");
+    } else {
+        println!("kernel      {}", kernel_release());
+        match &offsets {
+            Ok(_) => println!("BTF         {} ({} field offsets resolved)", btf_path.display(), btf_offsets::count()),
+            Err(e) => println!("BTF         FAILED: {e}"),
+        }
+        println!("privileges  {}", privs.summary());
+        println!(
+            "tracefs     {}",
+            if tracefs_mounted() { "mounted (not needed)" } else { "not mounted (not needed: tracer uses raw tracepoints)" }
+        );
+        match &cgroup2 {
+            Some(p) => println!("cgroup2     {}", p.display()),
+            None => println!("cgroup2     not mounted: the sysctl hook cannot attach"),
+        }
+        println!("hooks:");
+        if hooks.is_empty() {
+            for h in HOOKS {
+                println!("  {:<20} not loaded   ({})", h.program, h.produces);
+            }
+        }
+        for h in &hooks {
+            let produces = HOOKS.iter().find(|x| x.program == h.name).map(|x| x.produces).unwrap_or("");
+            match &h.error {
+                None => println!("  {:<20} attached     ({produces})", h.name),
+                Some(e) => println!("  {:<20} {:<12} ({produces}): {e}", h.name, h.state),
+            }
+        }
+        if let Some(e) = &fatal {
+            println!("error: {e}");
+        }
+        println!("{attached}/{} hooks can run{}", HOOKS.len(), if ok { "" } else { ": tracer cannot run here" });
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

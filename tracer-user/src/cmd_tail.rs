@@ -1,0 +1,82 @@
+//! `tracer tail`: the live view during an incident.
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tracer_user::filter::{Filter, FilterArgs};
+use tracer_user::live::Session;
+use tracer_user::output::{Format, Printer};
+use tracer_user::schema::Line;
+
+use crate::live_args::LiveArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct TailArgs {
+    /// Print event schema v1 JSON lines (header, events, findings, stats) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Colour the human output: auto (when stdout is a terminal), always, never.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() -> std::io::Result<()> {
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.live.options()?;
+    let filter = Filter::new(&args.filter);
+    let format = if args.json {
+        Format::Json
+    } else {
+        let color = match args.color.as_str() {
+            "always" => true,
+            "never" => false,
+            _ => std::io::stdout().is_terminal(),
+        };
+        Format::Human { color }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let mut session = Session::start(&opts).await.context("cannot start tracing")?;
+        let stdout = std::io::stdout();
+        let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), format);
+        let header = session.header().clone();
+        let attached = header.hooks.iter().filter(|h| h.state == "attached").count();
+        printer.print(&Line::Header(header.clone()))?;
+        printer.flush()?;
+        eprintln!("tracer: {attached}/{} hooks attached; Ctrl-C to stop", header.hooks.len());
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                line = session.next() => {
+                    let Some(line) = line else { break };
+                    if filter.matches(&line) {
+                        printer.print(&line)?;
+                    }
+                    // Flush when nothing else is queued: live output stays live.
+                    printer.flush()?;
+                }
+                _ = sigint.recv(), if !stopping => { stopping = true; session.stop(); }
+                _ = sigterm.recv(), if !stopping => { stopping = true; session.stop(); }
+            }
+        }
+        printer.flush()?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,321 @@
+//! Turns decoded kernel records into schema-v1 events: names the cgroup hierarchy,
+//! decodes netlink requests, resolves interface indexes and cgroup ids to names.
+//!
+//! Actor attribution (`process`) and the detectors (`correlator`) come after this step.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::btf_offsets::mask_names;
+use crate::decode::{Record, Task};
+use crate::netlink;
+use crate::schema::{Event, Kind, Timestamp};
+
+/// Converts kernel boot-based times to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Realtime minus boottime, in ns.
+    offset_ns: i64,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let boot = clock_ns(libc::CLOCK_BOOTTIME);
+        Clock { offset_ns: real - boot }
+    }
+    pub fn wall(&self, boot_ns: u64) -> Timestamp {
+        Timestamp(boot_ns as i64 + self.offset_ns)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// cgroup v1 hierarchy ids to their controller lists, from /proc/cgroups and
+/// /proc/self/cgroup (named hierarchies such as `name=systemd` appear only there).
+#[derive(Debug, Default, Clone)]
+pub struct Hierarchies {
+    names: HashMap<u32, String>,
+}
+
+impl Hierarchies {
+    pub fn read() -> Self {
+        let cgroups = std::fs::read_to_string("/proc/cgroups").unwrap_or_default();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        Self::parse(&cgroups, &own)
+    }
+
+    pub fn parse(proc_cgroups: &str, self_cgroup: &str) -> Self {
+        let mut lists: HashMap<u32, Vec<String>> = HashMap::new();
+        for line in proc_cgroups.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 2 {
+                if let Ok(id) = f[1].parse::<u32>() {
+                    if id != 0 {
+                        lists.entry(id).or_default().push(f[0].to_string());
+                    }
+                }
+            }
+        }
+        // "9:name=systemd:/" and "4:memory:/x": the middle field is authoritative.
+        for line in self_cgroup.lines() {
+            let mut it = line.splitn(3, ':');
+            if let (Some(id), Some(ctrl)) = (it.next(), it.next()) {
+                if let Ok(id) = id.parse::<u32>() {
+                    if id != 0 && !ctrl.is_empty() {
+                        lists.insert(id, ctrl.split(',').map(str::to_string).collect());
+                    }
+                }
+            }
+        }
+        Hierarchies { names: lists.into_iter().map(|(k, v)| (k, v.join(","))).collect() }
+    }
+
+    /// `v2` for the default hierarchy, the controller list for a v1 one.
+    pub fn name(&self, v2: bool, id: u32) -> String {
+        if v2 || id == 0 {
+            return "v2".into();
+        }
+        self.names.get(&id).cloned().unwrap_or_else(|| format!("v1:{id}"))
+    }
+}
+
+/// cgroup v2 id -> path, learned from mkdir/rmdir and write events, and by scanning the
+/// cgroup2 mount on a miss (the id is the directory's inode number).
+#[derive(Debug, Default)]
+pub struct CgroupPaths {
+    root: Option<PathBuf>,
+    paths: HashMap<u64, String>,
+    last_scan: Option<Instant>,
+}
+
+impl CgroupPaths {
+    pub fn new(root: Option<PathBuf>) -> Self {
+        CgroupPaths { root, paths: HashMap::new(), last_scan: None }
+    }
+
+    pub fn learn(&mut self, id: u64, path: &str) {
+        if id != 0 {
+            self.paths.insert(id, path.to_string());
+        }
+    }
+
+    pub fn lookup(&mut self, id: u64) -> Option<String> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(p) = self.paths.get(&id) {
+            return Some(p.clone());
+        }
+        // At most one scan a second: a busy node has many cgroups.
+        if self.last_scan.is_some_and(|t| t.elapsed().as_millis() < 1000) {
+            return None;
+        }
+        self.last_scan = Some(Instant::now());
+        if let Some(root) = self.root.clone() {
+            self.scan(&root, &root, 0);
+        }
+        self.paths.get(&id).cloned()
+    }
+
+    fn scan(&mut self, root: &Path, dir: &Path, depth: usize) {
+        use std::os::unix::fs::MetadataExt;
+        if depth > 16 {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for entry in rd.flatten() {
+            let Ok(md) = entry.metadata() else { continue };
+            if !md.is_dir() {
+                continue;
+            }
+            let p = entry.path();
+            if let Ok(rel) = p.strip_prefix(root) {
+                self.paths.insert(md.ino(), format!("/{}", rel.display()));
+            }
+            self.scan(root, &p, depth + 1);
+        }
+    }
+}
+
+/// Signal names for the signals the kernel program keeps.
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        15 => "SIGTERM",
+        19 => "SIGSTOP",
+        _ => return format!("SIG{sig}"),
+    }
+    .to_string()
+}
+
+/// Everything needed to turn records into events.
+pub struct EventBuilder {
+    pub clock: Clock,
+    pub hierarchies: Hierarchies,
+    pub controllers: Vec<String>,
+    pub cgroups: CgroupPaths,
+    pub netns_names: crate::netns::IfNames,
+}
+
+impl EventBuilder {
+    pub fn new(controllers: Vec<String>, cgroup2_root: Option<PathBuf>) -> Self {
+        EventBuilder {
+            clock: Clock::new(),
+            hierarchies: Hierarchies::read(),
+            controllers,
+            cgroups: CgroupPaths::new(cgroup2_root),
+            netns_names: crate::netns::IfNames::default(),
+        }
+    }
+
+    fn base(&self, t: &Task, kind: Kind) -> Event {
+        Event {
+            time: self.clock.wall(t.ktime_ns),
+            kind,
+            pid: t.pid,
+            tid: t.tid,
+            comm: t.comm.clone(),
+            actor: t.comm.clone(),
+            ppid: t.ppid,
+            parent_comm: t.parent_comm.clone(),
+            uid: t.uid,
+            start_ns: t.start_ns,
+            actor_cgroup_id: t.cgroup_id,
+            ..Default::default()
+        }
+    }
+
+    /// The events a record stands for: none for process records and uninteresting
+    /// netlink requests, several for a batch of netlink requests. `seq` is left 0.
+    pub fn build(&mut self, rec: &Record) -> Vec<Event> {
+        match rec {
+            Record::CgroupWrite(w) => {
+                let mut ev = self.base(&w.task, Kind::CgroupWrite);
+                let path = w.path();
+                if w.v2 {
+                    self.cgroups.learn(w.cgroup_id, &path);
+                }
+                ev.cgroup = Some(path);
+                ev.hierarchy = Some(self.hierarchies.name(w.v2, w.hierarchy_id));
+                ev.cgroup_id = Some(w.cgroup_id);
+                ev.file = Some(w.file.clone());
+                ev.value = if w.value_unreadable && w.value.is_empty() {
+                    None
+                } else {
+                    Some(String::from_utf8_lossy(&w.value).into_owned())
+                };
+                ev.value_truncated = w.value_truncated || w.path_truncated;
+                ev.result = w.result;
+                if w.file == "cgroup.subtree_control" {
+                    ev.controllers_before = Some(mask_names(&self.controllers, w.subtree_before));
+                    if w.result.is_some() {
+                        ev.controllers_after = Some(mask_names(&self.controllers, w.subtree_after));
+                    }
+                }
+                vec![ev]
+            }
+            Record::CgroupMkdir(d) | Record::CgroupRmdir(d) => {
+                let kind = if matches!(rec, Record::CgroupMkdir(_)) { Kind::CgroupMkdir } else { Kind::CgroupRmdir };
+                let mut ev = self.base(&d.task, kind);
+                let v2 = d.hierarchy_id == 0;
+                if v2 {
+                    self.cgroups.learn(d.cgroup_id, &d.path);
+                }
+                ev.cgroup = Some(d.path.clone());
+                ev.hierarchy = Some(self.hierarchies.name(v2, d.hierarchy_id));
+                ev.cgroup_id = Some(d.cgroup_id);
+                vec![ev]
+            }
+            Record::SysctlWrite(s) => {
+                let mut ev = self.base(&s.task, Kind::SysctlWrite);
+                ev.name = Some(s.dotted_name());
+                ev.value = s.new_value.clone();
+                ev.old_value = s.old_value.clone();
+                ev.netns = Some(s.task.netns);
+                if let Some(dev) = sysctl_dev(&s.name) {
+                    ev.dev = Some(dev);
+                }
+                vec![ev]
+            }
+            Record::Netlink(n) => {
+                let (requests, _errors) = netlink::decode_requests(&n.data);
+                requests
+                    .iter()
+                    .map(|req| {
+                        let mut ev = self.base(&n.task, req.kind);
+                        req.apply_to(&mut ev);
+                        ev.netns = Some(n.task.netns);
+                        if ev.dev.is_none() {
+                            if let Some(ifindex) = req.ifindex {
+                                ev.dev = self.netns_names.name(n.task.pid, n.task.netns, ifindex);
+                            }
+                        }
+                        ev
+                    })
+                    .collect()
+            }
+            Record::Signal(s) => {
+                let mut ev = self.base(&s.task, Kind::Signal);
+                ev.signal = Some(signal_name(s.sig));
+                ev.signo = Some(s.sig);
+                ev.target_pid = Some(s.target_pid);
+                ev.target_comm = Some(s.target_comm.clone());
+                ev.target_cgroup = self.cgroups.lookup(s.target_cgroup_id);
+                vec![ev]
+            }
+            Record::Exec { .. } | Record::Fork { .. } | Record::Exit { .. } => Vec::new(),
+        }
+    }
+}
+
+/// `net/ipv4/conf/<dev>/rp_filter` -> `<dev>` (also for `all` and `default`).
+pub fn sysctl_dev(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("net/ipv4/conf/").or_else(|| name.strip_prefix("net/ipv6/conf/"))?;
+    let (dev, _) = rest.split_once('/')?;
+    Some(dev.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hierarchies_from_proc() {
+        let h = Hierarchies::parse(
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\ncpu\t1\t1\t1\ncpuacct\t1\t1\t1\nhugetlb\t0\t1\t1\n",
+            "9:name=systemd:/\n1:cpu,cpuacct:/\n0::/\n",
+        );
+        assert_eq!(h.name(false, 1), "cpu,cpuacct");
+        assert_eq!(h.name(false, 3), "cpuset");
+        assert_eq!(h.name(false, 9), "name=systemd");
+        assert_eq!(h.name(true, 0), "v2");
+        assert_eq!(h.name(false, 42), "v1:42");
+    }
+
+    #[test]
+    fn sysctl_dev_names() {
+        assert_eq!(sysctl_dev("net/ipv4/conf/lxc12ab/rp_filter").as_deref(), Some("lxc12ab"));
+        assert_eq!(sysctl_dev("net/ipv4/conf/all/rp_filter").as_deref(), Some("all"));
+        assert_eq!(sysctl_dev("net/core/somaxconn"), None);
+    }
+}

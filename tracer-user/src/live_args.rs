@@ -1,0 +1,36 @@
+//! Command-line options shared by the commands that capture live (`tail`, `record`).
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tracer_user::live::LiveOptions;
+use tracer_user::loader::LoadOptions;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LiveArgs {
+    /// Ring buffer size in MiB (a power of two). Larger absorbs longer bursts.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub ringbuf_mib: u32,
+    /// cgroup2 mount to attach the sysctl hook to (default: found in /proc/self/mountinfo).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup2_root: Option<PathBuf>,
+    /// Seconds between `stats` lines (they are also emitted whenever records are lost).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub stats_every: u64,
+}
+
+impl LiveArgs {
+    pub fn options(&self) -> anyhow::Result<LiveOptions> {
+        if !self.ringbuf_mib.is_power_of_two() || self.ringbuf_mib > 1024 {
+            anyhow::bail!("--ringbuf-mib must be a power of two up to 1024, got {}", self.ringbuf_mib);
+        }
+        Ok(LiveOptions {
+            load: LoadOptions {
+                ringbuf_bytes: self.ringbuf_mib << 20,
+                cgroup2_root: self.cgroup2_root.clone(),
+                only: Vec::new(),
+            },
+            stats_every: Duration::from_secs(self.stats_every.max(1)),
+            proc_root: PathBuf::from("/proc"),
+        })
+    }
+}
