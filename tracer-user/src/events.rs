@@ -175,6 +175,8 @@ pub struct EventBuilder {
     pub controllers: Vec<String>,
     pub cgroups: CgroupPaths,
     pub netns_names: crate::netns::IfNames,
+    /// Netlink messages that could not be decoded (counted into `stats.decode_errors`).
+    pub netlink_errors: u64,
 }
 
 impl EventBuilder {
@@ -185,6 +187,7 @@ impl EventBuilder {
             controllers,
             cgroups: CgroupPaths::new(cgroup2_root),
             netns_names: crate::netns::IfNames::default(),
+            netlink_errors: 0,
         }
     }
 
@@ -258,7 +261,11 @@ impl EventBuilder {
                 vec![ev]
             }
             Record::Netlink(n) => {
-                let (requests, _errors) = netlink::decode_requests(&n.data);
+                let (requests, errors) = netlink::decode_requests(&n.data);
+                self.netlink_errors += errors.len() as u64;
+                for e in &errors {
+                    tracing::debug!("netlink request from pid {}: {e}", n.task.pid);
+                }
                 requests
                     .iter()
                     .map(|req| {

@@ -208,8 +208,9 @@ fn stats(p: &Pipeline, seen: &PerCpuArray<MapData, u64>, lost: &PerCpuArray<MapD
         time: Timestamp::now(),
         events: p.seq,
         lost: lost.values().sum(),
-        decode_errors: p.decode_errors,
+        decode_errors: p.decode_errors + p.builder.netlink_errors,
         hooks,
+        processes: p.table.len() as u64,
         host: None,
     }
 }

@@ -325,6 +325,9 @@ pub struct Stats {
     pub decode_errors: u64,
     #[serde(default)]
     pub hooks: BTreeMap<String, HookCounts>,
+    /// Entries in the process table (live processes and recently exited ones).
+    #[serde(default)]
+    pub processes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
 }
