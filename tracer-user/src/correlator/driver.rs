@@ -39,8 +39,8 @@ fn paths(ev: &Event) -> impl Iterator<Item = &str> {
 
 impl Detector {
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
-        let kube_now = paths(ev).any(kube::in_kubepods);
-        if kube_now && self.kubepods_seen.insert(ev.host.clone()) {
+        let first_kube = !self.kubepods_seen.contains(&ev.host) && paths(ev).any(kube::in_kubepods);
+        if first_kube && self.kubepods_seen.insert(ev.host.clone()) {
             let (now, later): (Vec<Event>, Vec<Event>) = std::mem::take(&mut self.pending)
                 .into_iter()
                 .partition(|p| p.host == ev.host);

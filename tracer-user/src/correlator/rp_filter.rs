@@ -32,7 +32,8 @@ pub const REMEDIATION: &str = "Cilium needs rp_filter 0 on its interfaces and sy
 const MAX_NAMES: usize = 65_536;
 /// Interfaces remembered per netns: pod teardown destroys lxc devices without a
 /// request we see, so names of gone interfaces pile up; past this, only Cilium's
-/// interfaces that were never written are kept (the ones `default` can still reach).
+/// interfaces that were never written are kept (the ones `default` can still reach), and
+/// if they alone are too many, the inventory starts over.
 const MAX_IFACES: usize = 16_384;
 
 /// The interfaces Cilium needs rp_filter 0 on.
@@ -116,6 +117,10 @@ impl Detector {
                 if ns.ifaces.len() >= MAX_IFACES {
                     ns.ifaces
                         .retain(|d, i| is_cilium_dev(d) && i.explicit.is_none());
+                    if ns.ifaces.len() >= MAX_IFACES / 2 {
+                        // Still too many: start over rather than pay this on every event.
+                        ns.ifaces.clear();
+                    }
                 }
                 if dev != "all" && dev != "default" {
                     ns.ifaces.entry(dev.clone()).or_default();
@@ -421,5 +426,22 @@ mod tests {
             sysctl("systemd-sysctl", &rp("default"), "1"),
         ]);
         assert_eq!(ids(&f), vec![ID]);
+    }
+
+    #[test]
+    fn interface_inventory_stays_bounded_under_pod_churn() {
+        let mut d = Detector::default();
+        let mut out = Vec::new();
+        for i in 0..(MAX_IFACES * 3) {
+            let e = sysctl(
+                "cilium-agent",
+                &format!("net.ipv4.conf.lxc{i:x}.forwarding"),
+                "1",
+            )
+            .0;
+            d.observe(&e, &mut out);
+        }
+        assert!(d.netns.values().all(|ns| ns.ifaces.len() <= MAX_IFACES));
+        assert!(out.is_empty());
     }
 }
