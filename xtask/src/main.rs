@@ -78,7 +78,7 @@ enum Cmd {
     },
     /// Install missing tools and apt packages, build, and run the whole test suite as root.
     ///
-    /// Runs `cargo test --release --workspace --exclude tracer-ebpf -- --test-threads=1`
+    /// Runs `cargo test --release --no-fail-fast --workspace --exclude tracer-ebpf -- --test-threads=1`
     /// with TRACER_BIN set to the built binary. Arguments after `--` go to the test
     /// binaries (a name filter, `--nocapture`, ...).
     Test {
@@ -201,7 +201,8 @@ fn test(args: Vec<OsString>) -> Result<i32> {
     }
     util::scrub_cargo_env(&mut cmd);
     cmd.env("PATH", util::path_with_tools());
-    cmd.args(["test", "--release", "--workspace", "--exclude", "tracer-ebpf", "--", "--test-threads=1"])
+    cmd.args(["test", "--release", "--no-fail-fast", "--workspace", "--exclude", "tracer-ebpf"])
+        .args(["--", "--test-threads=1"])
         .args(args)
         .env("TRACER_BIN", &bin);
     let status = util::status(&mut cmd)?;
