@@ -1,0 +1,9 @@
+//! Arbitrary bytes as a ring-buffer record: decode must return a value or a typed
+//! error, never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = tracer_user::decode::decode(data);
+});
