@@ -146,7 +146,7 @@ impl Filter {
     /// Findings pass the actor, cgroup and dev filters on their own fields; kinds do not
     /// apply to them.
     pub fn matches_finding(&self, f: &Finding) -> bool {
-        if !self.actors.is_empty() && !self.actors.iter().any(|a| *a == f.actor) {
+        if !self.actors.is_empty() && !self.actors.contains(&f.actor) {
             return false;
         }
         if !self.cgroups.is_empty() && !f.cgroup.as_deref().is_some_and(|cg| self.cgroup_matches(cg)) {

@@ -145,7 +145,7 @@ impl<W: Write> Printer<W> {
                 .map(|(name, c)| format!("{} {}", clean(name), c.lost))
                 .collect();
             if !per_hook.is_empty() {
-                let _ = write!(p, " [{}]", per_hook.join(", "));
+                let _ = write!(p, " [total by hook: {}]", per_hook.join(", "));
             }
             parts.push(p);
         }
@@ -650,7 +650,7 @@ mod tests {
         let out = String::from_utf8(p.into_inner()).unwrap();
         assert_eq!(
             out,
-            "22:13:20.123 !! 12 events lost (ring buffer full) [cgroup_write 12]; totals: 12 lost, 0 undecodable\n\
+            "22:13:20.123 !! 12 events lost (ring buffer full) [total by hook: cgroup_write 12]; totals: 12 lost, 0 undecodable\n\
              22:13:20.123 !! 1 records could not be decoded; totals: 12 lost, 1 undecodable\n\
              == 150 events, 12 lost, 1 decode errors\n"
         );

@@ -305,12 +305,22 @@ pub trait Correlate {
 
 /// The correlator replay uses by default.
 pub fn default_correlator() -> Box<dyn Correlate> {
-    // TODO(correlator): return Box::new(crate::correlator::Correlator::new()) once it
-    // lands, with `impl Correlate for Correlator` below.
-    Box::new(NoCorrelator)
+    Box::new(crate::correlator::Correlator::new())
 }
 
-/// Finds nothing: stands in until the correlator lands.
+impl Correlate for crate::correlator::Correlator {
+    fn observe(&mut self, e: &Event) -> Vec<Finding> {
+        crate::correlator::Correlator::observe(self, e)
+    }
+    fn tick(&mut self, now: Timestamp) -> Vec<Finding> {
+        crate::correlator::Correlator::tick(self, now)
+    }
+    fn finish(&mut self) -> Vec<Finding> {
+        crate::correlator::Correlator::finish(self)
+    }
+}
+
+/// Finds nothing (replay with `--no-correlate`-like behaviour in tests and benches).
 pub struct NoCorrelator;
 
 impl Correlate for NoCorrelator {
@@ -324,6 +334,8 @@ impl Correlate for NoCorrelator {
         Vec::new()
     }
 }
+
+const TICK_NS: i64 = 1_000_000_000;
 
 /// When to color the human output.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -580,7 +592,7 @@ pub fn replay_readers<W: Write>(
             heap.push(Reverse((line_time(l), i)));
         }
     }
-    let mut correlators: HashMap<String, Box<dyn Correlate>> = HashMap::new();
+    let mut correlators: HashMap<String, (Box<dyn Correlate>, Timestamp)> = HashMap::new();
     let mut printed_headers: Vec<(String, Timestamp)> = Vec::new();
     let mut actors: HashMap<String, u64> = HashMap::new();
     let mut new_findings: Vec<Finding> = Vec::new();
@@ -608,12 +620,20 @@ pub fn replay_readers<W: Write>(
                     e.host = host.clone();
                 }
                 let key = e.host.clone().or(host).unwrap_or_default();
-                let corr = correlators.entry(key.clone()).or_insert_with(new_correlator);
-                new_findings.extend(corr.tick(e.time));
-                new_findings.extend(corr.observe(e));
+                let (corr, last_tick) =
+                    correlators.entry(key.clone()).or_insert_with(|| (new_correlator(), Timestamp(i64::MIN)));
+                // Close the windows that ended, about once a second of event time, as
+                // the live pipeline does.
+                if e.time.0.saturating_sub(last_tick.0) >= TICK_NS {
+                    new_findings.extend(corr.tick(e.time));
+                    *last_tick = e.time;
+                }
+                let observed = corr.observe(e);
+                // Windows that closed before this event print before it.
+                emit_findings(&mut printer, &mut new_findings, multi_host, &key, &filter, &in_range, m.summary)?;
+                new_findings.extend(observed);
                 let shown = in_range(e.time) && filter.matches_event(e);
-                // Findings made before this event (tick) or by it (observe): print the
-                // event first, then the findings it completes.
+                // Then the event, then the findings it completes.
                 if shown {
                     m.summary.events_shown += 1;
                     match actors.get_mut(e.actor.as_str()) {
@@ -652,7 +672,7 @@ pub fn replay_readers<W: Write>(
     let mut keys: Vec<String> = correlators.keys().cloned().collect();
     keys.sort();
     for key in keys {
-        if let Some(c) = correlators.get_mut(&key) {
+        if let Some((c, _)) = correlators.get_mut(&key) {
             new_findings.extend(c.finish());
         }
         emit_findings(&mut printer, &mut new_findings, multi_host, &key, &filter, &in_range, m.summary)?;

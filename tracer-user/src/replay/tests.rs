@@ -29,7 +29,7 @@ fn mem_reader(name: &str, bytes: Vec<u8>) -> RecordingReader {
 /// the events each instance sees.
 struct Scripted {
     id: usize,
-    log: Rc<RefCell<Vec<(usize, Option<String>, u64)>>>,
+    log: Log,
 }
 
 impl Correlate for Scripted {
