@@ -53,7 +53,13 @@ pub struct Printer<W: Write> {
 
 impl<W: Write> Printer<W> {
     pub fn new(out: W, format: Format) -> Self {
-        Printer { out, format, buf: Vec::with_capacity(1024), reported: HashMap::new(), last_stats: HashMap::new() }
+        Printer {
+            out,
+            format,
+            buf: Vec::with_capacity(1024),
+            reported: HashMap::new(),
+            last_stats: HashMap::new(),
+        }
     }
 
     pub fn format(&self) -> Format {
@@ -114,7 +120,11 @@ impl<W: Write> Printer<W> {
                 if let Some(h) = host {
                     let _ = write!(s, "{}: ", clean(h));
                 }
-                let _ = write!(s, "{} events, {} lost, {} decode errors", st.events, st.lost, st.decode_errors);
+                let _ = write!(
+                    s,
+                    "{} events, {} lost, {} decode errors",
+                    st.events, st.lost, st.decode_errors
+                );
                 s.push('\n');
             }
             self.out.write_all(s.as_bytes())?;
@@ -130,7 +140,10 @@ impl<W: Write> Printer<W> {
         if lost == 0 && bad == 0 {
             return;
         }
-        self.reported.insert(st.host.clone(), (st.lost.max(prev.0), st.decode_errors.max(prev.1)));
+        self.reported.insert(
+            st.host.clone(),
+            (st.lost.max(prev.0), st.decode_errors.max(prev.1)),
+        );
         let _ = write!(s, "{} !! ", st.time.clock());
         if let Some(h) = &st.host {
             let _ = write!(s, "{}: ", clean(h));
@@ -152,7 +165,13 @@ impl<W: Write> Printer<W> {
         if bad > 0 {
             parts.push(format!("{bad} records could not be decoded"));
         }
-        let _ = writeln!(s, "{}; totals: {} lost, {} undecodable", parts.join(", "), st.lost, st.decode_errors);
+        let _ = writeln!(
+            s,
+            "{}; totals: {} lost, {} undecodable",
+            parts.join(", "),
+            st.lost,
+            st.decode_errors
+        );
     }
 }
 
@@ -160,7 +179,8 @@ impl<W: Write> Printer<W> {
 /// string before it reaches a terminal.
 pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     fn bad(c: char) -> bool {
-        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
     }
     if s.chars().any(bad) {
         std::borrow::Cow::Owned(s.chars().filter(|&c| !bad(c)).collect())
@@ -192,7 +212,15 @@ fn human_header(s: &mut String, h: &HeaderLine) {
 }
 
 fn human_event(s: &mut String, e: &Event) {
-    let _ = write!(s, "{} {:<aw$} {:<kw$} ", e.time.clock(), clean(&e.actor), e.kind.as_str(), aw = ACTOR_WIDTH, kw = KIND_WIDTH);
+    let _ = write!(
+        s,
+        "{} {:<aw$} {:<kw$} ",
+        e.time.clock(),
+        clean(&e.actor),
+        e.kind.as_str(),
+        aw = ACTOR_WIDTH,
+        kw = KIND_WIDTH
+    );
     describe(s, e);
     let _ = write!(s, "  pid={} comm={}", e.pid, clean(&e.comm));
     if let Some(exe) = &e.exe {
@@ -211,7 +239,13 @@ fn human_event(s: &mut String, e: &Event) {
 fn describe(s: &mut String, e: &Event) {
     match e.kind {
         Kind::CgroupWrite => {
-            let _ = write!(s, "{} {} <- \"{}", opt(&e.cgroup), opt(&e.file), e.value.as_deref().map(clean).unwrap_or_default());
+            let _ = write!(
+                s,
+                "{} {} <- \"{}",
+                opt(&e.cgroup),
+                opt(&e.file),
+                e.value.as_deref().map(clean).unwrap_or_default()
+            );
             if e.value_truncated {
                 s.push_str("...");
             }
@@ -221,8 +255,16 @@ fn describe(s: &mut String, e: &Event) {
                 push_result(s, r);
             }
             if let (Some(b), Some(a)) = (&e.controllers_before, &e.controllers_after) {
-                let removed: Vec<&str> = b.iter().filter(|c| !a.contains(c)).map(|c| c.as_str()).collect();
-                let added: Vec<&str> = a.iter().filter(|c| !b.contains(c)).map(|c| c.as_str()).collect();
+                let removed: Vec<&str> = b
+                    .iter()
+                    .filter(|c| !a.contains(c))
+                    .map(|c| c.as_str())
+                    .collect();
+                let added: Vec<&str> = a
+                    .iter()
+                    .filter(|c| !b.contains(c))
+                    .map(|c| c.as_str())
+                    .collect();
                 if !removed.is_empty() || !added.is_empty() {
                     s.push_str(" (controllers");
                     for c in removed {
@@ -241,8 +283,16 @@ fn describe(s: &mut String, e: &Event) {
             push_v1_hierarchy(s, e);
         }
         Kind::SysctlWrite => {
-            let old = e.old_value.as_deref().map(|v| clean(v.trim()).into_owned()).unwrap_or_else(|| "?".into());
-            let new = e.value.as_deref().map(|v| clean(v.trim()).into_owned()).unwrap_or_else(|| "?".into());
+            let old = e
+                .old_value
+                .as_deref()
+                .map(|v| clean(v.trim()).into_owned())
+                .unwrap_or_else(|| "?".into());
+            let new = e
+                .value
+                .as_deref()
+                .map(|v| clean(v.trim()).into_owned())
+                .unwrap_or_else(|| "?".into());
             let _ = write!(s, "{} {} -> {}", opt(&e.name), old, new);
             push_netns(s, e);
         }
@@ -323,7 +373,9 @@ fn describe(s: &mut String, e: &Event) {
 }
 
 fn opt(v: &Option<String>) -> std::borrow::Cow<'_, str> {
-    v.as_deref().map(clean).unwrap_or(std::borrow::Cow::Borrowed("?"))
+    v.as_deref()
+        .map(clean)
+        .unwrap_or(std::borrow::Cow::Borrowed("?"))
 }
 
 fn push_v1_hierarchy(s: &mut String, e: &Event) {
@@ -461,7 +513,16 @@ mod tests {
     }
 
     fn base(kind: Kind, actor: &str, pid: u32) -> Event {
-        Event { seq: 1, time: T, kind, pid, tid: pid, comm: actor.into(), actor: actor.into(), ..Default::default() }
+        Event {
+            seq: 1,
+            time: T,
+            kind,
+            pid,
+            tid: pid,
+            comm: actor.into(),
+            actor: actor.into(),
+            ..Default::default()
+        }
     }
 
     fn one(e: Event) -> String {
@@ -551,7 +612,10 @@ mod tests {
         let mut a = base(Kind::AddrDelete, "ip", 5);
         a.dst = Some("10.1.0.1/32".into());
         a.ifindex = Some(3);
-        assert_eq!(one(a), "22:13:20.123 ip               addr_delete  10.1.0.1/32 ifindex 3  pid=5 comm=ip\n");
+        assert_eq!(
+            one(a),
+            "22:13:20.123 ip               addr_delete  10.1.0.1/32 ifindex 3  pid=5 comm=ip\n"
+        );
     }
 
     #[test]
@@ -572,7 +636,10 @@ mod tests {
         e.file = Some("f".into());
         e.value = Some("\x1b]0;title\x07v".into());
         let out = one(e);
-        assert_eq!(out, "22:13:20.123 evil[2J          cgroup_write /xy f <- \"]0;titlev\"  pid=6 comm=abc\n");
+        assert_eq!(
+            out,
+            "22:13:20.123 evil[2J          cgroup_write /xy f <- \"]0;titlev\"  pid=6 comm=abc\n"
+        );
         assert_eq!(out.matches('\n').count(), 1);
     }
 
@@ -584,7 +651,8 @@ mod tests {
             actor: "systemd".into(),
             summary: "cpuset removed from /kubepods.slice".into(),
             evidence: vec![3, 7],
-            remediation: "SystemdCgroup = true in containerd, cgroupDriver: systemd in kubelet".into(),
+            remediation: "SystemdCgroup = true in containerd, cgroupDriver: systemd in kubelet"
+                .into(),
             controller: Some("cpuset".into()),
             cgroup: Some("/kubepods.slice".into()),
             dev: None,
@@ -610,7 +678,9 @@ mod tests {
         w.severity = Severity::Warning;
         let mut p = Printer::new(Vec::new(), Format::Human { color: true });
         p.print(&Line::Finding(w)).unwrap();
-        assert!(String::from_utf8(p.into_inner()).unwrap().starts_with("\x1b[33m"));
+        assert!(String::from_utf8(p.into_inner())
+            .unwrap()
+            .starts_with("\x1b[33m"));
     }
 
     #[test]
@@ -622,8 +692,16 @@ mod tests {
             kernel: "6.18.0".into(),
             started_at: T,
             hooks: vec![
-                HookStatus { name: "cgroup_write".into(), state: "attached".into(), error: None },
-                HookStatus { name: "sysctl".into(), state: "failed".into(), error: Some("EPERM".into()) },
+                HookStatus {
+                    name: "cgroup_write".into(),
+                    state: "attached".into(),
+                    error: None,
+                },
+                HookStatus {
+                    name: "sysctl".into(),
+                    state: "failed".into(),
+                    error: Some("EPERM".into()),
+                },
             ],
         };
         assert_eq!(
@@ -634,12 +712,22 @@ mod tests {
 
     #[test]
     fn stats_print_only_new_losses_and_final_summary() {
-        let mut st = Stats { time: T, events: 100, ..Default::default() };
+        let mut st = Stats {
+            time: T,
+            events: 100,
+            ..Default::default()
+        };
         let mut p = Printer::new(Vec::new(), Format::Human { color: false });
         p.print(&Line::Stats(st.clone())).unwrap();
         assert!(p.get_ref().is_empty());
         st.lost = 12;
-        st.hooks.insert("cgroup_write".into(), HookCounts { seen: 100, lost: 12 });
+        st.hooks.insert(
+            "cgroup_write".into(),
+            HookCounts {
+                seen: 100,
+                lost: 12,
+            },
+        );
         p.print(&Line::Stats(st.clone())).unwrap();
         // Same cumulative counts again: nothing new.
         p.print(&Line::Stats(st.clone())).unwrap();
@@ -667,8 +755,14 @@ mod tests {
         let out = String::from_utf8(p.into_inner()).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert_eq!(serde_json::from_str::<Line>(lines[0]).unwrap(), Line::Event(Box::new(e)));
-        assert_eq!(serde_json::from_str::<Line>(lines[1]).unwrap(), Line::Finding(finding()));
+        assert_eq!(
+            serde_json::from_str::<Line>(lines[0]).unwrap(),
+            Line::Event(Box::new(e))
+        );
+        assert_eq!(
+            serde_json::from_str::<Line>(lines[1]).unwrap(),
+            Line::Finding(finding())
+        );
     }
 
     #[test]
@@ -684,7 +778,9 @@ mod tests {
         }
         for format in [Format::Json, Format::Human { color: false }] {
             let mut p = Printer::new(Closed, format);
-            let err = p.print(&Line::Event(Box::new(base(Kind::Signal, "x", 1)))).unwrap_err();
+            let err = p
+                .print(&Line::Event(Box::new(base(Kind::Signal, "x", 1))))
+                .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         }
     }

@@ -89,7 +89,12 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { rotate_size: None, max_files: 10, flush_lines: 256, flush_interval: Duration::from_millis(200) }
+        WriterOptions {
+            rotate_size: None,
+            max_files: 10,
+            flush_lines: 256,
+            flush_interval: Duration::from_millis(200),
+        }
     }
 }
 
@@ -107,13 +112,24 @@ pub enum RecordError {
         if *.cut_back { " (the file was cut back to its last complete line)" } else { "" },
         if .dropped_lines > &0 { format!("; {} buffered lines were not written", .dropped_lines) } else { String::new() }
     )]
-    Write { path: String, source: io::Error, kept_lines: u64, dropped_lines: u64, cut_back: bool },
+    Write {
+        path: String,
+        source: io::Error,
+        kept_lines: u64,
+        dropped_lines: u64,
+        cut_back: bool,
+    },
     /// A write failed and cutting the file back failed too: it may end with a partial
     /// line, which `tracer replay` reports and skips.
     #[error(
         "writing recording {path} failed: {source}, and cutting it back to its last complete line failed: {truncate_error}. The {kept_lines} lines before the failure are readable with `tracer replay`; the last line may be partial and will be reported as such"
     )]
-    WriteNotCut { path: String, source: io::Error, truncate_error: io::Error, kept_lines: u64 },
+    WriteNotCut {
+        path: String,
+        source: io::Error,
+        truncate_error: io::Error,
+        kept_lines: u64,
+    },
     /// Starting a new part failed.
     #[error("rotating recording {path} failed: {source}. The parts written so far are complete and readable")]
     Rotate { path: String, source: io::Error },
@@ -205,26 +221,43 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     /// Create `path` (`-`: stdout) and write the header line.
-    pub fn create(path: &Path, header: &HeaderLine, opts: WriterOptions) -> Result<Self, RecordError> {
+    pub fn create(
+        path: &Path,
+        header: &HeaderLine,
+        opts: WriterOptions,
+    ) -> Result<Self, RecordError> {
         if path == Path::new("-") {
             let mut opts = opts;
             opts.rotate_size = None;
             return Self::with_sink("-".into(), Box::new(StdoutSink(io::stdout())), header, opts);
         }
         let display = path.display().to_string();
-        let file = open_part(path).map_err(|source| RecordError::Create { path: display.clone(), source })?;
+        let file = open_part(path).map_err(|source| RecordError::Create {
+            path: display.clone(),
+            source,
+        })?;
         let mut w = Self::with_sink(display, Box::new(file), header, opts)?;
         w.path = Some(path.to_path_buf());
         Ok(w)
     }
 
     /// Write to any sink (no rotation). `name` is used in messages.
-    pub fn with_sink(name: String, sink: Box<dyn Sink>, header: &HeaderLine, opts: WriterOptions) -> Result<Self, RecordError> {
-        let mut header_json = serde_json::to_vec(&Line::Header(header.clone())).expect("header serializes");
+    pub fn with_sink(
+        name: String,
+        sink: Box<dyn Sink>,
+        header: &HeaderLine,
+        opts: WriterOptions,
+    ) -> Result<Self, RecordError> {
+        let mut header_json =
+            serde_json::to_vec(&Line::Header(header.clone())).expect("header serializes");
         header_json.push(b'\n');
         let mut w = RecordWriter {
             path: None,
-            summary: RecordSummary { path: name.clone(), parts: 1, ..Default::default() },
+            summary: RecordSummary {
+                path: name.clone(),
+                parts: 1,
+                ..Default::default()
+            },
             display: name,
             opts,
             header: header_json,
@@ -254,7 +287,9 @@ impl RecordWriter {
     /// ignored: each part gets the writer's own). Flushes on findings and when due.
     pub fn write_line(&mut self, line: &Line) -> Result<(), RecordError> {
         if self.failed {
-            return Err(RecordError::Failed { path: self.display.clone() });
+            return Err(RecordError::Failed {
+                path: self.display.clone(),
+            });
         }
         match line {
             Line::Header(_) => return Ok(()),
@@ -295,7 +330,9 @@ impl RecordWriter {
     /// and the writer refuses further lines.
     pub fn flush(&mut self) -> Result<(), RecordError> {
         if self.failed {
-            return Err(RecordError::Failed { path: self.display.clone() });
+            return Err(RecordError::Failed {
+                path: self.display.clone(),
+            });
         }
         if self.buf.is_empty() {
             return Ok(());
@@ -326,7 +363,10 @@ impl RecordWriter {
             return Ok(());
         };
         self.failed = true;
-        let whole = self.buf[..written].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let whole = self.buf[..written]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         let kept_in_buf = self.buf[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
         let kept_lines = self.part_lines + kept_in_buf;
         let dropped_lines = self.buf_lines - kept_in_buf;
@@ -337,12 +377,23 @@ impl RecordWriter {
             match self.sink.truncate(self.part_len + whole as u64) {
                 Ok(done) => cut_back = done,
                 Err(truncate_error) => {
-                    return Err(RecordError::WriteNotCut { path: self.display.clone(), source, truncate_error, kept_lines });
+                    return Err(RecordError::WriteNotCut {
+                        path: self.display.clone(),
+                        source,
+                        truncate_error,
+                        kept_lines,
+                    });
                 }
             }
         }
         self.buf.clear();
-        Err(RecordError::Write { path: self.display.clone(), source, kept_lines, dropped_lines, cut_back })
+        Err(RecordError::Write {
+            path: self.display.clone(),
+            source,
+            kept_lines,
+            dropped_lines,
+            cut_back,
+        })
     }
 
     /// Close the current part and start a new one: FILE -> FILE.1 -> FILE.2 ..., the
@@ -350,7 +401,10 @@ impl RecordWriter {
     fn rotate(&mut self) -> Result<(), RecordError> {
         self.flush()?;
         let path = self.path.clone().expect("rotation needs a file");
-        let rot_err = |source| RecordError::Rotate { path: path.display().to_string(), source };
+        let rot_err = |source| RecordError::Rotate {
+            path: path.display().to_string(),
+            source,
+        };
         self.sink.sync().map_err(rot_err)?;
         let max = self.opts.max_files.max(1);
         let part = |i: u32| -> PathBuf {
@@ -378,7 +432,10 @@ impl RecordWriter {
     /// Flush, fsync and close.
     pub fn close(mut self) -> Result<RecordSummary, RecordError> {
         self.flush()?;
-        self.sink.sync().map_err(|source| RecordError::Sync { path: self.display.clone(), source })?;
+        self.sink.sync().map_err(|source| RecordError::Sync {
+            path: self.display.clone(),
+            source,
+        })?;
         Ok(self.summary)
     }
 
@@ -426,13 +483,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number at {rest:?} (examples: 30s, 10m, 1h30m)"));
+            return Err(format!(
+                "invalid duration {s:?}: expected a number at {rest:?} (examples: 30s, 10m, 1h30m)"
+            ));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let d = match unit {
@@ -441,7 +506,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" | "min" | "mins" => Duration::from_secs(n.saturating_mul(60)),
             "h" | "hr" | "hours" => Duration::from_secs(n.saturating_mul(3600)),
             "d" | "days" => Duration::from_secs(n.saturating_mul(86400)),
-            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h, d)")),
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h, d)"
+                ))
+            }
         };
         total = total.saturating_add(d);
     }
@@ -458,16 +527,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if digits == 0 {
         return Err(format!("invalid size {s:?} (examples: 100M, 1G)"));
     }
-    let n: u64 = t[..digits].parse().map_err(|_| format!("invalid size {s:?}: too large"))?;
+    let n: u64 = t[..digits]
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: too large"))?;
     let shift = match t[digits..].trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
-        u => return Err(format!("invalid size {s:?}: unknown unit {u:?} (use K, M, G)")),
+        u => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {u:?} (use K, M, G)"
+            ))
+        }
     };
-    let v = n.checked_mul(1u64 << shift).ok_or_else(|| format!("invalid size {s:?}: too large"))?;
+    let v = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))?;
     if v < 4096 {
         return Err(format!("rotate size {s:?} is too small (at least 4K)"));
     }
@@ -483,15 +560,29 @@ pub enum StopReason {
 
 /// `tracer record`: write everything `source` yields through the filter until it ends,
 /// stopping it on SIGINT/SIGTERM or after `--duration`, then fsync.
-pub async fn run_record<S: LineSource>(args: RecordArgs, source: S) -> anyhow::Result<RecordSummary> {
+pub async fn run_record<S: LineSource>(
+    args: RecordArgs,
+    source: S,
+) -> anyhow::Result<RecordSummary> {
     use tokio::signal::unix::{signal, SignalKind};
     let signals = Signals {
         int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
         term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
     };
-    let opts = WriterOptions { rotate_size: args.rotate_size, max_files: args.max_files, ..Default::default() };
+    let opts = WriterOptions {
+        rotate_size: args.rotate_size,
+        max_files: args.max_files,
+        ..Default::default()
+    };
     let writer = RecordWriter::create(&args.output, source.header(), opts)?;
-    let summary = record_loop(writer, &Filter::new(&args.filter), source, args.duration, signals).await?;
+    let summary = record_loop(
+        writer,
+        &Filter::new(&args.filter),
+        source,
+        args.duration,
+        signals,
+    )
+    .await?;
     Ok(summary)
 }
 
@@ -602,7 +693,11 @@ pub(crate) mod tests {
             hostname: host.into(),
             kernel: "6.18.0".into(),
             started_at: Timestamp(1_700_000_000_000_000_000),
-            hooks: vec![HookStatus { name: "cgroup_write".into(), state: "attached".into(), error: None }],
+            hooks: vec![HookStatus {
+                name: "cgroup_write".into(),
+                state: "attached".into(),
+                error: None,
+            }],
         }
     }
 
@@ -654,7 +749,13 @@ pub(crate) mod tests {
 
     impl FakeSource {
         pub(crate) fn new(live: Vec<Line>, buffered: Vec<Line>) -> Self {
-            FakeSource { header: header("node-a"), live: live.into(), buffered: buffered.into(), stopped: false, final_stats_sent: false }
+            FakeSource {
+                header: header("node-a"),
+                live: live.into(),
+                buffered: buffered.into(),
+                stopped: false,
+                final_stats_sent: false,
+            }
         }
     }
 
@@ -674,7 +775,12 @@ pub(crate) mod tests {
             }
             if !self.final_stats_sent {
                 self.final_stats_sent = true;
-                return Some(Line::Stats(Stats { time: Timestamp(1_800_000_000_000_000_000), events: 7, lost: 0, ..Default::default() }));
+                return Some(Line::Stats(Stats {
+                    time: Timestamp(1_800_000_000_000_000_000),
+                    events: 7,
+                    lost: 0,
+                    ..Default::default()
+                }));
             }
             None
         }
@@ -684,7 +790,11 @@ pub(crate) mod tests {
     }
 
     fn read_lines(p: &Path) -> Vec<Line> {
-        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
@@ -721,17 +831,24 @@ pub(crate) mod tests {
         let mut w = RecordWriter::create(&p, &header("n"), WriterOptions::default()).unwrap();
         w.write_line(&event(1)).unwrap();
         let s = w.close().unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_lines(&p), vec![Line::Header(header("n")), event(1)]);
         assert_eq!((s.lines, s.events, s.parts), (2, 1, 1));
     }
 
     #[test]
     fn unwritable_path_names_it() {
-        let err = RecordWriter::create(Path::new("/nonexistent-dir/x/rec.jsonl"), &header("n"), WriterOptions::default())
-            .err()
-            .unwrap()
-            .to_string();
+        let err = RecordWriter::create(
+            Path::new("/nonexistent-dir/x/rec.jsonl"),
+            &header("n"),
+            WriterOptions::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("/nonexistent-dir/x/rec.jsonl"), "{err}");
     }
 
@@ -750,7 +867,11 @@ pub(crate) mod tests {
     fn flushes_on_findings_and_by_count() {
         let dir = TempDir::new("rec-flush");
         let p = dir.0.join("rec.jsonl");
-        let opts = WriterOptions { flush_lines: 3, flush_interval: Duration::from_secs(3600), ..Default::default() };
+        let opts = WriterOptions {
+            flush_lines: 3,
+            flush_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
         let mut w = RecordWriter::create(&p, &header("n"), opts).unwrap();
         let count = || std::fs::read_to_string(&p).unwrap().lines().count();
         assert_eq!(count(), 1, "header is flushed at once");
@@ -771,9 +892,17 @@ pub(crate) mod tests {
         let dir = TempDir::new("rec-rotate");
         let p = dir.0.join("rec.jsonl");
         let one = serde_json::to_vec(&event(1000)).unwrap().len() as u64 + 1;
-        let hdr = serde_json::to_vec(&Line::Header(header("n"))).unwrap().len() as u64 + 1;
+        let hdr = serde_json::to_vec(&Line::Header(header("n")))
+            .unwrap()
+            .len() as u64
+            + 1;
         // Room for the header and 3 events per part.
-        let opts = WriterOptions { rotate_size: Some(hdr + 3 * one + 2), max_files: 3, flush_lines: 2, ..Default::default() };
+        let opts = WriterOptions {
+            rotate_size: Some(hdr + 3 * one + 2),
+            max_files: 3,
+            flush_lines: 2,
+            ..Default::default()
+        };
         let mut w = RecordWriter::create(&p, &header("n"), opts).unwrap();
         for seq in 1000..1011 {
             w.write_line(&event(seq)).unwrap();
@@ -783,8 +912,18 @@ pub(crate) mod tests {
         assert_eq!(s.parts, 4);
         let part = |name: &str| read_lines(&dir.0.join(name));
         let seqs = |lines: &[Line]| -> Vec<u64> {
-            assert_eq!(lines[0], Line::Header(header("n")), "each part starts with the header");
-            lines[1..].iter().map(|l| match l { Line::Event(e) => e.seq, _ => panic!() }).collect()
+            assert_eq!(
+                lines[0],
+                Line::Header(header("n")),
+                "each part starts with the header"
+            );
+            lines[1..]
+                .iter()
+                .map(|l| match l {
+                    Line::Event(e) => e.seq,
+                    _ => panic!(),
+                })
+                .collect()
         };
         assert_eq!(seqs(&part("rec.jsonl")), vec![1009, 1010]);
         assert_eq!(seqs(&part("rec.jsonl.1")), vec![1006, 1007, 1008]);
@@ -799,7 +938,12 @@ pub(crate) mod tests {
     fn rotation_with_one_file_restarts_it() {
         let dir = TempDir::new("rec-rotate1");
         let p = dir.0.join("r");
-        let opts = WriterOptions { rotate_size: Some(1), max_files: 1, flush_lines: 1, ..Default::default() };
+        let opts = WriterOptions {
+            rotate_size: Some(1),
+            max_files: 1,
+            flush_lines: 1,
+            ..Default::default()
+        };
         let mut w = RecordWriter::create(&p, &header("n"), opts).unwrap();
         for seq in 1..=3 {
             w.write_line(&event(seq)).unwrap();
@@ -841,13 +985,33 @@ pub(crate) mod tests {
 
     #[test]
     fn failed_write_cuts_back_to_last_complete_line() {
-        let hdr = serde_json::to_vec(&Line::Header(header("n"))).unwrap().len() + 1;
+        let hdr = serde_json::to_vec(&Line::Header(header("n")))
+            .unwrap()
+            .len()
+            + 1;
         let one = serde_json::to_vec(&event(1)).unwrap().len() + 1;
-        for (room, kept) in [(hdr + 2 * one + 37, 3), (hdr + 2 * one, 3), (hdr + 5, 1), (hdr - 3, 0)] {
+        for (room, kept) in [
+            (hdr + 2 * one + 37, 3),
+            (hdr + 2 * one, 3),
+            (hdr + 5, 1),
+            (hdr - 3, 0),
+        ] {
             let data = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            let sink = FullDisk { data: data.clone(), room, can_truncate: true };
-            let opts = WriterOptions { flush_lines: 2, ..Default::default() };
-            let w = RecordWriter::with_sink("/var/log/rec.jsonl".into(), Box::new(sink), &header("n"), opts);
+            let sink = FullDisk {
+                data: data.clone(),
+                room,
+                can_truncate: true,
+            };
+            let opts = WriterOptions {
+                flush_lines: 2,
+                ..Default::default()
+            };
+            let w = RecordWriter::with_sink(
+                "/var/log/rec.jsonl".into(),
+                Box::new(sink),
+                &header("n"),
+                opts,
+            );
             let mut w = match w {
                 Ok(w) => w,
                 Err(e) => {
@@ -872,22 +1036,41 @@ pub(crate) mod tests {
             assert!(msg.contains("complete and readable"), "{msg}");
             let data = data.lock().unwrap();
             assert!(data.ends_with(b"\n"));
-            let lines: Vec<Line> =
-                std::str::from_utf8(&data).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let lines: Vec<Line> = std::str::from_utf8(&data)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
             let want = [Line::Header(header("n")), event(1), event(2)];
             assert_eq!(lines, want[..kept], "room {room}");
             assert!(msg.contains(&format!("The {kept} lines")), "{msg}");
             // Writer refuses further lines.
-            assert!(matches!(w.write_line(&event(99)), Err(RecordError::Failed { .. })));
+            assert!(matches!(
+                w.write_line(&event(99)),
+                Err(RecordError::Failed { .. })
+            ));
         }
     }
 
     #[test]
     fn failed_write_on_a_pipe_says_it_could_not_cut() {
         let data = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let hdr = serde_json::to_vec(&Line::Header(header("n"))).unwrap().len() + 1;
-        let sink = FullDisk { data: data.clone(), room: hdr + 10, can_truncate: false };
-        let mut w = RecordWriter::with_sink("-".into(), Box::new(sink), &header("n"), WriterOptions::default()).unwrap();
+        let hdr = serde_json::to_vec(&Line::Header(header("n")))
+            .unwrap()
+            .len()
+            + 1;
+        let sink = FullDisk {
+            data: data.clone(),
+            room: hdr + 10,
+            can_truncate: false,
+        };
+        let mut w = RecordWriter::with_sink(
+            "-".into(),
+            Box::new(sink),
+            &header("n"),
+            WriterOptions::default(),
+        )
+        .unwrap();
         let msg = w.write_line(&finding(1)).unwrap_err().to_string();
         assert!(!msg.contains("cut back"), "{msg}");
         match w.write_line(&event(1)) {
@@ -913,7 +1096,10 @@ pub(crate) mod tests {
         let s = s.unwrap();
         let lines = read_lines(&p);
         assert_eq!(lines.len(), 7);
-        assert_eq!(&lines[1..6], &[event(1), finding(1), event(2), event(3), event(4)]);
+        assert_eq!(
+            &lines[1..6],
+            &[event(1), finding(1), event(2), event(3), event(4)]
+        );
         assert!(matches!(lines[6], Line::Stats(_)));
         assert_eq!((s.events, s.findings, s.stats), (4, 1, 1));
     }
@@ -929,8 +1115,13 @@ pub(crate) mod tests {
         let src = FakeSource::new(vec![event(1), other], vec![event(3)]);
         let w = RecordWriter::create(&p, src.header(), WriterOptions::default()).unwrap();
         let (_tx, rx) = tokio::sync::mpsc::channel::<()>(1);
-        let filter = Filter::new(&FilterArgs { actors: vec!["systemd".into()], ..Default::default() });
-        record_loop(w, &filter, src, Some(Duration::from_millis(30)), rx).await.unwrap();
+        let filter = Filter::new(&FilterArgs {
+            actors: vec!["systemd".into()],
+            ..Default::default()
+        });
+        record_loop(w, &filter, src, Some(Duration::from_millis(30)), rx)
+            .await
+            .unwrap();
         let lines = read_lines(&p);
         assert_eq!(lines.len(), 4, "{lines:?}");
         assert_eq!(&lines[1..3], &[event(1), event(3)]);

@@ -128,9 +128,15 @@ impl RecordingReader {
         // the formats apart, since a short read this early means a tiny input.
         let head = raw.fill_buf()?;
         let inner: Box<dyn BufRead> = if head.starts_with(GZIP_MAGIC) {
-            Box::new(BufReader::with_capacity(256 << 10, flate2::bufread::MultiGzDecoder::new(raw)))
+            Box::new(BufReader::with_capacity(
+                256 << 10,
+                flate2::bufread::MultiGzDecoder::new(raw),
+            ))
         } else if head.starts_with(ZSTD_MAGIC) {
-            Box::new(BufReader::with_capacity(256 << 10, zstd::stream::read::Decoder::with_buffer(raw)?))
+            Box::new(BufReader::with_capacity(
+                256 << 10,
+                zstd::stream::read::Decoder::with_buffer(raw)?,
+            ))
         } else {
             Box::new(raw)
         };
@@ -166,7 +172,11 @@ impl RecordingReader {
     }
 
     fn bad(&self, reason: BadReason) -> BadLine {
-        BadLine { file: self.name.clone(), line_no: self.line_no, reason }
+        BadLine {
+            file: self.name.clone(),
+            line_no: self.line_no,
+            reason,
+        }
     }
 
     fn fatal(&mut self, reason: BadReason) -> Option<Result<Line, BadLine>> {
@@ -184,7 +194,9 @@ impl Iterator for RecordingReader {
                 return None;
             }
             self.buf.clear();
-            let read = (&mut self.inner).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
+            let read = (&mut self.inner)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut self.buf);
             let n = match read {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -240,10 +252,14 @@ impl Iterator for RecordingReader {
                 Err(e) => {
                     let error = e.to_string();
                     if !newline {
-                        return Some(Err(self.bad(BadReason::Truncated { bytes: self.buf.len(), error })));
+                        return Some(Err(self.bad(BadReason::Truncated {
+                            bytes: self.buf.len(),
+                            error,
+                        })));
                     }
                     if first {
-                        return self.fatal(BadReason::NotARecording(format!("first line: {error}")));
+                        return self
+                            .fatal(BadReason::NotARecording(format!("first line: {error}")));
                     }
                     return Some(Err(self.bad(BadReason::Invalid(error))));
                 }
@@ -381,7 +397,8 @@ pub struct ReplayArgs {
 
 /// clap value parser for `--since`/`--until`.
 pub fn parse_time(s: &str) -> Result<Timestamp, String> {
-    Timestamp::parse(s.trim()).ok_or_else(|| format!("invalid time {s:?}: use RFC 3339, e.g. 2024-05-01T12:00:00Z"))
+    Timestamp::parse(s.trim())
+        .ok_or_else(|| format!("invalid time {s:?}: use RFC 3339, e.g. 2024-05-01T12:00:00Z"))
 }
 
 /// What a replay found.
@@ -422,7 +439,18 @@ impl ReplaySummary {
             "{} file(s), {} host(s){}: {} events ({} shown), {} findings",
             self.files.len(),
             self.hosts.len(),
-            if self.hosts.is_empty() { String::new() } else { format!(" ({})", self.hosts.iter().map(|h| clean(h)).collect::<Vec<_>>().join(", ")) },
+            if self.hosts.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    self.hosts
+                        .iter()
+                        .map(|h| clean(h))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
             self.events,
             self.events_shown,
             self.findings.len()
@@ -441,14 +469,22 @@ impl ReplaySummary {
                 let _ = writeln!(s, "  {:<16} {n:>8}", clean(a));
             }
         }
-        let _ = writeln!(s, "lost events: {} (ring buffer full); undecodable records: {}", self.lost, self.decode_errors);
+        let _ = writeln!(
+            s,
+            "lost events: {} (ring buffer full); undecodable records: {}",
+            self.lost, self.decode_errors
+        );
         if self.bad_lines > 0 {
             let _ = writeln!(s, "bad lines: {} (skipped)", self.bad_lines);
             for b in &self.bad {
                 let _ = writeln!(s, "  {}", clean(&b.to_string()));
             }
             if self.bad_lines > self.bad.len() as u64 {
-                let _ = writeln!(s, "  ... and {} more", self.bad_lines - self.bad.len() as u64);
+                let _ = writeln!(
+                    s,
+                    "  ... and {} more",
+                    self.bad_lines - self.bad.len() as u64
+                );
             }
         } else {
             let _ = writeln!(s, "bad lines: 0");
@@ -522,7 +558,10 @@ impl Merge<'_> {
                         let next = self.sessions.len();
                         let idx = *self.session_index.entry(key).or_insert(next);
                         if idx == next {
-                            self.sessions.push(Session { host: h.hostname.clone(), ..Default::default() });
+                            self.sessions.push(Session {
+                                host: h.hostname.clone(),
+                                ..Default::default()
+                            });
                         }
                         self.inputs[i].session = idx;
                         self.inputs[i].host = Some(h.hostname.clone());
@@ -553,9 +592,14 @@ pub fn replay_with<W: Write>(
 ) -> anyhow::Result<ReplaySummary> {
     let mut readers = Vec::new();
     let stdin_only = args.files.is_empty();
-    let paths: Vec<PathBuf> = if stdin_only { vec![PathBuf::from("-")] } else { args.files.clone() };
+    let paths: Vec<PathBuf> = if stdin_only {
+        vec![PathBuf::from("-")]
+    } else {
+        args.files.clone()
+    };
     for p in &paths {
-        let r = RecordingReader::open(p).with_context(|| format!("cannot read recording {}", p.display()))?;
+        let r = RecordingReader::open(p)
+            .with_context(|| format!("cannot read recording {}", p.display()))?;
         readers.push(r);
     }
     replay_readers(args, readers, out, color, new_correlator)
@@ -570,13 +614,35 @@ pub fn replay_readers<W: Write>(
     new_correlator: &dyn Fn() -> Box<dyn Correlate>,
 ) -> anyhow::Result<ReplaySummary> {
     let filter = Filter::new(&args.filter);
-    let format = if args.json { Format::Json } else { Format::Human { color } };
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Human { color }
+    };
     let mut printer = Printer::new(io::BufWriter::with_capacity(256 << 10, out), format);
-    let mut summary = ReplaySummary { files: readers.iter().map(|r| r.name().to_string()).collect(), ..Default::default() };
-    let in_range = |t: Timestamp| args.since.is_none_or(|s| t >= s) && args.until.is_none_or(|u| t <= u);
+    let mut summary = ReplaySummary {
+        files: readers.iter().map(|r| r.name().to_string()).collect(),
+        ..Default::default()
+    };
+    let in_range =
+        |t: Timestamp| args.since.is_none_or(|s| t >= s) && args.until.is_none_or(|u| t <= u);
 
-    let inputs = readers.into_iter().map(|reader| Input { reader, pending: None, session: usize::MAX, host: None }).collect();
-    let mut m = Merge { inputs, sessions: Vec::new(), session_index: HashMap::new(), strict: args.strict, summary: &mut summary };
+    let inputs = readers
+        .into_iter()
+        .map(|reader| Input {
+            reader,
+            pending: None,
+            session: usize::MAX,
+            host: None,
+        })
+        .collect();
+    let mut m = Merge {
+        inputs,
+        sessions: Vec::new(),
+        session_index: HashMap::new(),
+        strict: args.strict,
+        summary: &mut summary,
+    };
     // Prime every input: its header (first line) tells the host before any event.
     for i in 0..m.inputs.len() {
         m.advance(i)?;
@@ -598,7 +664,9 @@ pub fn replay_readers<W: Write>(
     let mut new_findings: Vec<Finding> = Vec::new();
 
     while let Some(Reverse((_, i))) = heap.pop() {
-        let Some(mut line) = m.inputs[i].pending.take() else { continue };
+        let Some(mut line) = m.inputs[i].pending.take() else {
+            continue;
+        };
         let host = m.inputs[i].host.clone();
         let session = m.inputs[i].session;
         match &mut line {
@@ -620,8 +688,9 @@ pub fn replay_readers<W: Write>(
                     e.host = host.clone();
                 }
                 let key = e.host.clone().or(host).unwrap_or_default();
-                let (corr, last_tick) =
-                    correlators.entry(key.clone()).or_insert_with(|| (new_correlator(), Timestamp(i64::MIN)));
+                let (corr, last_tick) = correlators
+                    .entry(key.clone())
+                    .or_insert_with(|| (new_correlator(), Timestamp(i64::MIN)));
                 // Close the windows that ended, about once a second of event time, as
                 // the live pipeline does.
                 if e.time.0.saturating_sub(last_tick.0) >= TICK_NS {
@@ -630,7 +699,15 @@ pub fn replay_readers<W: Write>(
                 }
                 let observed = corr.observe(e);
                 // Windows that closed before this event print before it.
-                emit_findings(&mut printer, &mut new_findings, multi_host, &key, &filter, &in_range, m.summary)?;
+                emit_findings(
+                    &mut printer,
+                    &mut new_findings,
+                    multi_host,
+                    &key,
+                    &filter,
+                    &in_range,
+                    m.summary,
+                )?;
                 new_findings.extend(observed);
                 let shown = in_range(e.time) && filter.matches_event(e);
                 // Then the event, then the findings it completes.
@@ -644,7 +721,15 @@ pub fn replay_readers<W: Write>(
                     }
                     printer.print(&line)?;
                 }
-                emit_findings(&mut printer, &mut new_findings, multi_host, &key, &filter, &in_range, m.summary)?;
+                emit_findings(
+                    &mut printer,
+                    &mut new_findings,
+                    multi_host,
+                    &key,
+                    &filter,
+                    &in_range,
+                    m.summary,
+                )?;
             }
             Line::Finding(_) => m.summary.recorded_findings += 1,
             Line::Stats(st) => {
@@ -675,7 +760,15 @@ pub fn replay_readers<W: Write>(
         if let Some((c, _)) = correlators.get_mut(&key) {
             new_findings.extend(c.finish());
         }
-        emit_findings(&mut printer, &mut new_findings, multi_host, &key, &filter, &in_range, m.summary)?;
+        emit_findings(
+            &mut printer,
+            &mut new_findings,
+            multi_host,
+            &key,
+            &filter,
+            &in_range,
+            m.summary,
+        )?;
     }
     printer.finish()?;
     let sessions = std::mem::take(&mut m.sessions);
