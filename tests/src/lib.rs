@@ -275,3 +275,88 @@ impl Drop for NetNsGuard {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
+
+/// Runs a command to completion and returns its stdout; panics with its output on failure.
+pub fn run_out(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A directory of the test's own under the system temp dir; removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(what));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    /// Writes `text` to `rel` under the directory (parents created) and returns its path.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A process the test started; SIGKILLed (by pid) and reaped on drop if still running.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: our own child, by pid.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Every cgroup mount of this machine (v1 hierarchies and cgroup2), mount points only.
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mut out = Vec::new();
+    for line in info.lines() {
+        if let Some((pre, post)) = line.split_once(" - ") {
+            let f: Vec<&str> = pre.split(' ').collect();
+            if (post.starts_with("cgroup ") || post.starts_with("cgroup2 ")) && f.len() > 4 && f[3] == "/" {
+                let p = PathBuf::from(f[4]);
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub mod scenarios;

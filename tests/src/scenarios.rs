@@ -1,0 +1,484 @@
+//! The incidents of shared/DESIGN.md, reproduced with the real components wherever this
+//! machine can run them (systemd-sysctl, systemd-networkd, runc, containerd), each in a
+//! sandbox of its own: a network namespace, a private mount namespace, cgroups under a
+//! unique prefix. Every scenario sets up, makes the change, hands each step to the
+//! caller right after it happened, and cleans up (RAII guards: also when the caller
+//! panics in a step). The tests assert on what `tracer` printed at each step; a demo can
+//! print the steps and tail at the same time.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::*;
+
+/// One change a scenario just made.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    /// `scenario/step`, e.g. `rp_filter/udev-prefix`.
+    pub id: &'static str,
+    /// What happened, for people.
+    pub text: String,
+    /// The finding tracer should print for it, or `None` for none.
+    pub expect: Option<&'static str>,
+    /// The actor tracer should name.
+    pub actor: Option<&'static str>,
+    /// Network namespace (inode) the change happened in.
+    pub netns: Option<u64>,
+    /// The process that made the change, when the scenario knows its (global) pid.
+    pub pid: Option<u32>,
+    /// Interfaces the change concerns.
+    pub devs: Vec<String>,
+    /// Cgroup (path from the hierarchy root) the change concerns.
+    pub cgroup: Option<String>,
+    /// Other facts, e.g. the pod uid.
+    pub extra: Vec<(&'static str, String)>,
+    /// When the change was made (right before the step is handed over).
+    pub at: Option<Instant>,
+}
+
+pub type Observer<'a> = &'a mut dyn FnMut(&Step);
+
+/// A file under `tests/scenarios/`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(rel)
+}
+
+/// Fails with an install hint unless `path` exists.
+pub fn require_exe(path: &str, package: &str) -> String {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: this scenario runs the real component (`apt-get install {package}`)"
+    );
+    path.to_string()
+}
+
+fn read_rp(ns: &NetNsGuard, dev: &str) -> String {
+    run_out(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "cat",
+            &format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"),
+        ],
+    )
+    .trim()
+    .to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. rp_filter on Cilium's interfaces, by the real systemd-sysctl.
+
+pub const SYSTEMD_SYSCTL: &str = "/lib/systemd/systemd-sysctl";
+
+/// Runs the real systemd-sysctl in the netns and a private mount namespace with `args`
+/// (config file paths, `--prefix=`); returns its pid (the shell execs it).
+fn systemd_sysctl(ns: &NetNsGuard, args: &[&str]) -> u32 {
+    let mut a = vec![
+        "netns",
+        "exec",
+        ns.name.as_str(),
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"echo $$; exec "$0" "$@""#,
+        SYSTEMD_SYSCTL,
+    ];
+    a.extend_from_slice(args);
+    let out = run_out("ip", &a);
+    out.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid from systemd-sysctl run: {out}"))
+}
+
+/// The netns of the rp_filter scenarios: `cilium_host`/`cilium_net`, an `lxc…` veth
+/// (its pod end `pod-eth0`) and a non-Cilium `eth1`; rp_filter 0 everywhere.
+struct RpNetns {
+    ns: NetNsGuard,
+    cilium: Vec<String>,
+    netns: Option<u64>,
+    defaults: String,
+    override_conf: String,
+}
+
+fn rp_netns() -> RpNetns {
+    require_exe(SYSTEMD_SYSCTL, "systemd");
+    let defaults = fixture("rp_filter/50-default.conf");
+    let defaults = defaults.to_str().unwrap();
+    let override_conf = fixture("rp_filter/99-zzz-override_cilium.conf");
+    let override_conf = override_conf.to_str().unwrap();
+
+    let ns = NetNsGuard::new("rpf");
+    let lxc = format!("lxc{:08x}", std::process::id().wrapping_mul(2654435761));
+    ns.ip(&[
+        "link",
+        "add",
+        "cilium_host",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "cilium_net",
+    ]);
+    ns.ip(&[
+        "link", "add", &lxc, "type", "veth", "peer", "name", "pod-eth0",
+    ]);
+    ns.ip(&[
+        "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+    ]);
+    let cilium: Vec<String> = vec!["cilium_host".into(), "cilium_net".into(), lxc.clone()];
+    let netns = Some(ns.inode());
+    for d in &cilium {
+        assert_eq!(
+            read_rp(&ns, d),
+            "0",
+            "a new netns starts with rp_filter 0 on {d}"
+        );
+    }
+    RpNetns {
+        ns,
+        cilium,
+        netns,
+        defaults: defaults.to_string(),
+        override_conf: override_conf.to_string(),
+    }
+}
+
+/// Incident 2 of DESIGN.md, first half: systemd's 50-default.conf applied by the real
+/// systemd-sysctl to Cilium interfaces that were never set explicitly. systemd-sysctl
+/// writes `default` = 2 only: it reads each interface the glob matches and skips the
+/// write when the value is already 2, which it is, because the kernel copied `default`
+/// (net/ipv4/devinet.c, `devinet_copy_dflt_conf`). No write names an interface.
+/// Step `rp_filter/never-set`.
+pub fn rp_filter_never_set(obs: Observer) {
+    let RpNetns {
+        ns,
+        cilium,
+        netns,
+        defaults,
+        ..
+    } = rp_netns();
+    let defaults = defaults.as_str();
+    let pid = systemd_sysctl(&ns, &[defaults]);
+    let at = Some(Instant::now());
+    for d in &cilium {
+        assert_eq!(
+            read_rp(&ns, d),
+            "2",
+            "systemd-sysctl's default = 2 did not reach {d}: the incident did not reproduce"
+        );
+    }
+    obs(&Step {
+        id: "rp_filter/never-set",
+        text: format!(
+            "systemd-sysctl applied 50-default.conf: default = 2, copied by the kernel to {} (never set explicitly)",
+            cilium.join(", ")
+        ),
+        expect: Some("rp-filter-on-cilium"),
+        actor: Some("systemd-sysctl"),
+        netns,
+        pid: Some(pid),
+        devs: cilium.clone(),
+        at,
+        ..Default::default()
+    });
+}
+
+/// Incident 2 of DESIGN.md with systemd's own 50-default.conf lines, after Cilium set 0
+/// on its interfaces. Steps:
+/// - `rp_filter/after-0`: systemd-sysctl's glob writes 2 on each of them;
+/// - `rp_filter/udev-prefix`: `systemd-sysctl --prefix=/net/ipv4/conf/<lxc>` as udev's
+///   99-systemd.rules runs it for a new interface;
+/// - `rp_filter/cilium-override`: Cilium's sysctl.d override applied by systemd-sysctl
+///   writes 0 back: the fix, no finding.
+pub fn rp_filter(obs: Observer) {
+    let RpNetns {
+        ns,
+        cilium,
+        netns,
+        defaults,
+        override_conf,
+    } = rp_netns();
+    let (defaults, override_conf) = (defaults.as_str(), override_conf.as_str());
+    let lxc = cilium[2].clone();
+    // Cilium sets 0 on its interfaces (explicitly: the kernel stops copying `default`).
+    let script: String = cilium
+        .iter()
+        .map(|d| format!("echo 0 > /proc/sys/net/ipv4/conf/{d}/rp_filter;"))
+        .collect();
+    ns.sh(&script);
+    let pid = systemd_sysctl(&ns, &[defaults]);
+    let at = Some(Instant::now());
+    for d in &cilium {
+        assert_eq!(
+            read_rp(&ns, d),
+            "2",
+            "systemd-sysctl's glob did not set {d}"
+        );
+    }
+    obs(&Step {
+        id: "rp_filter/after-0",
+        text: format!(
+            "systemd-sysctl applied 50-default.conf again: its glob wrote 2 on {}",
+            cilium.join(", ")
+        ),
+        expect: Some("rp-filter-on-cilium"),
+        actor: Some("systemd-sysctl"),
+        netns,
+        pid: Some(pid),
+        devs: cilium.clone(),
+        at,
+        ..Default::default()
+    });
+
+    ns.sh(&format!("echo 0 > /proc/sys/net/ipv4/conf/{lxc}/rp_filter"));
+    let prefix = format!("--prefix=/net/ipv4/conf/{lxc}");
+    let pid = systemd_sysctl(&ns, &[&prefix, defaults]);
+    let at = Some(Instant::now());
+    assert_eq!(read_rp(&ns, &lxc), "2");
+    obs(&Step {
+        id: "rp_filter/udev-prefix",
+        text: format!("systemd-sysctl {prefix} 50-default.conf (udev's 99-systemd.rules for a new interface) set 2 on {lxc}"),
+        expect: Some("rp-filter-on-cilium"),
+        actor: Some("systemd-sysctl"),
+        netns,
+        pid: Some(pid),
+        devs: vec![lxc.clone()],
+        at,
+        ..Default::default()
+    });
+
+    let pid = systemd_sysctl(&ns, &[override_conf]);
+    let at = Some(Instant::now());
+    for d in &cilium {
+        assert_eq!(
+            read_rp(&ns, d),
+            "0",
+            "Cilium's override did not set {d} back to 0"
+        );
+    }
+    obs(&Step {
+        id: "rp_filter/cilium-override",
+        text: format!(
+            "systemd-sysctl applied Cilium's 99-zzz-override_cilium.conf: 0 on {}",
+            cilium.join(", ")
+        ),
+        expect: None,
+        actor: Some("systemd-sysctl"),
+        netns,
+        pid: Some(pid),
+        devs: cilium.clone(),
+        at,
+        ..Default::default()
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. kubepods controller removal, with stand-ins for kubelet and systemd.
+
+/// Restores the cgroup2 root's `cgroup.subtree_control` to what it was.
+struct SubtreeControlGuard {
+    file: PathBuf,
+    before: Vec<String>,
+}
+
+impl SubtreeControlGuard {
+    fn enable(root: &Path, controller: &str) -> SubtreeControlGuard {
+        let file = root.join("cgroup.subtree_control");
+        let before: Vec<String> = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", file.display()))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !before.iter().any(|c| c == controller) {
+            std::fs::write(&file, format!("+{controller}"))
+                .unwrap_or_else(|e| panic!("enable {controller} in {}: {e}", file.display()));
+        }
+        SubtreeControlGuard { file, before }
+    }
+}
+
+impl Drop for SubtreeControlGuard {
+    fn drop(&mut self) {
+        let now: Vec<String> = std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let off: Vec<String> = now
+            .iter()
+            .filter(|c| !self.before.contains(c))
+            .map(|c| format!("-{c}"))
+            .collect();
+        let on: Vec<String> = self
+            .before
+            .iter()
+            .filter(|c| !now.contains(c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        for v in off.iter().chain(on.iter()) {
+            if let Err(e) = std::fs::write(&self.file, v) {
+                eprintln!(
+                    "warning: could not restore {} ({v}): {e}",
+                    self.file.display()
+                );
+            }
+        }
+    }
+}
+
+/// A copy of the shell named like the component it stands in for, so that exe and comm
+/// say `kubelet` or `systemd`.
+fn stand_in(dir: &TempDir, name: &str) -> PathBuf {
+    let p = dir.path.join(name);
+    std::fs::copy("/bin/dash", &p)
+        .unwrap_or_else(|e| panic!("copy /bin/dash to {}: {e}", p.display()));
+    p
+}
+
+/// Runs `script` with the stand-in `exe` (`exe -c script`), returns its stdout.
+fn stand_in_run(exe: &Path, script: &str) -> String {
+    run_out(exe.to_str().unwrap(), &["-c", script])
+}
+
+/// The controller that cgroup v2 has free on this machine (the v1 hierarchies hold the
+/// others; they are never rebound). The detector handles `cpuset` the same way: kubelet
+/// requires cpu, cpuset, memory, hugetlb and pids alike (correlator/kubepods.rs `REQUIRED`).
+pub const KUBEPODS_CONTROLLER: &str = "hugetlb";
+
+/// Incident 1 of DESIGN.md with stand-ins: a `kubelet` builds a kubepods tree in cgroup
+/// v2 under a unique prefix (`/<prefix>/kubepods.slice/kubepods-burstable.slice/
+/// kubepods-burstable-pod<uid>.slice`), enables the controller down to the QoS slice and
+/// starts a process in the pod; a `systemd` started by the same parent writes
+/// `-<controller>` on the burstable slice; kubelet SIGKILLs the pod's process, removes the
+/// pod cgroup and writes `+<controller>` back. Steps:
+/// - `kubepods/removed` (the finding, actor systemd, right away);
+/// - `kubepods/aftermath` (kill, rmdir and restore done: the window's follow-up finding
+///   comes when the window closes, at the latest when tracer stops).
+pub fn kubepods(obs: Observer) {
+    let ctl = KUBEPODS_CONTROLLER;
+    let root = cgroup2_root();
+    let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    assert!(
+        available.split_whitespace().any(|c| c == ctl),
+        "cgroup v2 at {} has no {ctl} controller (has: {available}); the kubepods scenario needs one it may enable",
+        root.display()
+    );
+    let bin = TempDir::new("standins");
+    let kubelet = stand_in(&bin, "kubelet");
+    let systemd = stand_in(&bin, "systemd");
+
+    // Restored last (declared first): the prefix must be gone before the root's
+    // subtree_control can drop the controller again.
+    let _root_ctl = SubtreeControlGuard::enable(&root, ctl);
+    let prefix = CgroupGuard::new(&root, &unique("kp"));
+    let uid = "8a3e1d2c-5b7f-4c9a-9e0d-1f2a3b4c5d6e";
+    let qos_rel = format!("{}/kubepods.slice/kubepods-burstable.slice", prefix.rel);
+    let pod_rel = format!(
+        "{qos_rel}/kubepods-burstable-pod{}.slice",
+        uid.replace('-', "_")
+    );
+    let abs = |rel: &str| root.join(rel.trim_start_matches('/'));
+    let (qos, pod) = (abs(&qos_rel), abs(&pod_rel));
+
+    // kubelet: the tree, the controller down to the QoS slice, a "container" in the pod.
+    let script = format!(
+        "set -e; mkdir -p {pod}; \
+         for c in {p} {p}/kubepods.slice {qos}; do echo +{ctl} > $c/cgroup.subtree_control; done; \
+         sleep 600 </dev/null >/dev/null 2>&1 & echo $! > {pod}/cgroup.procs; echo $!",
+        pod = pod.display(),
+        p = prefix.path.display(),
+        qos = qos.display(),
+    );
+    let victim: u32 = stand_in_run(&kubelet, &script)
+        .trim()
+        .parse()
+        .expect("pid of the pod's process");
+    // The pod's process is ours: make sure it ends whatever happens next.
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: a process this scenario started (its kubelet stand-in's child), by pid.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _victim = Kill(victim);
+    let controllers = std::fs::read_to_string(pod.join("cgroup.controllers")).unwrap();
+    assert!(
+        controllers.contains(ctl),
+        "kubelet's pod cgroup has no {ctl}: {controllers}"
+    );
+
+    // systemd realizes the slice and rewrites its subtree_control without the controller.
+    let sd_script = format!(
+        "echo -{ctl} > {}/cgroup.subtree_control; echo $$",
+        qos.display()
+    );
+    let sd_pid: u32 = stand_in_run(&systemd, &sd_script).trim().parse().unwrap();
+    let at = Some(Instant::now());
+    let controllers = std::fs::read_to_string(pod.join("cgroup.controllers")).unwrap();
+    assert!(
+        !controllers.contains(ctl),
+        "{ctl} still in the pod's controllers: {controllers}"
+    );
+    obs(&Step {
+        id: "kubepods/removed",
+        text: format!("systemd wrote -{ctl} to cgroup.subtree_control of {qos_rel}"),
+        expect: Some("kubepods-controller-removed"),
+        actor: Some("systemd"),
+        pid: Some(sd_pid),
+        cgroup: Some(qos_rel.clone()),
+        extra: vec![
+            ("controller", ctl.into()),
+            ("pod_uid", uid.into()),
+            ("pod", pod_rel.clone()),
+        ],
+        at,
+        ..Default::default()
+    });
+
+    // kubelet: Validate() fails, the pod is killed and its cgroup removed; the controller
+    // is written back.
+    let script = format!(
+        "kill -KILL {victim}; while kill -0 {victim} 2>/dev/null; do sleep 0.05; done; \
+         for i in $(seq 100); do rmdir {pod} 2>/dev/null && break; sleep 0.05; done; \
+         echo +{ctl} > {qos}/cgroup.subtree_control",
+        pod = pod.display(),
+        qos = qos.display(),
+    );
+    // The victim is a child of the first kubelet (gone): it is reaped by the subreaper or
+    // init; `kill -0` succeeds on a zombie, so wait on its cgroup instead.
+    let script = script.replace(
+        &format!("while kill -0 {victim} 2>/dev/null; do sleep 0.05; done; "),
+        &format!(
+            "while [ -s {}/cgroup.procs ]; do sleep 0.05; done; ",
+            pod.display()
+        ),
+    );
+    stand_in_run(&kubelet, &script);
+    assert!(!pod.exists(), "kubelet could not remove the pod cgroup");
+    obs(&Step {
+        id: "kubepods/aftermath",
+        text: format!("kubelet killed the pod's process, removed {pod_rel} and wrote +{ctl} back"),
+        expect: Some("kubepods-controller-removed"),
+        actor: Some("systemd"),
+        pid: Some(sd_pid),
+        cgroup: Some(qos_rel.clone()),
+        extra: vec![
+            ("controller", ctl.into()),
+            ("pod_uid", uid.into()),
+            ("pod", pod_rel.clone()),
+            ("victim", victim.to_string()),
+        ],
+        at: Some(Instant::now()),
+        ..Default::default()
+    });
+    drop(prefix);
+}

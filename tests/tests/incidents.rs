@@ -1,0 +1,260 @@
+//! The incidents of shared/DESIGN.md, reproduced with the real components
+//! (`tracer_tests::scenarios`), with `tracer tail --json` watching: each step's finding
+//! must appear within a second of the change, name the right actor and carry the
+//! evidence; the legitimate writers must give none. One tracer per test; run with
+//! `--test-threads=1` (`cargo xtask test` does).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracer_tests::scenarios::{self, Step};
+use tracer_tests::*;
+
+/// How long after a change its finding may take to reach `tail --json`.
+const FINDING_WITHIN: Duration = Duration::from_secs(1);
+
+fn tail() -> Tracer {
+    Tracer::start(&["tail", "--json"])
+}
+
+fn is_finding(v: &Value, id: &str) -> bool {
+    v["type"] == "finding" && v["id"] == id
+}
+
+fn u(v: &Value) -> Option<u64> {
+    v.as_u64()
+}
+
+/// Waits for a finding of `step.expect` matching `pred`, within [`FINDING_WITHIN`] of the
+/// change; returns it and prints the latency.
+fn expect_finding(t: &mut Tracer, step: &Step, pred: impl Fn(&Value) -> bool) -> Value {
+    let id = step.expect.expect("step expects a finding");
+    let at = step.at.unwrap_or_else(Instant::now);
+    let left = FINDING_WITHIN.saturating_sub(at.elapsed());
+    let f = t.wait_for(&format!("finding {id} for {}", step.id), left, |v| {
+        is_finding(v, id) && pred(v)
+    });
+    eprintln!(
+        "{}: {id} after {:?}: {}",
+        step.id,
+        at.elapsed(),
+        f["summary"]
+    );
+    if let Some(a) = step.actor {
+        assert_eq!(f["actor"], a, "{f}");
+    }
+    assert_eq!(f["severity"], "critical", "{f}");
+    assert!(!f["evidence"].as_array().unwrap().is_empty(), "{f}");
+    assert!(!f["remediation"].as_str().unwrap_or("").is_empty(), "{f}");
+    f
+}
+
+/// A line that is certainly after everything before it: a signal to a child of ours.
+/// Returns the index in `t.seen` of that signal's event.
+fn barrier(t: &mut Tracer) -> usize {
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let target = child.id();
+    // SAFETY: our own child.
+    unsafe { libc::kill(target as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    t.wait_event("signal", |v| u(&v["target_pid"]) == Some(target as u64));
+    t.seen
+        .iter()
+        .rposition(|v| v["kind"] == "signal" && u(&v["target_pid"]) == Some(target as u64))
+        .unwrap()
+}
+
+/// No finding matching `pred` among the lines seen from `from` up to a barrier.
+fn expect_no_finding(t: &mut Tracer, step: &Step, from: usize, pred: impl Fn(&Value) -> bool) {
+    let end = barrier(t);
+    let bad: Vec<String> = t.seen[from..end]
+        .iter()
+        .filter(|v| v["type"] == "finding" && pred(v))
+        .map(|v| v.to_string())
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{}: expected no finding, got:\n{}",
+        step.id,
+        bad.join("\n")
+    );
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pid_of(f: &Value) -> Option<u64> {
+    u(&f["details"]["pid"])
+}
+
+/// systemd's 50-default.conf applied by the real systemd-sysctl to Cilium interfaces never
+/// set explicitly: the only write is to `default`, and the finding must name the
+/// interfaces the kernel copied it to.
+///
+/// Fails today: the correlator knows a netns's interfaces only from events naming them,
+/// and nothing here names them (links are created with RTM_NEWLINK, which is not traced,
+/// and systemd-sysctl writes nothing per interface). The live pipeline has to list the
+/// netns's interfaces when `default` or `all` is written (netns.rs can already enter it).
+#[test]
+#[ignore = "tracer gap: no interface inventory for a netns (see the doc comment); run with --ignored"]
+fn rp_filter_default_reaches_never_set_cilium_interfaces() {
+    let mut t = tail();
+    scenarios::rp_filter_never_set(&mut |s: &Step| {
+        let pid = s.pid.map(u64::from);
+        let netns = s.netns;
+        let mine = |v: &Value| pid_of(v) == pid && u(&v["details"]["netns"]) == netns;
+        match s.id {
+            "rp_filter/never-set" => {
+                // One write, to `default`: the finding must name the interfaces it reached.
+                let f = expect_finding(&mut t, s, |v| mine(v));
+                assert_eq!(f["dev"], "default", "{f}");
+                assert_eq!(f["value"], "2", "{f}");
+                let named = strings(&f["details"]["interfaces"]);
+                for d in &s.devs {
+                    assert!(named.contains(d), "{d} not named in {f}");
+                }
+            }
+            other => panic!("unknown step {other}"),
+        }
+    });
+    assert_eq!(t.stop(), 0);
+}
+
+/// systemd's 50-default.conf applied by the real systemd-sysctl after Cilium set 0 (the
+/// glob writes each interface), udev's `--prefix` run, and Cilium's override (no finding).
+#[test]
+fn rp_filter_by_real_systemd_sysctl() {
+    let mut t = tail();
+    let mut mark = 0;
+    scenarios::rp_filter(&mut |s: &Step| {
+        let pid = s.pid.map(u64::from);
+        let netns = s.netns;
+        let mine = |v: &Value| pid_of(v) == pid && u(&v["details"]["netns"]) == netns;
+        match s.id {
+            "rp_filter/after-0" | "rp_filter/udev-prefix" => {
+                for d in &s.devs {
+                    let f = expect_finding(&mut t, s, |v| mine(v) && v["dev"] == d.as_str());
+                    assert_eq!(f["value"], "2", "{f}");
+                    assert_eq!(f["details"]["via"], "sysctl", "{f}");
+                    assert_eq!(f["details"]["exe"], scenarios::SYSTEMD_SYSCTL, "{f}");
+                }
+                // eth1 and the pod's end of the veth are not Cilium's.
+                let end = barrier(&mut t);
+                let others: Vec<String> = t.seen[..end]
+                    .iter()
+                    .filter(|v| is_finding(v, "rp-filter-on-cilium") && mine(v))
+                    .filter(|v| !s.devs.iter().any(|d| v["dev"] == d.as_str()))
+                    .map(|v| v.to_string())
+                    .collect();
+                assert!(
+                    others.is_empty(),
+                    "findings on other interfaces: {others:?}"
+                );
+                mark = end;
+            }
+            "rp_filter/cilium-override" => {
+                // The writes of 0 happened (the tracer saw them) and gave no finding.
+                for d in &s.devs {
+                    let name = format!("net.ipv4.conf.{d}.rp_filter");
+                    let w = t.wait_event("sysctl_write", |v| {
+                        u(&v["pid"]) == pid && v["name"] == name.as_str() && v["value"] == "0"
+                    });
+                    assert_eq!(w["actor"], "systemd-sysctl", "{w}");
+                }
+                expect_no_finding(&mut t, s, mark, |v| mine(v));
+            }
+            other => panic!("unknown step {other}"),
+        }
+    });
+    assert_eq!(t.stop(), 0);
+}
+
+/// Stand-ins named kubelet and systemd; the kubepods tree under a unique prefix in cgroup
+/// v2; systemd removes hugetlb from the burstable slice; kubelet kills, removes the pod
+/// and restores the controller.
+#[test]
+fn kubepods_controller_removed_by_systemd_stand_in() {
+    let mut t = tail();
+    let mut removal = Value::Null;
+    scenarios::kubepods(&mut |s: &Step| {
+        let cg = s.cgroup.clone().unwrap();
+        let extra = |k: &str| {
+            s.extra
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        match s.id {
+            "kubepods/removed" => {
+                let f = expect_finding(&mut t, s, |v| {
+                    v["cgroup"] == cg.as_str() && v["details"]["phase"] == "removed"
+                });
+                assert_eq!(f["controller"], extra("controller").as_str(), "{f}");
+                assert_eq!(pid_of(&f), s.pid.map(u64::from), "{f}");
+                assert_eq!(f["details"]["level"], "QoS", "{f}");
+                assert!(
+                    f["details"].get("inferred_from").is_none(),
+                    "the kernel's controller lists were read: {f}"
+                );
+                removal = f;
+            }
+            "kubepods/aftermath" => {
+                // kubelet's own writes and kills are not findings.
+                let victim: u64 = extra("victim").parse().unwrap();
+                let sig = t.wait_event("signal", |v| u(&v["target_pid"]) == Some(victim));
+                assert_eq!(sig["actor"], "kubelet", "{sig}");
+                assert_eq!(sig["signal"], "SIGKILL", "{sig}");
+                let rm = t.wait_event("cgroup_rmdir", |v| v["cgroup"] == extra("pod").as_str());
+                // dash has no rmdir builtin: /usr/bin/rmdir acts for kubelet.
+                assert!(
+                    rm["actor"] == "kubelet" || rm["on_behalf_of"] == "kubelet",
+                    "{rm}"
+                );
+                let w = t.wait_event("cgroup_write", |v| {
+                    v["cgroup"] == cg.as_str()
+                        && v["value"].as_str().is_some_and(|x| x.starts_with('+'))
+                });
+                assert_eq!(w["actor"], "kubelet", "{w}");
+            }
+            other => panic!("unknown step {other}"),
+        }
+    });
+    // The window's follow-up: at the latest when tracer stops.
+    assert_eq!(t.stop(), 0);
+    let id = "kubepods-controller-removed";
+    let closed: Vec<&Value> = t
+        .seen
+        .iter()
+        .filter(|v| is_finding(v, id) && v["details"]["phase"] == "window_closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "one follow-up finding: {closed:?}");
+    let f = closed[0];
+    assert_eq!(f["cgroup"], removal["cgroup"], "{f}");
+    assert_eq!(f["details"]["restored_by"], "kubelet", "{f}");
+    assert_eq!(
+        f["details"]["pods_removed"],
+        serde_json::json!(["8a3e1d2c-5b7f-4c9a-9e0d-1f2a3b4c5d6e"]),
+        "{f}"
+    );
+    assert_eq!(
+        f["details"]["pods_signalled"],
+        serde_json::json!(["8a3e1d2c-5b7f-4c9a-9e0d-1f2a3b4c5d6e"]),
+        "{f}"
+    );
+    assert!(
+        f["evidence"].as_array().unwrap().len() >= 4,
+        "removal, kill, rmdir and restore: {f}"
+    );
+    eprintln!("kubepods/window_closed: {}", f["summary"]);
+}
