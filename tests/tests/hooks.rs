@@ -182,6 +182,13 @@ fn signal_to_a_child() {
     let mut t = tail();
     let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
     let target = child.id();
+    // Wait for the exec: before it, the child still carries this test's name.
+    for _ in 0..500 {
+        if std::fs::read_to_string(format!("/proc/{target}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     // SAFETY: our own child.
     unsafe { libc::kill(target as i32, libc::SIGTERM) };
     let _ = child.wait();

@@ -76,6 +76,10 @@ pub mod sysno {
     pub const SENDMSG: u64 = 46;
     pub const PWRITEV: u64 = 296;
     pub const PWRITEV2: u64 = 328;
+    pub const OPEN: u64 = 2;
+    pub const CREAT: u64 = 85;
+    pub const OPENAT: u64 = 257;
+    pub const OPENAT2: u64 = 437;
 }
 
 /// Flags in record `flags` fields.

@@ -114,7 +114,9 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
             r.flags |= flags::VALUE_UNREADABLE;
         }
     }
-    if PENDING.insert(&tid, &*p, 0).is_err() {
+    if PENDING.insert(&tid, &*p, 0).is_ok() {
+        crate::openers::exit_work_begin();
+    } else {
         bump(&SEEN, tracer_common::counter::PENDING_FULL);
         // Send it now, without a result, rather than lose it.
         p.rec.flags |= flags::NO_RESULT;
@@ -166,5 +168,6 @@ pub fn exit(tid: u32, ret: i64) -> Result<(), i64> {
     let ok = EVENTS.output::<CgroupWrite>(&p.rec, 0).is_ok();
     account(kind::CGROUP_WRITE, ok);
     let _ = PENDING.remove(&tid);
+    crate::openers::exit_work_end();
     Ok(())
 }

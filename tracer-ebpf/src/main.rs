@@ -4,6 +4,7 @@
 //! (shared/DESIGN.md: "No kernel layout is compiled in").
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod cgroup_dir;
 mod cgroup_write;
@@ -11,6 +12,7 @@ mod floor;
 mod kernel;
 mod maps;
 mod netlink;
+mod openers;
 mod process;
 mod signal;
 mod syscalls;

@@ -56,6 +56,8 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     if pid != tgid {
         return Ok(()); // a new thread, not a new process
     }
+    let parent_tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    crate::openers::inherit(parent_tgid, pid);
     let Some(mut entry) = EVENTS.reserve::<ProcFork>(0) else {
         account(kind::PROC_FORK, false);
         return Ok(());
@@ -87,6 +89,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     if pid != tgid {
         return Ok(());
     }
+    crate::openers::forget(tgid);
     let Some(mut entry) = EVENTS.reserve::<ProcExit>(0) else {
         account(kind::PROC_EXIT, false);
         return Ok(());

@@ -22,6 +22,7 @@ pub mod live;
 pub mod loader;
 pub mod netlink;
 pub mod netns;
+pub mod openers;
 pub mod output;
 pub mod privileges;
 pub mod process;

@@ -73,6 +73,11 @@ impl Session {
     /// Loads and attaches the hooks and starts reading. Must run inside a tokio runtime.
     pub async fn start(opts: &LiveOptions) -> Result<Session, LoadError> {
         let mut loaded = loader::load(&opts.load)?;
+        // After attaching, so that nothing opened in between is missed.
+        match crate::openers::seed(&mut loaded.ebpf, &opts.proc_root) {
+            Ok(n) => tracing::debug!("{n} processes already hold cgroupfs files"),
+            Err(e) => tracing::warn!("cannot seed the cgroupfs openers: {e}; writes through fds opened before start may be missed"),
+        }
         let header = HeaderLine {
             schema: SCHEMA_VERSION,
             tracer_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -271,4 +276,17 @@ async fn run(
     }
     let s = stats(&p, &seen, &lost);
     let _ = p.tx.send(Line::Stats(s));
+}
+
+impl crate::record::LineSource for Session {
+    fn header(&self) -> &HeaderLine {
+        Session::header(self)
+    }
+    // Cancel-safe: a receive from the channel either takes a line or takes nothing.
+    async fn next(&mut self) -> Option<Line> {
+        Session::next(self).await
+    }
+    fn stop(&mut self) {
+        Session::stop(self)
+    }
 }

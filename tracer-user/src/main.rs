@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd_check;
+mod cmd_record;
 mod cmd_tail;
 mod live_args;
 
@@ -43,6 +44,24 @@ enum Command {
     ///
     /// Exits non-zero when no hook can run.
     Check(cmd_check::CheckArgs),
+    /// Record schema-v1 JSON lines to a file for the postmortem (header, events,
+    /// findings, periodic stats). SIGINT/SIGTERM end it with every captured line written.
+    ///
+    /// Examples:
+    ///   tracer record -o /var/tmp/node.jsonl --duration 2h
+    ///   tracer record -o node.jsonl --rotate-size 100M --max-files 5 --kind cgroup_write
+    ///   tracer record -o - | gzip > node.jsonl.gz
+    Record(cmd_record::RecordCmd),
+    /// Re-run the correlator over recordings: timeline, findings with evidence, actors.
+    ///
+    /// Reads plain, gzip or zstd files, or stdin (`-`); several files (rotated parts,
+    /// several nodes) merge into one timeline ordered by time.
+    ///
+    /// Examples:
+    ///   tracer replay node.jsonl
+    ///   tracer replay node.jsonl* --findings-only
+    ///   tracer replay a.jsonl.gz b.jsonl.zst --since 2026-11-24T07:00:00Z --json
+    Replay(tracer_user::replay::ReplayArgs),
     /// Attach empty programs on sys_enter/sys_exit until SIGTERM (benchmark floor).
     #[command(hide = true)]
     BenchFloor,
@@ -59,6 +78,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Tail(args) => cmd_tail::run(args),
         Command::Check(args) => cmd_check::run(args),
+        Command::Record(args) => cmd_record::record(args),
+        Command::Replay(args) => cmd_record::replay(args),
         Command::BenchFloor => bench_floor(),
     };
     match result {

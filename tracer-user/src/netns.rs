@@ -8,38 +8,79 @@
 //! the namespaces kept by bind mounts under /run/netns. No
 //! namespace is held open: tracer must not keep other people's namespaces alive.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
+/// Interface names by (netns, ifindex): the last names seen. A request that deletes a
+/// link usually arrives after the link is gone; the name it had is then taken from
+/// here (every visit to a namespace lists all its interfaces).
 #[derive(Debug, Default)]
-pub struct IfNames {}
+pub struct IfNames {
+    seen: HashMap<(u32, u32), String>,
+}
+
+/// Entries kept at most (interfaces come and go with pods).
+const MAX_NAMES: usize = 16384;
 
 impl IfNames {
     /// The name of `ifindex` in network namespace `netns` (inode number), as seen by
-    /// `pid` or any other process in that namespace.
+    /// `pid` or any other process in that namespace, or as last seen.
     pub fn name(&mut self, pid: u32, netns: u32, ifindex: u32) -> Option<String> {
         if ifindex == 0 {
             return None;
         }
-        if own_netns() == Some(netns) {
-            return index_to_name(ifindex);
+        if let Some(all) = list_in(pid, netns) {
+            if self.seen.len() + all.len() > MAX_NAMES {
+                self.seen.clear();
+            }
+            for (idx, name) in all {
+                self.seen.insert((netns, idx), name);
+            }
         }
-        let file = open_netns_of(pid, netns).or_else(|| find_netns(netns)).or_else(|| named_netns(netns))?;
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on this helper thread only; it ends right after.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return None;
-                }
-                index_to_name(ifindex)
-            })
-            .join()
-            .ok()
-            .flatten()
-        })
+        self.seen.get(&(netns, ifindex)).cloned()
     }
+}
+
+/// Every (ifindex, name) of a network namespace.
+fn list_in(pid: u32, netns: u32) -> Option<Vec<(u32, String)>> {
+    if own_netns() == Some(netns) {
+        return Some(list_interfaces());
+    }
+    let file = open_netns_of(pid, netns).or_else(|| find_netns(netns)).or_else(|| named_netns(netns))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on this helper thread only; it ends right after.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return None;
+            }
+            Some(list_interfaces())
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
+}
+
+/// if_nameindex(3) in the calling thread's network namespace.
+fn list_interfaces() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let head = libc::if_nameindex();
+        if head.is_null() {
+            return out;
+        }
+        let mut p = head;
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            out.push(((*p).if_index, CStr::from_ptr((*p).if_name).to_string_lossy().into_owned()));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(head);
+    }
+    out
 }
 
 fn own_netns() -> Option<u32> {
@@ -80,17 +121,6 @@ fn named_netns(netns: u32) -> Option<File> {
     None
 }
 
-fn index_to_name(ifindex: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
-    Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +130,13 @@ mod tests {
         let ns = own_netns().unwrap();
         assert_eq!(IfNames::default().name(std::process::id(), ns, 1).as_deref(), Some("lo"));
         assert_eq!(IfNames::default().name(std::process::id(), ns, 0), None);
+    }
+
+    #[test]
+    fn a_name_seen_once_outlives_the_interface() {
+        let mut names = IfNames::default();
+        names.seen.insert((7, 42), "lxc_gone".into());
+        // Namespace 7 cannot be entered (no such namespace): the name last seen is used.
+        assert_eq!(names.name(u32::MAX, 7, 42).as_deref(), Some("lxc_gone"));
     }
 }

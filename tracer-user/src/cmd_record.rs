@@ -1,0 +1,46 @@
+//! `tracer record` and `tracer replay`: the postmortem pair.
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tracer_user::live::Session;
+use tracer_user::record::{run_record, RecordArgs};
+use tracer_user::replay::{run_replay, ReplayArgs};
+
+use crate::live_args::LiveArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct RecordCmd {
+    #[command(flatten)]
+    pub record: RecordArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+pub fn record(cmd: RecordCmd) -> anyhow::Result<ExitCode> {
+    let opts = cmd.live.options()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let session = Session::start(&opts).await.context("cannot start tracing")?;
+        let attached = session.header().hooks.iter().filter(|h| h.state == "attached").count();
+        eprintln!(
+            "tracer: {attached}/{} hooks attached; recording to {} (Ctrl-C or SIGTERM to stop)",
+            session.header().hooks.len(),
+            cmd.record.output.display()
+        );
+        let summary = run_record(cmd.record, session).await?;
+        eprintln!(
+            "tracer: recorded {} events, {} findings in {} file(s), {} bytes to {}",
+            summary.events, summary.findings, summary.parts, summary.bytes, summary.path
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let summary = run_replay(&args, std::io::BufWriter::new(stdout.lock()))?;
+    // Bad lines were skipped and reported; the replay itself succeeded unless --strict
+    // (which returns an error at the first one).
+    let _ = summary;
+    Ok(ExitCode::SUCCESS)
+}
