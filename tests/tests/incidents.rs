@@ -258,3 +258,84 @@ fn kubepods_controller_removed_by_systemd_stand_in() {
     );
     eprintln!("kubepods/window_closed: {}", f["summary"]);
 }
+
+fn networkd_findings(t: &mut Tracer, s: &Step) -> Vec<Value> {
+    let netns = s.netns;
+    let mine = |v: &Value| u(&v["details"]["netns"]) == netns;
+    let mut out = Vec::new();
+    for prio in [9u64, 10, 100] {
+        let f = expect_finding(t, s, |v| {
+            mine(v) && u(&v["details"]["priority"]) == Some(prio)
+        });
+        assert_eq!(pid_of(&f), s.pid.map(u64::from), "{f}");
+        assert!(
+            f["details"]["exe"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/systemd/systemd-networkd"),
+            "{f}"
+        );
+        assert!(
+            f["remediation"]
+                .as_str()
+                .unwrap()
+                .contains("ManageForeignRoutingPolicyRules=no"),
+            "{f}"
+        );
+        out.push(f);
+    }
+    out
+}
+
+/// The real systemd-networkd managing one uplink veth: `networkctl reconfigure` removes
+/// Cilium's rules 9, 10 and 100 (networkd 252 keeps the routes of links it does not
+/// manage: see `scenarios::networkd`).
+#[test]
+fn networkd_reconfigure_deletes_cilium_rules() {
+    let mut t = tail();
+    scenarios::networkd(
+        scenarios::Networkd {
+            manage_foreign: true,
+            catch_all: false,
+        },
+        &mut |s: &Step| {
+            eprintln!("{}", s.text);
+            let f = networkd_findings(&mut t, s);
+            assert_eq!(f[0]["details"]["fwmark"], "0x200/0xf00", "{}", f[0]);
+            assert_eq!(f[0]["details"]["table"], 2004, "{}", f[0]);
+        },
+    );
+    assert_eq!(t.stop(), 0);
+}
+
+/// The fix: `ManageForeignRoutes=no` and `ManageForeignRoutingPolicyRules=no`; the same
+/// reconfigure removes nothing and there is no finding.
+#[test]
+fn networkd_with_manage_foreign_no_leaves_cilium_alone() {
+    let mut t = tail();
+    scenarios::networkd(
+        scenarios::Networkd {
+            manage_foreign: false,
+            catch_all: false,
+        },
+        &mut |s: &Step| {
+            let netns = s.netns;
+            expect_no_finding(&mut t, s, 0, |v| u(&v["details"]["netns"]) == netns);
+            // networkd re-adds its own address on nd0 (a delete of its own); nothing else.
+            let deletions: Vec<&Value> = t
+                .seen
+                .iter()
+                .filter(|v| {
+                    v["type"] == "event"
+                        && u(&v["netns"]) == netns
+                        && v["actor"] == "systemd-networkd"
+                })
+                .filter(|v| {
+                    v["kind"].as_str().is_some_and(|k| k.ends_with("_delete")) && v["dev"] != "nd0"
+                })
+                .collect();
+            assert!(deletions.is_empty(), "networkd deleted: {deletions:?}");
+        },
+    );
+    assert_eq!(t.stop(), 0);
+}
