@@ -706,6 +706,11 @@ pub fn networkd(cfg: Networkd, obs: Observer) {
         &format!("[Network]\nManageForeignRoutes={yn}\nManageForeignRoutingPolicyRules={yn}\n"),
     );
     let d = dir.path.display();
+    let links = if cfg.catch_all {
+        "nd0 cilium_host"
+    } else {
+        "nd0"
+    };
     let script = format!(
         r#"set -e
 mount -t tmpfs -o mode=755 tmpfs /run
@@ -720,7 +725,7 @@ for i in $(seq 100); do networkctl list 2>/dev/null | grep -Eq ' nd0 .*(configur
 networkctl list
 echo READY
 read cmd
-networkctl reconfigure nd0
+networkctl reconfigure {links}
 echo DONE
 read cmd
 kill $(cat /run/dbus/pid) $! || true
@@ -757,7 +762,12 @@ echo BYE
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
         rules = ip_out(&ns, &["rule"]);
     }
-    let routes = ip_out(&ns, &["-4", "route", "show", "table", "all"]);
+    let mut routes = ip_out(&ns, &["-4", "route", "show", "table", "all"]);
+    // With the catch-all, cilium_host's routes go a few ms after the rules.
+    while cfg.catch_all && routes.contains("dev cilium_host") && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        routes = ip_out(&ns, &["-4", "route", "show", "table", "all"]);
+    }
     let gone: Vec<String> = CILIUM_RULES
         .iter()
         .filter(|(_, r)| !rules.contains(r))
@@ -776,7 +786,7 @@ echo BYE
         );
     }
     let mut text = format!(
-        "systemd-networkd (ManageForeignRoutes={yn}, ManageForeignRoutingPolicyRules={yn}{}) on `networkctl reconfigure nd0` removed rules {gone:?}; routes left:\n{routes}",
+        "systemd-networkd (ManageForeignRoutes={yn}, ManageForeignRoutingPolicyRules={yn}{}) on `networkctl reconfigure {links}` removed rules {gone:?}; routes left:\n{routes}",
         if cfg.catch_all { ", catch-all .network" } else { "" }
     );
     if let Ok(log) = std::fs::read_to_string(dir.path.join("networkd.log")) {

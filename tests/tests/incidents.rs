@@ -339,3 +339,35 @@ fn networkd_with_manage_foreign_no_leaves_cilium_alone() {
     );
     assert_eq!(t.stop(), 0);
 }
+
+/// A catch-all `.network` (`Name=*`, as some distributions ship) makes networkd manage
+/// `cilium_host` too: reconfiguring it removes Cilium's routes via `cilium_host` (main
+/// and table 2005) and its address, besides the rules.
+#[test]
+fn networkd_catch_all_deletes_routes_via_cilium_host() {
+    let mut t = tail();
+    scenarios::networkd(
+        scenarios::Networkd {
+            manage_foreign: true,
+            catch_all: true,
+        },
+        &mut |s: &Step| {
+            eprintln!("{}", s.text);
+            networkd_findings(&mut t, s);
+            let netns = s.netns;
+            let route = Step {
+                expect: Some("cilium-route-deleted"),
+                ..s.clone()
+            };
+            for want in ["10.1.0.0/24", "default"] {
+                let f = expect_finding(&mut t, &route, |v| {
+                    u(&v["details"]["netns"]) == netns
+                        && v["dev"] == "cilium_host"
+                        && v["details"]["dst"] == want
+                });
+                assert_eq!(pid_of(&f), s.pid.map(u64::from), "{f}");
+            }
+        },
+    );
+    assert_eq!(t.stop(), 0);
+}
