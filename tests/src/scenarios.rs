@@ -812,3 +812,128 @@ echo BYE
     sb.say("quit");
     sb.expect("BYE");
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. A container runtime creates, writes and removes container cgroups.
+
+pub const RUNC: &str = "/usr/sbin/runc";
+
+/// Removes a cgroup prefix from every hierarchy (a runtime creates it in each).
+struct CgroupPrefixGuard(String);
+
+impl Drop for CgroupPrefixGuard {
+    fn drop(&mut self) {
+        for m in cgroup_mounts() {
+            let p = m.join(&self.0);
+            if p.exists() {
+                remove_cgroup_tree(&p);
+            }
+        }
+    }
+}
+
+/// `runc delete --force` of a container, whatever happened.
+struct RuncContainerGuard {
+    state: PathBuf,
+    id: String,
+}
+
+impl Drop for RuncContainerGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(RUNC)
+            .args([
+                "--root",
+                self.state.to_str().unwrap(),
+                "delete",
+                "--force",
+                &self.id,
+            ])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A busybox rootfs in `dir/rootfs`.
+fn busybox_rootfs(dir: &TempDir) -> PathBuf {
+    let busybox = require_exe("/usr/bin/busybox", "busybox-static");
+    let rootfs = dir.path.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    for d in ["proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    rootfs
+}
+
+/// The real runc runs a busybox container whose cgroup (`linux.cgroupsPath`, cgroupfs
+/// driver) is `/<prefix>/<id>`, with a pids limit and CPU shares so that runc writes
+/// them; `runc run` in the foreground creates the cgroups in every hierarchy, writes the
+/// limits and `cgroup.procs`, and removes them when the container exits. Step `runc/run`.
+pub fn runc(obs: Observer) {
+    require_exe(RUNC, "runc");
+    let dir = TempDir::new("runc");
+    busybox_rootfs(&dir);
+    let state = dir.path.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let bundle = dir.path.to_str().unwrap();
+    run_out(RUNC, &["spec", "--bundle", bundle]);
+    let prefix = unique("rt");
+    let _prefix = CgroupPrefixGuard(prefix.clone());
+    let id = unique("ctr");
+    let cgroup = format!("/{prefix}/{id}");
+    let config = dir.path.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] =
+        serde_json::json!(["sh", "-c", "echo hello from the container; sleep 0.2"]);
+    spec["root"]["readonly"] = true.into();
+    spec["hostname"] = "tracer-test".into();
+    spec["linux"]["cgroupsPath"] = cgroup.clone().into();
+    spec["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 64 });
+    spec["linux"]["resources"]["cpu"] = serde_json::json!({ "shares": 512 });
+    std::fs::write(&config, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+
+    let _container = RuncContainerGuard {
+        state: state.clone(),
+        id: id.clone(),
+    };
+    let child = std::process::Command::new(RUNC)
+        .args([
+            "--root",
+            state.to_str().unwrap(),
+            "run",
+            "--bundle",
+            bundle,
+            &id,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn runc");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "runc run failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from the container"));
+    obs(&Step {
+        id: "runc/run",
+        text: format!("runc ran container {id} in cgroup {cgroup} and removed it"),
+        expect: None,
+        actor: Some("runc"),
+        pid: Some(pid),
+        cgroup: Some(cgroup),
+        extra: vec![("prefix", format!("/{prefix}"))],
+        at: Some(Instant::now()),
+        ..Default::default()
+    });
+}

@@ -371,3 +371,60 @@ fn networkd_catch_all_deletes_routes_via_cilium_host() {
     );
     assert_eq!(t.stop(), 0);
 }
+
+/// The real runc with a busybox rootfs: every cgroup event under the container's prefix
+/// (mkdir in each hierarchy, the limits and cgroup.procs written, rmdir at exit) is
+/// attributed to runc.
+#[test]
+fn runc_container_cgroups_are_attributed_to_runc() {
+    let mut t = tail();
+    scenarios::runc(&mut |s: &Step| {
+        let cg = s.cgroup.clone().unwrap();
+        let prefix = s
+            .extra
+            .iter()
+            .find(|(k, _)| *k == "prefix")
+            .unwrap()
+            .1
+            .clone();
+        t.wait_event("cgroup_mkdir", |v| v["cgroup"] == cg.as_str());
+        t.wait_event("cgroup_write", |v| {
+            v["cgroup"] == cg.as_str() && v["file"] == "pids.max"
+        });
+        t.wait_event("cgroup_rmdir", |v| v["cgroup"] == cg.as_str());
+        let end = barrier(&mut t);
+        let under = |v: &Value| {
+            v["cgroup"]
+                .as_str()
+                .is_some_and(|c| c == prefix || c.starts_with(&format!("{prefix}/")))
+        };
+        let evs: Vec<&Value> = t.seen[..end]
+            .iter()
+            .filter(|v| {
+                v["type"] == "event" && v["kind"].as_str().is_some_and(|k| k.starts_with("cgroup_"))
+            })
+            .filter(|v| under(v))
+            .collect();
+        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+        for v in &evs {
+            assert_eq!(v["actor"], "runc", "{v}");
+            *kinds
+                .entry(format!(
+                    "{}:{}",
+                    v["kind"].as_str().unwrap(),
+                    v["file"].as_str().unwrap_or("")
+                ))
+                .or_default() += 1;
+        }
+        eprintln!(
+            "runc/run: {} cgroup events, all actor runc: {kinds:?}",
+            evs.len()
+        );
+        let bad: Vec<&Value> = t.seen[..end]
+            .iter()
+            .filter(|v| v["type"] == "finding" && under(v))
+            .collect();
+        assert!(bad.is_empty(), "findings on a plain container: {bad:?}");
+    });
+    assert_eq!(t.stop(), 0);
+}
