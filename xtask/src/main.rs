@@ -179,7 +179,7 @@ fn run_tracer(profile: &str, mut args: Vec<OsString>) -> Result<i32> {
     }
     let mut cmd = as_root(&tracer_bin(profile), "run the tracer")?;
     cmd.args(args);
-    Ok(exit_code(util::status(&mut cmd)?))
+    Ok(exit_code(util::status_foreground(&mut cmd)?))
 }
 
 fn test(args: Vec<OsString>) -> Result<i32> {
@@ -205,7 +205,7 @@ fn test(args: Vec<OsString>) -> Result<i32> {
         .args(["--", "--test-threads=1"])
         .args(args)
         .env("TRACER_BIN", &bin);
-    let status = util::status(&mut cmd)?;
+    let status = util::status_foreground(&mut cmd)?;
     if !status.success() {
         eprintln!("xtask: tests failed ({status})");
     }

@@ -146,6 +146,20 @@ pub fn status(cmd: &mut Command) -> Result<ExitStatus> {
         .with_context(|| format!("could not start `{}`", describe(cmd)))
 }
 
+/// Runs a long-lived foreground command (the tracer, the tests) and returns its
+/// exit status. Ctrl-C reaches the whole process group; xtask outlives it so that
+/// the child can flush its last lines and xtask can pass its exit code on.
+pub fn status_foreground(cmd: &mut Command) -> Result<ExitStatus> {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // A handler, not SIG_IGN: handlers are reset to the default on exec, so the
+    // child still gets the signals; an ignored disposition would be inherited.
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+        // SAFETY: installing an async-signal-safe no-op handler.
+        unsafe { libc::signal(sig, ignore as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
+    status(cmd)
+}
+
 /// Runs a command quietly and returns its trimmed stdout if it succeeded.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
