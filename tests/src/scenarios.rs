@@ -533,20 +533,20 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    fn start(ns: &NetNsGuard, script: &str) -> Sandbox {
+    /// In `ns`, or in this netns when `None` (`ip netns exec` mounts a fresh /sys, which
+    /// hides the cgroup mounts a runtime needs).
+    fn start(ns: Option<&NetNsGuard>, script: &str) -> Sandbox {
         use std::process::{Command, Stdio};
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-            ])
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name, "unshare"]);
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        let mut child = cmd
+            .args(["-m", "--propagation", "private", "--pid", "--fork"])
             .args(["--kill-child", "--mount-proc", "sh", "-c", script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -733,7 +733,7 @@ wait || true
 echo BYE
 "#
     );
-    let mut sb = Sandbox::start(&ns, &script);
+    let mut sb = Sandbox::start(Some(&ns), &script);
     sb.expect("READY");
     let pid = pid_in_netns(SYSTEMD_NETWORKD, netns)
         .expect("systemd-networkd is not running in the netns");
@@ -936,4 +936,61 @@ pub fn runc(obs: Observer) {
         at: Some(Instant::now()),
         ..Default::default()
     });
+}
+
+pub const CONTAINERD: &str = "/usr/bin/containerd";
+
+/// The real containerd (private root, state, socket and /run; no CRI plugin, no
+/// registry) runs a busybox container with `ctr run --rootfs --cgroup /<prefix>/<id>`:
+/// containerd starts its runc shim, the shim runs runc, runc creates, writes and removes
+/// the container's cgroups. Step `containerd/run`.
+pub fn containerd(obs: Observer) {
+    require_exe(CONTAINERD, "containerd");
+    require_exe("/usr/bin/ctr", "containerd");
+    require_exe("/usr/bin/containerd-shim-runc-v2", "containerd");
+    require_exe(RUNC, "runc");
+    let dir = TempDir::new("containerd");
+    let rootfs = busybox_rootfs(&dir);
+    let prefix = unique("rt");
+    let _prefix = CgroupPrefixGuard(prefix.clone());
+    let id = unique("ctr");
+    let cgroup = format!("/{prefix}/{id}");
+    let d = dir.path.display();
+    dir.write(
+        "config.toml",
+        &format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{d}/containerd.sock\"\n"
+        ),
+    );
+    let script = format!(
+        r#"set -e
+mount -t tmpfs -o mode=755 tmpfs /run
+{CONTAINERD} --config {d}/config.toml >{d}/containerd.log 2>&1 &
+for i in $(seq 100); do ctr --address {d}/containerd.sock version >/dev/null 2>&1 && break; sleep 0.1; done
+echo READY
+ctr --address {d}/containerd.sock run --rm --cgroup {cgroup} --rootfs {rootfs} {id} /bin/sh -c 'echo hello from the container; sleep 0.2'
+echo DONE
+kill $! || true
+wait || true
+echo BYE
+"#,
+        rootfs = rootfs.display()
+    );
+    let mut sb = Sandbox::start(None, &script);
+    sb.expect("READY");
+    let pid = sb.child.pid();
+    sb.expect("DONE");
+    obs(&Step {
+        id: "containerd/run",
+        text: format!("containerd + ctr ran container {id} in cgroup {cgroup} and removed it"),
+        expect: None,
+        actor: Some("runc"),
+        pid: Some(pid),
+        cgroup: Some(cgroup),
+        extra: vec![("prefix", format!("/{prefix}"))],
+        at: Some(Instant::now()),
+        ..Default::default()
+    });
+    sb.expect("BYE");
 }

@@ -379,52 +379,97 @@ fn networkd_catch_all_deletes_routes_via_cilium_host() {
 fn runc_container_cgroups_are_attributed_to_runc() {
     let mut t = tail();
     scenarios::runc(&mut |s: &Step| {
-        let cg = s.cgroup.clone().unwrap();
-        let prefix = s
-            .extra
-            .iter()
-            .find(|(k, _)| *k == "prefix")
-            .unwrap()
-            .1
-            .clone();
-        t.wait_event("cgroup_mkdir", |v| v["cgroup"] == cg.as_str());
-        t.wait_event("cgroup_write", |v| {
-            v["cgroup"] == cg.as_str() && v["file"] == "pids.max"
-        });
-        t.wait_event("cgroup_rmdir", |v| v["cgroup"] == cg.as_str());
-        let end = barrier(&mut t);
-        let under = |v: &Value| {
-            v["cgroup"]
-                .as_str()
-                .is_some_and(|c| c == prefix || c.starts_with(&format!("{prefix}/")))
-        };
-        let evs: Vec<&Value> = t.seen[..end]
-            .iter()
-            .filter(|v| {
-                v["type"] == "event" && v["kind"].as_str().is_some_and(|k| k.starts_with("cgroup_"))
-            })
-            .filter(|v| under(v))
-            .collect();
-        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+        let evs = runtime_cgroup_events(&mut t, s);
+        assert!(
+            evs.iter()
+                .any(|v| v["kind"] == "cgroup_write" && v["file"] == "pids.max"),
+            "no pids.max write"
+        );
         for v in &evs {
             assert_eq!(v["actor"], "runc", "{v}");
-            *kinds
-                .entry(format!(
-                    "{}:{}",
-                    v["kind"].as_str().unwrap(),
-                    v["file"].as_str().unwrap_or("")
-                ))
-                .or_default() += 1;
         }
-        eprintln!(
-            "runc/run: {} cgroup events, all actor runc: {kinds:?}",
-            evs.len()
-        );
-        let bad: Vec<&Value> = t.seen[..end]
-            .iter()
-            .filter(|v| v["type"] == "finding" && under(v))
-            .collect();
-        assert!(bad.is_empty(), "findings on a plain container: {bad:?}");
+    });
+    assert_eq!(t.stop(), 0);
+}
+
+/// Every cgroup event under the step's prefix, after runc's mkdir, cgroup.procs write and
+/// rmdir of the container's cgroup; no finding there.
+fn runtime_cgroup_events(t: &mut Tracer, s: &Step) -> Vec<Value> {
+    let cg = s.cgroup.clone().unwrap();
+    let prefix = s
+        .extra
+        .iter()
+        .find(|(k, _)| *k == "prefix")
+        .unwrap()
+        .1
+        .clone();
+    t.wait_event("cgroup_mkdir", |v| v["cgroup"] == cg.as_str());
+    t.wait_event("cgroup_write", |v| {
+        v["cgroup"] == cg.as_str() && v["file"] == "cgroup.procs"
+    });
+    t.wait_event("cgroup_rmdir", |v| v["cgroup"] == cg.as_str());
+    let end = barrier(t);
+    let under = |v: &Value| {
+        v["cgroup"]
+            .as_str()
+            .is_some_and(|c| c == prefix || c.starts_with(&format!("{prefix}/")))
+    };
+    let evs: Vec<Value> = t.seen[..end]
+        .iter()
+        .filter(|v| {
+            v["type"] == "event" && v["kind"].as_str().is_some_and(|k| k.starts_with("cgroup_"))
+        })
+        .filter(|v| under(v))
+        .cloned()
+        .collect();
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for v in &evs {
+        *kinds
+            .entry(format!(
+                "{}:{}",
+                v["kind"].as_str().unwrap(),
+                v["file"].as_str().unwrap_or("")
+            ))
+            .or_default() += 1;
+    }
+    eprintln!("{}: {} cgroup events: {kinds:?}", s.id, evs.len());
+    let bad: Vec<&Value> = t.seen[..end]
+        .iter()
+        .filter(|v| v["type"] == "finding" && under(v))
+        .collect();
+    assert!(bad.is_empty(), "findings on a plain container: {bad:?}");
+    evs
+}
+
+/// The real containerd and ctr: runc's cgroup events are runc's, acting for containerd,
+/// with the shim and containerd in the ancestry; the shim's own write (OOM notification
+/// registration, v1 memory `cgroup.event_control`) is the shim's.
+#[test]
+fn containerd_runc_events_carry_the_shim_and_containerd() {
+    let mut t = tail();
+    scenarios::containerd(&mut |s: &Step| {
+        let evs = runtime_cgroup_events(&mut t, s);
+        for v in &evs {
+            // The shim itself registers for OOM notifications (v1 memory
+            // cgroup.event_control); everything else is runc's.
+            let anc = strings(&v["ancestry"]);
+            if v["actor"] == "containerd-shim" {
+                assert_eq!(v["file"], "cgroup.event_control", "{v}");
+            } else {
+                assert_eq!(v["actor"], "runc", "{v}");
+                assert!(
+                    anc.iter().any(|a| a == "containerd-shim"),
+                    "no shim in the ancestry: {v}"
+                );
+            }
+            assert_eq!(v["on_behalf_of"], "containerd", "{v}");
+            assert!(
+                anc.iter().any(|a| a == "containerd"),
+                "no containerd in the ancestry: {v}"
+            );
+        }
+        let by_runc = evs.iter().filter(|v| v["actor"] == "runc").count();
+        assert!(by_runc >= 3, "runc's mkdir, write and rmdir: {by_runc}");
     });
     assert_eq!(t.stop(), 0);
 }
