@@ -256,6 +256,9 @@ impl EventBuilder {
                 ev.old_value = s.old_value.clone();
                 ev.netns = Some(s.task.netns);
                 if let Some(dev) = sysctl_dev(&s.name) {
+                    if dev == "all" || dev == "default" {
+                        ev.interfaces = self.netns_names.list(s.task.pid, s.task.netns);
+                    }
                     ev.dev = Some(dev);
                 }
                 vec![ev]

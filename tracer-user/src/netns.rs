@@ -44,6 +44,17 @@ impl IfNames {
     }
 }
 
+impl IfNames {
+    /// The interfaces of a network namespace now (also remembered for `name`).
+    pub fn list(&mut self, pid: u32, netns: u32) -> Option<Vec<String>> {
+        let all = list_in(pid, netns)?;
+        for (idx, name) in &all {
+            self.seen.insert((netns, *idx), name.clone());
+        }
+        Some(all.into_iter().map(|(_, n)| n).collect())
+    }
+}
+
 /// Every (ifindex, name) of a network namespace.
 fn list_in(pid: u32, netns: u32) -> Option<Vec<(u32, String)>> {
     if own_netns() == Some(netns) {

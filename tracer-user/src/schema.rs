@@ -186,6 +186,10 @@ pub struct Event {
     pub old_value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<u32>,
+    /// Interfaces present in `netns` when the change was made; listed for sysctl writes
+    /// to `all` and `default`, which reach interfaces without naming them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<Vec<String>>,
 
     // route_delete, rule_delete, addr_delete, link_delete, link_set
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -125,6 +125,14 @@ impl Detector {
                 if dev != "all" && dev != "default" {
                     ns.ifaces.entry(dev.clone()).or_default();
                 }
+                // The live pipeline lists the namespace's interfaces on writes to `all`
+                // and `default` (events.rs): links created without any traced event
+                // (RTM_NEWLINK is not traced) are known from there on.
+                for name in ev.interfaces.iter().flatten() {
+                    if name != "lo" {
+                        ns.ifaces.entry(name.clone()).or_default();
+                    }
+                }
                 if !(v4 && k == "rp_filter") {
                     return;
                 }
@@ -364,6 +372,20 @@ mod tests {
             run(vec![sysctl("systemd-sysctl", &rp("all"), "1")]).len(),
             1
         );
+    }
+
+    #[test]
+    fn default_reaches_interfaces_listed_with_the_write() {
+        // No event ever named the interfaces: the write itself carries the inventory.
+        let mut w = sysctl("systemd-sysctl", &rp("default"), "2").old("0");
+        w.0.interfaces = Some(vec!["lo".into(), "eth0".into(), "cilium_host".into(), "lxcab12".into()]);
+        let f = run(vec![w]);
+        assert_eq!(ids(&f), vec![ID]);
+        assert_eq!(f[0].details["interfaces"], serde_json::json!(["cilium_host", "lxcab12"]));
+        // The same inventory with a write of 0 (Cilium's override): nothing.
+        let mut w = sysctl("systemd-sysctl", &rp("default"), "0");
+        w.0.interfaces = Some(vec!["cilium_host".into()]);
+        assert!(run(vec![w]).is_empty());
     }
 
     #[test]
