@@ -99,14 +99,10 @@ fn pid_of(f: &Value) -> Option<u64> {
 
 /// systemd's 50-default.conf applied by the real systemd-sysctl to Cilium interfaces never
 /// set explicitly: the only write is to `default`, and the finding must name the
-/// interfaces the kernel copied it to.
-///
-/// Fails today: the correlator knows a netns's interfaces only from events naming them,
-/// and nothing here names them (links are created with RTM_NEWLINK, which is not traced,
-/// and systemd-sysctl writes nothing per interface). The live pipeline has to list the
-/// netns's interfaces when `default` or `all` is written (netns.rs can already enter it).
+/// interfaces the kernel copied it to. No event names them (links are created with
+/// RTM_NEWLINK, not traced, and systemd-sysctl writes nothing per interface): the
+/// tracer lists the namespace's interfaces when `default` or `all` is written.
 #[test]
-#[ignore = "tracer gap: no interface inventory for a netns (see the doc comment); run with --ignored"]
 fn rp_filter_default_reaches_never_set_cilium_interfaces() {
     let mut t = tail();
     scenarios::rp_filter_never_set(&mut |s: &Step| {
