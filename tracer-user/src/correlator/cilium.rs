@@ -133,6 +133,11 @@ impl Detector {
             }
             Kind::AddrDelete | Kind::LinkDelete | Kind::LinkSet => {
                 let Some(d) = cilium_dev else { return };
+                // Removing an IPv6 address (networkd drops the link-local fe80:: ones
+                // routinely) flushes no IPv4 route; only IPv4 addresses matter here.
+                if ev.kind == Kind::AddrDelete && ev.family.as_deref() == Some("inet6") {
+                    return;
+                }
                 let action = match ev.kind {
                     Kind::AddrDelete => format!(
                         "deleted address {} from",
@@ -281,6 +286,12 @@ mod tests {
                 .dev("cilium_host")
                 .dst("10.0.1.1/32"),
             ev(Kind::LinkDelete, "sh").netns(1).dev("lxc_health"),
+            // An IPv6 address removal flushes no IPv4 route: not counted below.
+            ev(Kind::AddrDelete, "systemd-networkd")
+                .netns(1)
+                .dev("cilium_host")
+                .dst("fe80::1/64")
+                .family("inet6"),
             ev(Kind::LinkSet, "NetworkManager")
                 .netns(1)
                 .ifindex(4)

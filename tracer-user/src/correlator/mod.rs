@@ -242,6 +242,10 @@ pub(crate) mod testutil {
             self.0.dst = Some(d.into());
             self
         }
+        pub fn family(mut self, f: &str) -> Self {
+            self.0.family = Some(f.into());
+            self
+        }
         pub fn priority(mut self, p: u32) -> Self {
             self.0.priority = Some(p);
             self
