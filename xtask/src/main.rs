@@ -6,6 +6,7 @@
 
 mod bench;
 mod bootstrap;
+mod golden;
 mod util;
 
 use std::{ffi::OsString, process::{Command, ExitCode}};
@@ -93,6 +94,9 @@ enum Cmd {
     /// and with bpftrace doing the same filter; setups are interleaved in rounds and
     /// the medians compared.
     Bench(bench::Options),
+    /// Re-record the golden traces (tracer-user/testdata/golden) with the real tracer
+    /// while the incident scenarios play (as root).
+    Golden(golden::Options),
     /// Only install what is missing (rust-src, bpf-linker, and with --apt the apt packages).
     Bootstrap {
         /// Also install the apt packages the tests use (needs root).
@@ -134,6 +138,11 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             }
             bench::run(&opts)?;
             Ok(0)
+        }
+        Cmd::Golden(opts) => {
+            need_root_or_sudo("golden")?;
+            build("release")?;
+            golden::run(&opts)
         }
         Cmd::Bootstrap { apt } => {
             bootstrap::toolchain()?;
