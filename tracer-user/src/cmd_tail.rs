@@ -1,11 +1,13 @@
 //! `tracer tail`: the live view during an incident.
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tracer_user::filter::{Filter, FilterArgs};
 use tracer_user::live::Session;
+use tracer_user::metrics::{self, Metrics};
 use tracer_user::output::{Format, Printer};
 use tracer_user::schema::Line;
 
@@ -51,11 +53,24 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
+        // Bound before the hooks attach, so a taken port fails the start, not a task.
+        let metrics = match args.live.metrics_addr {
+            Some(addr) => {
+                let listener = metrics::bind(addr).await.with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+                let m = Arc::new(Metrics::new());
+                tokio::spawn(metrics::serve(listener, m.clone()));
+                Some(m)
+            }
+            None => None,
+        };
         let mut session = Session::start(&opts).await.context("cannot start tracing")?;
         let stdout = std::io::stdout();
         let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), format);
         let header = session.header().clone();
         let attached = header.hooks.iter().filter(|h| h.state == "attached").count();
+        if let Some(m) = &metrics {
+            m.observe(&Line::Header(header.clone()));
+        }
         printer.print(&Line::Header(header.clone()))?;
         printer.flush()?;
         eprintln!("tracer: {attached}/{} hooks attached; Ctrl-C to stop", header.hooks.len());
@@ -65,11 +80,26 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         loop {
             tokio::select! {
                 line = session.next() => {
-                    let Some(line) = line else { break };
-                    if filter.matches(&line) {
-                        printer.print(&line)?;
+                    let Some(mut line) = line else { break };
+                    // Print what is queued, then flush once: live output stays live and
+                    // a storm costs one write() per batch, not one per line.
+                    let mut batch = 0;
+                    loop {
+                        if let Some(m) = &metrics {
+                            m.observe(&line);
+                        }
+                        if filter.matches(&line) {
+                            printer.print(&line)?;
+                        }
+                        batch += 1;
+                        if batch == 4096 {
+                            break;
+                        }
+                        match session.try_next() {
+                            Some(next) => line = next,
+                            None => break,
+                        }
                     }
-                    // Flush when nothing else is queued: live output stays live.
                     printer.flush()?;
                 }
                 _ = sigint.recv(), if !stopping => { stopping = true; session.stop(); }

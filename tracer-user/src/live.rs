@@ -123,6 +123,11 @@ impl Session {
         self.rx.recv().await
     }
 
+    /// A line if one is ready now, without waiting (to batch output between flushes).
+    pub fn try_next(&mut self) -> Option<Line> {
+        self.rx.try_recv().ok()
+    }
+
     /// Begins shutdown: what the kernel already produced is read and delivered, then a
     /// final `stats` line, then the programs are detached and `next` returns `None`.
     pub fn stop(&mut self) {
