@@ -39,6 +39,7 @@ enum Command {
     ///   tracer tail --kind cgroup_write --cgroup /kubepods.slice
     ///   tracer tail --actor systemd-networkd --dev 'lxc*'
     ///   tracer tail --findings-only
+    #[command(verbatim_doc_comment)]
     Tail(cmd_tail::TailArgs),
     /// Report BTF, privileges, cgroup2 and each hook: attached, or why not.
     ///
@@ -51,6 +52,7 @@ enum Command {
     ///   tracer record -o /var/tmp/node.jsonl --duration 2h
     ///   tracer record -o node.jsonl --rotate-size 100M --max-files 5 --kind cgroup_write
     ///   tracer record -o - | gzip > node.jsonl.gz
+    #[command(verbatim_doc_comment)]
     Record(cmd_record::RecordCmd),
     /// Re-run the correlator over recordings: timeline, findings with evidence, actors.
     ///
@@ -61,6 +63,7 @@ enum Command {
     ///   tracer replay node.jsonl
     ///   tracer replay node.jsonl* --findings-only
     ///   tracer replay a.jsonl.gz b.jsonl.zst --since 2026-11-24T07:00:00Z --json
+    #[command(verbatim_doc_comment)]
     Replay(tracer_user::replay::ReplayArgs),
     /// Attach empty programs on sys_enter/sys_exit until SIGTERM (benchmark floor).
     #[command(hide = true)]
