@@ -6,6 +6,7 @@
 
 mod bench;
 mod bootstrap;
+mod demo;
 mod golden;
 mod util;
 
@@ -94,6 +95,9 @@ enum Cmd {
     /// and with bpftrace doing the same filter; setups are interleaved in rounds and
     /// the medians compared.
     Bench(bench::Options),
+    /// Build, then play the incident scenarios with the real components while `tracer
+    /// tail` runs (as root), each in its own sandbox, cleaned up afterwards.
+    Demo(demo::Options),
     /// Re-record the golden traces (tracer-user/testdata/golden) with the real tracer
     /// while the incident scenarios play (as root).
     Golden(golden::Options),
@@ -139,6 +143,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             bench::run(&opts)?;
             Ok(0)
         }
+        Cmd::Demo(opts) => demo::run(&opts),
         Cmd::Golden(opts) => {
             need_root_or_sudo("golden")?;
             build("release")?;
