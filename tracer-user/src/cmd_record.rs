@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tracer_user::live::Session;
-use tracer_user::record::{run_record, RecordArgs};
+use tracer_user::record::{run_record, RecordArgs, Signals};
 use tracer_user::replay::{run_replay, ReplayArgs};
 
 use crate::live_args::LiveArgs;
@@ -20,6 +20,7 @@ pub fn record(cmd: RecordCmd) -> anyhow::Result<ExitCode> {
     let opts = cmd.live.options()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
+        let signals = Signals::install()?;
         let session = Session::start(&opts).await.context("cannot start tracing")?;
         let attached = session.header().hooks.iter().filter(|h| h.state == "attached").count();
         eprintln!(
@@ -27,7 +28,7 @@ pub fn record(cmd: RecordCmd) -> anyhow::Result<ExitCode> {
             session.header().hooks.len(),
             cmd.record.output.display()
         );
-        let summary = run_record(cmd.record, session).await?;
+        let summary = run_record(cmd.record, session, signals).await?;
         eprintln!(
             "tracer: recorded {} events, {} findings in {} file(s), {} bytes to {}",
             summary.events, summary.findings, summary.parts, summary.bytes, summary.path

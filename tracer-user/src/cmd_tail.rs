@@ -27,17 +27,6 @@ pub struct TailArgs {
     pub live: LiveArgs,
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn wait_for_signal() -> std::io::Result<()> {
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
 pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let opts = args.live.options()?;
     let filter = Filter::new(&args.filter);
@@ -53,6 +42,10 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
+        // Handlers first: a SIGTERM that arrives while the hooks attach, or right after
+        // the header, must end the session cleanly, not kill the process.
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
         // Bound before the hooks attach, so a taken port fails the start, not a task.
         let metrics = match args.live.metrics_addr {
             Some(addr) => {
@@ -74,8 +67,6 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         printer.print(&Line::Header(header.clone()))?;
         printer.flush()?;
         eprintln!("tracer: {attached}/{} hooks attached; Ctrl-C to stop", header.hooks.len());
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
         let mut stopping = false;
         loop {
             tokio::select! {

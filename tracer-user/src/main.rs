@@ -103,9 +103,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn bench_floor() -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
+        // Handlers before attaching (see cmd_tail).
+        let mut signals = tracer_user::record::Signals::install()?;
         let _ebpf = tracer_user::loader::load_floor()?;
         eprintln!("tracer: floor programs attached on sys_enter and sys_exit");
-        cmd_tail::wait_for_signal().await?;
+        tracer_user::record::StopTrigger::fired(&mut signals).await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -560,15 +560,15 @@ pub enum StopReason {
 
 /// `tracer record`: write everything `source` yields through the filter until it ends,
 /// stopping it on SIGINT/SIGTERM or after `--duration`, then fsync.
+///
+/// `signals` must be installed before the capture starts ([`Signals::install`]): a
+/// SIGTERM that arrives while the hooks attach then ends the recording cleanly instead
+/// of killing the process.
 pub async fn run_record<S: LineSource>(
     args: RecordArgs,
     source: S,
+    signals: Signals,
 ) -> anyhow::Result<RecordSummary> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let signals = Signals {
-        int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-        term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-    };
     let opts = WriterOptions {
         rotate_size: args.rotate_size,
         max_files: args.max_files,
@@ -593,9 +593,20 @@ pub trait StopTrigger {
 }
 
 /// SIGINT or SIGTERM.
-struct Signals {
+pub struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the SIGINT and SIGTERM handlers (inside a tokio runtime).
+    pub fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
 }
 
 impl StopTrigger for Signals {

@@ -20,10 +20,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The bpf-linker feature that matches the nightly's LLVM major version.
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
-/// Packages the end-to-end tests need: a missing one fails the bootstrap.
-const APT_REQUIRED: &[&str] = &["iproute2"];
+/// Packages the end-to-end tests need: a missing one fails the bootstrap. The incident
+/// tests run the real components: systemd-sysctl and systemd-networkd (package
+/// systemd), dbus for `networkctl`, runc and containerd with a busybox rootfs, and
+/// python3 for the raw netlink requests.
+const APT_REQUIRED: &[&str] = &["iproute2", "python3", "systemd", "dbus", "runc", "containerd", "busybox-static"];
 /// Packages some tests and the bench use: a missing one is a warning.
-const APT_OPTIONAL: &[&str] = &["bpftrace", "bpftool", "strace", "busybox-static"];
+const APT_OPTIONAL: &[&str] = &["bpftrace", "bpftool", "strace"];
 /// Tried, in order, when the optional package `bpftool` cannot be installed.
 const BPFTOOL_FALLBACKS: &[&str] = &["linux-bpf-dev"];
 
