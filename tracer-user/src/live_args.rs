@@ -16,6 +16,10 @@ pub struct LiveArgs {
     /// Seconds between `stats` lines (they are also emitted whenever records are lost).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub stats_every: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (events by kind, records seen
+    /// and lost by hook, findings by id, process-table size), e.g. 0.0.0.0:9400. Used by `tail`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl LiveArgs {

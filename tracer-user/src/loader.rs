@@ -104,7 +104,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let offsets = btf_offsets::resolve(&btf)?;
     let controllers = btf_offsets::controllers(&btf);
     drop(btf);
-    let tgid = std::process::id();
+    // In a pod: see cgroups as the host does, and know our PID as the kernel does.
+    match crate::hostns::enter_host_cgroupns() {
+        crate::hostns::CgroupNs::Host => {}
+        crate::hostns::CgroupNs::Entered => tracing::info!("joined the host's cgroup namespace (PID 1's)"),
+        crate::hostns::CgroupNs::Private(why) => tracing::warn!("staying in a private cgroup namespace: {why}"),
+    }
+    let tgid = crate::hostns::own_kernel_tgid();
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
         .override_global("TRACER_TGID", &tgid, true)
@@ -156,7 +162,7 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, cgroup2_root: Option<&Path>, privs: &Pri
             return Err(attach_err("attaching a cgroup/sysctl program needs CAP_NET_ADMIN (or CAP_SYS_ADMIN)".into()));
         }
         let root = cgroup2_root.ok_or_else(|| {
-            attach_err("no cgroup2 filesystem is mounted (looked in /proc/self/mountinfo); mount one or pass --cgroup2-root".into())
+            attach_err("no cgroup2 hierarchy root found (looked at our mounts and PID 1's); mount one or pass --cgroup2-root".into())
         })?;
         let dir = File::open(root).map_err(|e| attach_err(format!("cannot open cgroup2 root {}: {e}", root.display())))?;
         // aya attaches through a bpf_link where the kernel has them (5.7+); links never
@@ -208,11 +214,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The mount point of the cgroup2 filesystem whose root is the hierarchy root (not a
-/// bind mount of a sub-cgroup, as in a container that mounts its own cgroup).
+/// The host's cgroup2 hierarchy root: one of our mounts if it really is the root (not a
+/// mount of a sub-cgroup, as in a container with a private cgroup namespace), else PID
+/// 1's through `/proc/1/root` ([`crate::hostns`]).
 pub fn find_cgroup2_root() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    cgroup2_root_in(&info)
+    let found = crate::hostns::host_cgroup2_root()?;
+    tracing::debug!("cgroup2 root {} (via {})", found.path.display(), found.via);
+    Some(found.path)
 }
 
 /// mountinfo(5): `id parent major:minor root mount_point options ... - fstype source super`.
