@@ -234,7 +234,9 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     stats_every: Duration,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Four times a second: the correlator's windows close on ticks, and a held rp_filter
+    // write (correlator/rp_filter.rs, REVERT_WINDOW_NS) must come out within a second.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_stats = tokio::time::Instant::now();
     let mut last_lost = 0u64;

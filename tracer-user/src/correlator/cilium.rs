@@ -53,6 +53,17 @@ fn remediation(ev: &Event, what: &str) -> String {
     format!("{first} Restart cilium-agent (or wait for its next reconcile) to restore them.")
 }
 
+/// A routing table as `ip` names it (`lookup local`, `table main`): the reserved ids
+/// 255, 254 and 253 by name, every other by number.
+pub fn table_name(t: u32) -> String {
+    match t {
+        255 => "local".into(),
+        254 => "main".into(),
+        253 => "default".into(),
+        t => t.to_string(),
+    }
+}
+
 /// A fwmark as `0x200/0xf00` (mark/mask), or a bare mark.
 fn cilium_mark(s: &str) -> bool {
     let (mark, mask) = match s.split_once('/') {
@@ -112,7 +123,7 @@ impl Detector {
                 }
                 let mut what = ev.dst.clone().unwrap_or_else(|| "a route".into());
                 if let Some(t) = ev.table {
-                    what.push_str(&format!(" table {t}"));
+                    what.push_str(&format!(" table {}", table_name(t)));
                 }
                 if let Some(d) = &dev {
                     what.push_str(&format!(" dev {d}"));
@@ -178,7 +189,7 @@ impl Detector {
                     what.push(format!("fwmark {m}"));
                 }
                 if let Some(t) = ev.table {
-                    what.push(format!("lookup {t}"));
+                    what.push(format!("lookup {}", table_name(t)));
                 }
                 let what = if what.is_empty() {
                     "a rule".to_string()
@@ -269,6 +280,17 @@ mod tests {
                     .contains("ManageForeignRoutingPolicyRules=no")
         );
         assert_eq!(f[1].dev.as_deref(), Some("cilium_host"));
+        assert!(
+            f[1].summary
+                .contains("10.0.1.0/24 table main dev cilium_host"),
+            "{}",
+            f[1].summary
+        );
+        assert!(
+            f[0].summary.contains("0.0.0.0/0 table 2004 dev lo"),
+            "{}",
+            f[0].summary
+        );
         assert_eq!(f[2].evidence, vec![3]);
     }
 
@@ -323,6 +345,21 @@ mod tests {
             f[0].summary.contains("9: fwmark 0x200/0xf00 lookup 2004"),
             "{}",
             f[0].summary
+        );
+        // The moved local rule reads as `ip rule` prints it.
+        assert!(
+            f[2].summary.contains("rule 100: lookup local:"),
+            "{}",
+            f[2].summary
+        );
+        assert_eq!(f[2].details["table"], 255, "details keep the number");
+    }
+
+    #[test]
+    fn reserved_tables_by_name() {
+        assert_eq!(
+            [255, 254, 253, 252, 2004, 0].map(table_name),
+            ["local", "main", "default", "252", "2004", "0"].map(String::from)
         );
     }
 

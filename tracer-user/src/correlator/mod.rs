@@ -53,6 +53,7 @@ impl Correlator {
     pub fn tick(&mut self, now: Timestamp) -> Vec<Finding> {
         let mut out = Vec::new();
         self.kubepods.tick(now, &mut out);
+        self.rp_filter.tick(now, &mut out);
         out
     }
 
@@ -60,6 +61,7 @@ impl Correlator {
     pub fn finish(&mut self) -> Vec<Finding> {
         let mut out = Vec::new();
         self.kubepods.finish(&mut out);
+        self.rp_filter.finish(&mut out);
         out
     }
 }
@@ -370,7 +372,9 @@ mod tests {
         feed(&sysctl, sysctl_b("net.ipv4.conf.lxc12ab.rp_filter", "2"), 1);
         feed(
             &networkd,
+            // Past the rp_filter write's revert window, which this event closes.
             ev(Kind::RuleDelete, "")
+                .at(1.0)
                 .netns(4026531840)
                 .priority(9)
                 .fwmark("0x200/0xf00")

@@ -14,11 +14,29 @@
 //!
 //! A write of 0 is never a finding: Cilium's own override (a sysctl.d file applied by
 //! systemd-sysctl) is the fix, not the incident.
+//!
+//! Flapping: when systemd-sysctl is restarted with Cilium's override in place (the fix),
+//! one run applies 50-default.conf's `net.ipv4.conf.*.rp_filter = 2` and then the
+//! override's `net.ipv4.conf.lxc*.rp_filter = 0` (globs are applied in file order), so
+//! the same process writes 2 and then 0 to the same key a few milliseconds apart;
+//! `sysctl --system` does the same. A non-zero write is therefore held for
+//! [`REVERT_WINDOW_NS`] and dropped if the same process (pid and start time) puts 0 back
+//! on the same key in that window (for `default`: on the same key, or explicitly on
+//! every interface it reached); otherwise it is emitted by [`Detector::tick`] (the live
+//! pipeline ticks several times a second, replay per second of event time, and both
+//! close every window at the end) or by the next event past the window.
+//!
+//! Why hold rather than emit at once and follow with an `info` "reverted" finding: the
+//! on-call engineer sees (and alerts count) critical findings; a critical line for every
+//! node where the fix is applied correctly is the false alarm that teaches people to
+//! ignore this one. A hold of a quarter second costs nothing for a real incident (the
+//! finding still comes well within a second, with the write's own time), and the two
+//! writes stay visible as events in the tail and the recording.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::{attribution, finding, who, HostKey};
-use crate::schema::{Event, Finding, Kind, Severity};
+use crate::schema::{Event, Finding, Kind, Severity, Timestamp};
 
 pub const ID: &str = "rp-filter-on-cilium";
 
@@ -35,6 +53,13 @@ const MAX_NAMES: usize = 65_536;
 /// interfaces that were never written are kept (the ones `default` can still reach), and
 /// if they alone are too many, the inventory starts over.
 const MAX_IFACES: usize = 16_384;
+
+/// How long a non-zero write waits for its writer to put 0 back (one systemd-sysctl or
+/// `sysctl --system` run takes milliseconds). With the live pipeline's tick period
+/// (250 ms) a finding that is not reverted is out within half a second.
+pub const REVERT_WINDOW_NS: i64 = 250_000_000;
+/// Held writes kept at most; past this the oldest is emitted at once (never lost).
+const MAX_HELD: usize = 4096;
 
 /// The interfaces Cilium needs rp_filter 0 on.
 pub fn is_cilium_dev(dev: &str) -> bool {
@@ -61,11 +86,73 @@ impl Netns {
     }
 }
 
+/// What a held finding is about.
+#[derive(Debug)]
+enum Scope {
+    /// One interface (sysctl or rtnetlink).
+    Dev {
+        dev: String,
+        all: u32,
+        via: &'static str,
+    },
+    /// `all`, with the Cilium interfaces whose effective value changed.
+    All { changed: Vec<String> },
+    /// `default`, with the Cilium interfaces it reached that are not yet set back to 0.
+    Default { all: u32, affected: Vec<String> },
+}
+
+/// A non-zero write waiting for [`REVERT_WINDOW_NS`] to see whether its writer reverts it.
+#[derive(Debug)]
+struct Held {
+    ev: Event,
+    value: u32,
+    scope: Scope,
+    until: i64,
+}
+
+impl Held {
+    fn same_writer(&self, ev: &Event) -> bool {
+        let a = &self.ev;
+        a.host == ev.host
+            && a.netns == ev.netns
+            && a.pid == ev.pid
+            && a.start_ns == ev.start_ns
+            && a.actor == ev.actor
+    }
+
+    /// Applies a write of 0 on `dev` by the same writer; true when nothing is left to
+    /// report.
+    fn revert(&mut self, dev: &str) -> bool {
+        match &mut self.scope {
+            Scope::Dev { dev: d, .. } => d == dev,
+            Scope::All { .. } => dev == "all",
+            Scope::Default { affected, .. } => {
+                if dev == "default" {
+                    return true;
+                }
+                affected.retain(|d| d != dev);
+                affected.is_empty()
+            }
+        }
+    }
+
+    fn into_finding(self) -> Finding {
+        let (ev, v) = (&self.ev, self.value);
+        match self.scope {
+            Scope::Dev { dev, all, via } => dev_finding(ev, &dev, v, all, via),
+            Scope::All { changed } => all_finding(ev, v, changed),
+            Scope::Default { all, affected } => default_finding(ev, v, all, affected),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Detector {
     netns: HashMap<(HostKey, Option<u32>), Netns>,
     /// ifindex -> name per netns, learned from events naming both.
     names: HashMap<(HostKey, Option<u32>, u32), String>,
+    /// Non-zero writes inside their revert window, oldest first.
+    held: Vec<Held>,
 }
 
 /// (interface, key) of `net.ipv4.conf.<dev>.<key>` (dotted or slashed).
@@ -106,14 +193,50 @@ impl Detector {
         }
     }
 
+    /// Emits the held writes whose window closed by `now`.
+    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
+        if self.held.iter().any(|h| h.until <= now.0) {
+            let (done, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|h| h.until <= now.0);
+            self.held = keep;
+            out.extend(done.into_iter().map(Held::into_finding));
+        }
+    }
+
+    /// End of the stream: emits every held write.
+    pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        out.extend(self.held.drain(..).map(Held::into_finding));
+    }
+
+    fn hold(&mut self, ev: &Event, value: u32, scope: Scope, out: &mut Vec<Finding>) {
+        if self.held.len() >= MAX_HELD {
+            out.push(self.held.remove(0).into_finding());
+        }
+        self.held.push(Held {
+            ev: ev.clone(),
+            value,
+            scope,
+            until: ev.time.0.saturating_add(REVERT_WINDOW_NS),
+        });
+    }
+
+    /// A write of 0 on `dev` by `ev`'s process: drops what it reverts.
+    fn revert(&mut self, ev: &Event, dev: &str) {
+        self.held
+            .retain_mut(|h| !(h.same_writer(ev) && h.revert(dev)));
+    }
+
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+        // Events past a window close it even between ticks (replay ticks per second).
+        self.tick(ev.time, out);
         let key = (ev.host.clone(), ev.netns);
         match ev.kind {
             Kind::SysctlWrite => {
                 let Some((dev, k, v4)) = conf_sysctl(ev) else {
                     return;
                 };
-                let ns = self.netns.entry(key).or_default();
+                let ns = self.netns.entry(key.clone()).or_default();
                 if ns.ifaces.len() >= MAX_IFACES {
                     ns.ifaces
                         .retain(|d, i| is_cilium_dev(d) && i.explicit.is_none());
@@ -139,6 +262,10 @@ impl Detector {
                 let Some(v) = parse_value(ev.value.as_deref()) else {
                     return;
                 };
+                if v == 0 {
+                    self.revert(ev, &dev);
+                }
+                let ns = self.netns.entry(key).or_default();
                 match dev.as_str() {
                     "all" => {
                         let old = parse_value(ev.old_value.as_deref()).or(ns.all).unwrap_or(0);
@@ -151,7 +278,7 @@ impl Detector {
                                 .filter(|(_, i)| v.max(ns.own(i)) != old.max(ns.own(i)))
                                 .map(|(d, _)| d.clone())
                                 .collect();
-                            out.push(all_finding(ev, v, changed));
+                            self.hold(ev, v, Scope::All { changed }, out);
                         }
                     }
                     "default" => {
@@ -164,7 +291,7 @@ impl Detector {
                             .map(|(d, _)| d.clone())
                             .collect();
                         if v != 0 && !affected.is_empty() {
-                            out.push(default_finding(ev, v, all, affected));
+                            self.hold(ev, v, Scope::Default { all, affected }, out);
                         }
                     }
                     _ => {
@@ -172,7 +299,17 @@ impl Detector {
                         iface.explicit = Some(v);
                         if v != 0 && is_cilium_dev(&dev) {
                             let all = ns.all.unwrap_or(0);
-                            out.push(dev_finding(ev, &dev, v, all, "sysctl"));
+                            let dev = dev.clone();
+                            self.hold(
+                                ev,
+                                v,
+                                Scope::Dev {
+                                    dev,
+                                    all,
+                                    via: "sysctl",
+                                },
+                                out,
+                            );
                         }
                     }
                 }
@@ -186,9 +323,20 @@ impl Detector {
                 }
                 let Some(v) = ev.rp_filter else { return };
                 iface.explicit = Some(v);
-                if v != 0 && is_cilium_dev(&dev) {
-                    let all = ns.all.unwrap_or(0);
-                    out.push(dev_finding(ev, &dev, v, all, "rtnetlink"));
+                let all = ns.all.unwrap_or(0);
+                if v == 0 {
+                    self.revert(ev, &dev);
+                } else if is_cilium_dev(&dev) {
+                    self.hold(
+                        ev,
+                        v,
+                        Scope::Dev {
+                            dev,
+                            all,
+                            via: "rtnetlink",
+                        },
+                        out,
+                    );
                 }
             }
             Kind::LinkDelete => {
@@ -378,10 +526,18 @@ mod tests {
     fn default_reaches_interfaces_listed_with_the_write() {
         // No event ever named the interfaces: the write itself carries the inventory.
         let mut w = sysctl("systemd-sysctl", &rp("default"), "2").old("0");
-        w.0.interfaces = Some(vec!["lo".into(), "eth0".into(), "cilium_host".into(), "lxcab12".into()]);
+        w.0.interfaces = Some(vec![
+            "lo".into(),
+            "eth0".into(),
+            "cilium_host".into(),
+            "lxcab12".into(),
+        ]);
         let f = run(vec![w]);
         assert_eq!(ids(&f), vec![ID]);
-        assert_eq!(f[0].details["interfaces"], serde_json::json!(["cilium_host", "lxcab12"]));
+        assert_eq!(
+            f[0].details["interfaces"],
+            serde_json::json!(["cilium_host", "lxcab12"])
+        );
         // The same inventory with a write of 0 (Cilium's override): nothing.
         let mut w = sysctl("systemd-sysctl", &rp("default"), "0");
         w.0.interfaces = Some(vec!["cilium_host".into()]);
@@ -448,6 +604,165 @@ mod tests {
             sysctl("systemd-sysctl", &rp("default"), "1"),
         ]);
         assert_eq!(ids(&f), vec![ID]);
+    }
+
+    /// The same event as written by process `pid` started at `start`.
+    fn by(mut b: B, pid: u32, start: u64) -> B {
+        b.0.pid = pid;
+        b.0.start_ns = start;
+        b
+    }
+
+    /// A systemd-sysctl run (pid 700) with 50-default.conf and Cilium's override.
+    fn sd(name: &str, v: &str, secs: f64) -> B {
+        by(sysctl("systemd-sysctl", name, v), 700, 1_000).at(secs)
+    }
+
+    #[test]
+    fn one_run_writing_2_then_0_is_the_fix_not_the_incident() {
+        // systemd-sysctl restarted with the override: `*.rp_filter = 2` then
+        // `lxc*.rp_filter = 0` / `cilium_*.rp_filter = 0`, milliseconds apart.
+        let f = run(vec![
+            sd(&rp("cilium_host"), "2", 10.000).old("0"),
+            sd(&rp("lxcab12"), "2", 10.001).old("0"),
+            sd(&rp("eth0"), "2", 10.001),
+            sd(&rp("cilium_host"), "0", 10.003).old("2"),
+            sd(&rp("lxcab12"), "0", 10.004).old("2"),
+        ]);
+        assert!(f.is_empty(), "{f:#?}");
+        // `all` and `default` put back by the same run: nothing either.
+        let mut d = sd(&rp("default"), "2", 1.0);
+        d.0.interfaces = Some(vec!["cilium_host".into(), "lxcab12".into()]);
+        let f = run(vec![
+            sd(&rp("all"), "2", 1.0),
+            d,
+            sd(&rp("all"), "0", 1.002),
+            sd(&rp("default"), "0", 1.003),
+        ]);
+        assert!(f.is_empty(), "{f:#?}");
+    }
+
+    #[test]
+    fn default_reverted_per_interface_keeps_what_is_left() {
+        // `default` = 2 reached two never-set interfaces; the same run sets only one of
+        // them back explicitly: the finding names the other one.
+        let mut d = sd(&rp("default"), "2", 5.0);
+        d.0.interfaces = Some(vec!["cilium_host".into(), "lxcab12".into()]);
+        let f = run(vec![d, sd(&rp("cilium_host"), "0", 5.002)]);
+        assert_eq!(ids(&f), vec![ID]);
+        assert_eq!(f[0].details["interfaces"], serde_json::json!(["lxcab12"]));
+        assert!(
+            f[0].summary.contains("Cilium's lxcab12 "),
+            "{}",
+            f[0].summary
+        );
+        assert_eq!(f[0].evidence, vec![1]);
+        // Both set back: nothing.
+        let mut d = sd(&rp("default"), "2", 5.0);
+        d.0.interfaces = Some(vec!["cilium_host".into(), "lxcab12".into()]);
+        assert!(run(vec![
+            d,
+            sd(&rp("cilium_host"), "0", 5.002),
+            sd(&rp("lxcab12"), "0", 5.003)
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn reverts_that_do_not_count() {
+        // Another process fixing it (the incident happened), a reused pid (other start
+        // time), a revert after the window, a revert of another key, or `all` = 0 (the
+        // kernel uses max(all, interface)): the finding stays.
+        let late = REVERT_WINDOW_NS as f64 / 1e9 + 0.05;
+        for second in [
+            by(sysctl("cilium-agent", &rp("lxcab12"), "0"), 900, 5).at(3.001),
+            by(sysctl("systemd-sysctl", &rp("lxcab12"), "0"), 700, 2_000).at(3.001),
+            sd(&rp("lxcab12"), "0", 3.0 + late),
+            sd(&rp("cilium_host"), "0", 3.001),
+            sd(&rp("all"), "0", 3.001),
+        ] {
+            let f = run(vec![sd(&rp("lxcab12"), "2", 3.0).old("0"), second]);
+            assert_eq!(ids(&f), vec![ID], "{f:#?}");
+            assert_eq!(
+                (f[0].dev.as_deref(), f[0].evidence.as_slice()),
+                (Some("lxcab12"), &[1][..])
+            );
+            assert_eq!(f[0].time, at(3.0), "the finding keeps the write's time");
+        }
+        // 2, 0, 2 again in one run: the last 2 stands.
+        let f = run(vec![
+            sd(&rp("lxcab12"), "2", 3.0),
+            sd(&rp("lxcab12"), "0", 3.001),
+            sd(&rp("lxcab12"), "1", 3.002),
+        ]);
+        assert_eq!(ids(&f), vec![ID]);
+        assert_eq!(
+            (f[0].value.as_deref(), f[0].evidence.as_slice()),
+            (Some("1"), &[3][..])
+        );
+    }
+
+    #[test]
+    fn rtnetlink_flap_is_dropped_too() {
+        let link = |v: u32, secs: f64| {
+            by(
+                ev(Kind::LinkSet, "netplan").netns(1).dev("cilium_net"),
+                42,
+                7,
+            )
+            .rp_filter(v)
+            .at(secs)
+        };
+        assert!(run(vec![link(1, 2.0), link(0, 2.01)]).is_empty());
+        assert_eq!(ids(&run(vec![link(1, 2.0)])), vec![ID]);
+    }
+
+    #[test]
+    fn a_write_not_reverted_comes_out_within_a_second() {
+        // Live: the pipeline ticks with the wall clock (every 250 ms), and at stop.
+        let mut d = Detector::default();
+        let mut out = Vec::new();
+        d.observe(&sd(&rp("lxcab12"), "2", 20.0).seq(8).0, &mut out);
+        assert!(out.is_empty(), "held for its revert window");
+        d.tick(at(20.0 + (REVERT_WINDOW_NS as f64 - 1e6) / 1e9), &mut out);
+        assert!(out.is_empty());
+        d.tick(at(20.0 + REVERT_WINDOW_NS as f64 / 1e9), &mut out);
+        assert_eq!(ids(&out), vec![ID]);
+        assert!(
+            REVERT_WINDOW_NS + 250_000_000 < 1_000_000_000,
+            "window + tick period within a second"
+        );
+        // The next event past the window closes it too (replay ticks per second).
+        let mut d = Detector::default();
+        let mut out = Vec::new();
+        d.observe(&sd(&rp("lxcab12"), "2", 20.0).0, &mut out);
+        d.observe(
+            &sysctl("sh", "net.ipv4.ip_forward", "1").at(20.3).0,
+            &mut out,
+        );
+        assert_eq!(ids(&out), vec![ID]);
+        // At stop, whatever is held comes out.
+        let mut d = Detector::default();
+        let mut out = Vec::new();
+        d.observe(&sd(&rp("all"), "1", 20.0).0, &mut out);
+        d.finish(&mut out);
+        assert_eq!(ids(&out), vec![ID]);
+    }
+
+    #[test]
+    fn held_writes_stay_bounded() {
+        let mut d = Detector::default();
+        let mut out = Vec::new();
+        for i in 0..(MAX_HELD + 10) {
+            let e = by(sysctl("sh", &rp("lxcab12"), "2"), i as u32 + 1, 1)
+                .at(1.0)
+                .0;
+            d.observe(&e, &mut out);
+        }
+        assert_eq!(d.held.len(), MAX_HELD);
+        assert_eq!(out.len(), 10, "the oldest are emitted, never lost");
+        d.finish(&mut out);
+        assert_eq!(out.len(), MAX_HELD + 10);
     }
 
     #[test]
