@@ -360,3 +360,82 @@ pub fn cgroup_mounts() -> Vec<PathBuf> {
 }
 
 pub mod scenarios;
+
+impl Tracer {
+    /// Like [`Tracer::start`], for a command that runs the tracer inside something else
+    /// (`unshare ... tracer tail --json`): `cmd`'s stdout must be the tracer's.
+    pub fn spawn(mut cmd: Command) -> Tracer {
+        require_root();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn tracer command");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut t = Tracer { child, lines: rx, seen: Vec::new(), header: Value::Null };
+        let first = t.lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let status = t.child.try_wait().ok().flatten();
+            panic!("tracer printed no header line within 60 s (exit status: {status:?})")
+        });
+        let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("header is not JSON ({e}): {first}"));
+        assert_eq!(v["type"], "header", "first line must be the header: {first}");
+        t.header = v;
+        t
+    }
+}
+
+/// Child pids of `pid` (from /proc/<pid>/task/*/children).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in rd.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// The first descendant of `pid` (or `pid` itself) whose comm is `comm`, waiting up to
+/// `timeout` for it to appear.
+pub fn find_descendant(pid: u32, comm: &str, timeout: Duration) -> Option<u32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut stack = vec![pid];
+        while let Some(p) = stack.pop() {
+            if std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm) {
+                return Some(p);
+            }
+            stack.extend(children_of(p));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP GET on loopback; returns (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text body.
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+}

@@ -93,8 +93,11 @@ pub enum CgroupNs {
     Host,
     /// Moved into PID 1's cgroup namespace.
     Entered,
-    /// Could not (no hostPID, no CAP_SYS_ADMIN, ...): why.
+    /// In another cgroup namespace than PID 1 and could not leave it: why.
     Private(String),
+    /// PID 1's namespace cannot be read (no hostPID, no CAP_SYS_PTRACE, or a sandbox
+    /// that hides PID 1): why.
+    Unknown(String),
 }
 
 /// Joins PID 1's cgroup namespace when ours is a different one. Call it before any
@@ -104,7 +107,7 @@ pub fn enter_host_cgroupns() -> CgroupNs {
     let own = ns_id(proc_root, "self", "cgroup");
     let init = match ns_id(proc_root, "1", "cgroup") {
         Some(i) => i,
-        None => return CgroupNs::Private("cannot read /proc/1/ns/cgroup (no hostPID, or no CAP_SYS_PTRACE)".into()),
+        None => return CgroupNs::Unknown("cannot read /proc/1/ns/cgroup (no hostPID, or no CAP_SYS_PTRACE)".into()),
     };
     if own.as_ref() == Some(&init) {
         return CgroupNs::Host;
@@ -150,6 +153,29 @@ mod tests {
     fn this_machines_root_is_found() {
         let r = host_cgroup2_root().expect("a cgroup2 hierarchy root on this machine");
         assert!(is_cgroup2_hierarchy_root(&r.path), "{r:?}");
+    }
+
+    /// A container's view: its own cgroup2 mount is a sub-cgroup, and PID 1's mount
+    /// namespace (here a symlink to this machine's root) has the hierarchy root.
+    #[test]
+    fn falls_back_to_pid_1s_mounts_when_ours_is_a_sub_cgroup() {
+        let real = host_cgroup2_root().expect("a cgroup2 hierarchy root on this machine").path;
+        let sub = real.join(format!("hostns-test-{}", std::process::id()));
+        std::fs::create_dir(&sub).unwrap();
+        let fake = std::env::temp_dir().join(format!("hostns-proc-{}", std::process::id()));
+        std::fs::create_dir_all(fake.join("self")).unwrap();
+        std::fs::create_dir_all(fake.join("1")).unwrap();
+        let line = |mp: &Path| format!("30 24 0:26 / {} rw - cgroup2 cgroup2 rw\n", mp.display());
+        std::fs::write(fake.join("self/mountinfo"), line(&sub)).unwrap();
+        std::fs::write(fake.join("1/mountinfo"), line(&real)).unwrap();
+        std::os::unix::fs::symlink("/", fake.join("1/root")).unwrap();
+        let found = host_cgroup2_root_in(&fake);
+        let _ = std::fs::remove_dir_all(&fake);
+        let _ = std::fs::remove_dir(&sub);
+        assert!(!is_cgroup2_hierarchy_root(&sub));
+        let found = found.expect("the root through PID 1's mounts");
+        assert_eq!(found.via, "PID 1's mount namespace");
+        assert_eq!(found.path, fake.join("1/root").join(real.strip_prefix("/").unwrap()));
     }
 
     #[test]

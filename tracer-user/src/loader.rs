@@ -109,6 +109,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         crate::hostns::CgroupNs::Host => {}
         crate::hostns::CgroupNs::Entered => tracing::info!("joined the host's cgroup namespace (PID 1's)"),
         crate::hostns::CgroupNs::Private(why) => tracing::warn!("staying in a private cgroup namespace: {why}"),
+        crate::hostns::CgroupNs::Unknown(why) => tracing::info!("cgroup namespace left as it is: {why}"),
     }
     let tgid = crate::hostns::own_kernel_tgid();
     let mut ebpf = EbpfLoader::new()
