@@ -62,7 +62,11 @@ impl Recorder {
                 b.push('\n');
             }
         });
-        Recorder { child, stderr, ready }
+        Recorder {
+            child,
+            stderr,
+            ready,
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -167,7 +171,11 @@ fn read_lines(path: &Path) -> Lines {
             })
         })
         .collect();
-    Lines { complete, partial, bytes }
+    Lines {
+        complete,
+        partial,
+        bytes,
+    }
 }
 
 /// The values of our writes among `lines` (events on our cgroup's file), in file order.
@@ -206,7 +214,10 @@ fn replay(args: &[&str]) -> (i32, Vec<Value>, String) {
     let lines = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("replay --json printed a non-JSON line ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("replay --json printed a non-JSON line ({e}): {l}"))
+        })
         .collect();
     (code, lines, stderr)
 }
@@ -270,15 +281,30 @@ fn sigterm_keeps_every_event_and_a_final_stats_line() {
     assert_eq!(code, 0, "tracer record exit code; stderr:\n{}", r.stderr());
 
     let l = read_lines(Path::new(&out));
-    assert!(l.partial.is_none(), "the file ends with a partial line after SIGTERM");
-    assert_eq!(l.complete[0]["type"], "header", "first line: {}", l.complete[0]);
+    assert!(
+        l.partial.is_none(),
+        "the file ends with a partial line after SIGTERM"
+    );
+    assert_eq!(
+        l.complete[0]["type"], "header",
+        "first line: {}",
+        l.complete[0]
+    );
     let last = l.complete.last().unwrap();
-    assert_eq!(last["type"], "stats", "last line must be the final stats: {last}");
+    assert_eq!(
+        last["type"], "stats",
+        "last line must be the final stats: {last}"
+    );
     assert_eq!(last["lost"], 0, "events lost: {last}");
     let got = our_values(&l.complete, &t);
     let want: Vec<u64> = (0..N).collect();
     let missing: Vec<u64> = want.iter().copied().filter(|v| !got.contains(v)).collect();
-    assert!(missing.is_empty(), "{} of {N} writes missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} of {N} writes missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     assert_eq!(got, want, "events out of order or duplicated");
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "recording mode {mode:o}");
@@ -291,7 +317,11 @@ fn sigterm_keeps_every_event_and_a_final_stats_line() {
 
     let (code, lines, stderr) = replay(&["--strict", "--json", &out]);
     assert_eq!(code, 0, "replay --strict failed:\n{stderr}");
-    assert_eq!(our_values(&lines, &t), want, "replay did not read back every event");
+    assert_eq!(
+        our_values(&lines, &t),
+        want,
+        "replay did not read back every event"
+    );
     assert!(stderr.contains("bad lines: 0"), "replay summary: {stderr}");
 }
 
@@ -326,13 +356,21 @@ fn sigkill_during_a_burst_loses_at_most_the_cut_last_line() {
         r.signal(libc::SIGKILL);
         let code = r.wait(Duration::from_secs(10));
         let took = writer.join().unwrap();
-        assert_eq!(code, -libc::SIGKILL, "tracer record exit; stderr:\n{}", r.stderr());
+        assert_eq!(
+            code,
+            -libc::SIGKILL,
+            "tracer record exit; stderr:\n{}",
+            r.stderr()
+        );
 
         let l = read_lines(Path::new(&out));
         let got = our_values(&l.complete, &t);
         let got_rel: Vec<u64> = got.iter().map(|v| v - base).collect();
         let prefix: Vec<u64> = (0..got.len() as u64).collect();
-        assert_eq!(got_rel, prefix, "round {round}: recorded events are not a gap-free prefix of the writes");
+        assert_eq!(
+            got_rel, prefix,
+            "round {round}: recorded events are not a gap-free prefix of the writes"
+        );
         eprintln!(
             "sigkill round {round}: killed {delay:?} into a burst of {N} writes ({took:?}); {} events, {} complete lines, {} bytes, partial tail {:?} bytes",
             got.len(),
@@ -346,29 +384,46 @@ fn sigkill_during_a_burst_loses_at_most_the_cut_last_line() {
             // reports as such.
             let (code, _, stderr) = replay(&[&out]);
             assert_eq!(code, 0, "{stderr}");
-            assert!(stderr.contains(&out) || stderr.contains("empty"), "{stderr}");
+            assert!(
+                stderr.contains(&out) || stderr.contains("empty"),
+                "{stderr}"
+            );
             continue;
         }
         let (code, lines, stderr) = replay(&["--json", &out]);
         assert_eq!(code, 0, "round {round}: replay failed:\n{stderr}");
-        assert_eq!(our_values(&lines, &t), got, "round {round}: replay did not read back every complete line");
+        assert_eq!(
+            our_values(&lines, &t),
+            got,
+            "round {round}: replay did not read back every complete line"
+        );
         match &l.partial {
             None => assert!(stderr.contains("bad lines: 0"), "round {round}: {stderr}"),
             Some(_) => {
                 let where_ = format!("{out}:{}:", l.complete.len() + 1);
                 assert!(stderr.contains("bad lines: 1"), "round {round}: {stderr}");
-                assert!(stderr.contains(&where_), "round {round}: the cut line is not reported at {where_}: {stderr}");
+                assert!(
+                    stderr.contains(&where_),
+                    "round {round}: the cut line is not reported at {where_}: {stderr}"
+                );
             }
         }
         // --strict stops at the cut line (and only there).
         let (code, _, stderr) = replay(&["--strict", "--json", &out]);
-        assert_eq!(code != 0, l.partial.is_some(), "round {round}: replay --strict: {stderr}");
+        assert_eq!(
+            code != 0,
+            l.partial.is_some(),
+            "round {round}: replay --strict: {stderr}"
+        );
 
         // The recorder flushes whole lines, so a SIGKILL rarely cuts one; a crash of the
         // node (or a copy taken while it writes) does. Cut this real recording at a
         // random byte after its header and check the same promises on it.
         let raw = std::fs::read(&out).unwrap();
-        let header_end = raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1);
+        let header_end = raw
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |i| i + 1);
         if raw.len() > header_end + 1 {
             let at = header_end + rng.below((raw.len() - header_end) as u64) as usize;
             let cut_path = tmp_path(&dir, &format!("rec{round}-cut.jsonl"));
@@ -377,12 +432,22 @@ fn sigkill_during_a_burst_loses_at_most_the_cut_last_line() {
             let want = our_values(&c.complete, &t);
             let (code, lines, stderr) = replay(&["--json", &cut_path]);
             assert_eq!(code, 0, "round {round}, cut at byte {at}: {stderr}");
-            assert_eq!(our_values(&lines, &t), want, "round {round}, cut at byte {at}: not every complete line read back");
+            assert_eq!(
+                our_values(&lines, &t),
+                want,
+                "round {round}, cut at byte {at}: not every complete line read back"
+            );
             if c.partial.is_some() {
                 let where_ = format!("{cut_path}:{}: truncated last line", c.complete.len() + 1);
-                assert!(stderr.contains("bad lines: 1") && stderr.contains(&where_), "round {round}, cut at byte {at}: want {where_}:\n{stderr}");
+                assert!(
+                    stderr.contains("bad lines: 1") && stderr.contains(&where_),
+                    "round {round}, cut at byte {at}: want {where_}:\n{stderr}"
+                );
             } else {
-                assert!(stderr.contains("bad lines: 0"), "round {round}, cut at byte {at}: {stderr}");
+                assert!(
+                    stderr.contains("bad lines: 0"),
+                    "round {round}, cut at byte {at}: {stderr}"
+                );
             }
             eprintln!("sigkill round {round}: copy cut at byte {at} of {}: {} events read back, cut line reported", raw.len(), want.len());
         }
@@ -398,12 +463,26 @@ fn rotated_parts_merge_into_one_timeline() {
     let t = Target::new("rec-rot");
     let dir = TempDir::new("rec-rot");
     let out = tmp_path(&dir, "rec.jsonl");
-    let mut r = Recorder::start(&["-o", &out, "--cgroup", &t.cg.rel, "--rotate-size", "64K", "--max-files", "100"]);
+    let mut r = Recorder::start(&[
+        "-o",
+        &out,
+        "--cgroup",
+        &t.cg.rel,
+        "--rotate-size",
+        "64K",
+        "--max-files",
+        "100",
+    ]);
     for v in 0..N {
         t.write(v);
     }
     r.signal(libc::SIGTERM);
-    assert_eq!(r.wait(Duration::from_secs(20)), 0, "stderr:\n{}", r.stderr());
+    assert_eq!(
+        r.wait(Duration::from_secs(20)),
+        0,
+        "stderr:\n{}",
+        r.stderr()
+    );
 
     let mut parts = vec![PathBuf::from(&out)];
     for i in 1.. {
@@ -413,26 +492,52 @@ fn rotated_parts_merge_into_one_timeline() {
         }
         parts.push(p);
     }
-    assert!(parts.len() >= 3, "expected several parts of 64K, got {}", parts.len());
+    assert!(
+        parts.len() >= 3,
+        "expected several parts of 64K, got {}",
+        parts.len()
+    );
     // Oldest part first.
     parts.reverse();
     let mut all = Vec::new();
     let mut last_time = String::new();
     for p in &parts {
         let l = read_lines(p);
-        assert!(l.partial.is_none(), "{} ends with a partial line", p.display());
-        assert_eq!(l.complete[0]["type"], "header", "{} does not start with a header", p.display());
-        assert!(l.bytes <= 64 * 1024, "{} is {} bytes, over --rotate-size", p.display(), l.bytes);
+        assert!(
+            l.partial.is_none(),
+            "{} ends with a partial line",
+            p.display()
+        );
+        assert_eq!(
+            l.complete[0]["type"],
+            "header",
+            "{} does not start with a header",
+            p.display()
+        );
+        assert!(
+            l.bytes <= 64 * 1024,
+            "{} is {} bytes, over --rotate-size",
+            p.display(),
+            l.bytes
+        );
         for v in our_values(&l.complete, &t) {
             all.push(v);
         }
         for e in l.complete.iter().filter(|v| v["type"] == "event") {
             let time = e["time"].as_str().unwrap().to_string();
-            assert!(time >= last_time, "{}: event at {time} before one of an older part ({last_time})", p.display());
+            assert!(
+                time >= last_time,
+                "{}: event at {time} before one of an older part ({last_time})",
+                p.display()
+            );
             last_time = time;
         }
     }
-    assert_eq!(all, (0..N).collect::<Vec<_>>(), "parts, oldest first, do not hold every write in order");
+    assert_eq!(
+        all,
+        (0..N).collect::<Vec<_>>(),
+        "parts, oldest first, do not hold every write in order"
+    );
 
     // Replay with the parts given newest first (as a shell glob would not sort them).
     let mut args: Vec<String> = vec!["--strict".into(), "--json".into()];
@@ -440,10 +545,20 @@ fn rotated_parts_merge_into_one_timeline() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, lines, stderr) = replay(&args);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(our_values(&lines, &t), (0..N).collect::<Vec<_>>(), "merged replay");
+    assert_eq!(
+        our_values(&lines, &t),
+        (0..N).collect::<Vec<_>>(),
+        "merged replay"
+    );
     let headers = lines.iter().filter(|v| v["type"] == "header").count();
-    assert_eq!(headers, 1, "one recording session, one header in the merged output");
-    eprintln!("rotation: {N} writes in {} parts of at most 64K", parts.len());
+    assert_eq!(
+        headers, 1,
+        "one recording session, one header in the merged output"
+    );
+    eprintln!(
+        "rotation: {N} writes in {} parts of at most 64K",
+        parts.len()
+    );
 }
 
 /// `--max-files` bounds the parts kept: the oldest are deleted, the newest are whole.
@@ -453,17 +568,34 @@ fn rotation_keeps_at_most_max_files() {
     let t = Target::new("rec-max");
     let dir = TempDir::new("rec-max");
     let out = tmp_path(&dir, "rec.jsonl");
-    let mut r = Recorder::start(&["-o", &out, "--cgroup", &t.cg.rel, "--rotate-size", "32K", "--max-files", "3"]);
+    let mut r = Recorder::start(&[
+        "-o",
+        &out,
+        "--cgroup",
+        &t.cg.rel,
+        "--rotate-size",
+        "32K",
+        "--max-files",
+        "3",
+    ]);
     for v in 0..N {
         t.write(v);
     }
     r.signal(libc::SIGTERM);
-    assert_eq!(r.wait(Duration::from_secs(20)), 0, "stderr:\n{}", r.stderr());
+    assert_eq!(
+        r.wait(Duration::from_secs(20)),
+        0,
+        "stderr:\n{}",
+        r.stderr()
+    );
     let names: BTreeSet<String> = std::fs::read_dir(&dir.path)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    let want: BTreeSet<String> = ["rec.jsonl", "rec.jsonl.1", "rec.jsonl.2"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = ["rec.jsonl", "rec.jsonl.1", "rec.jsonl.2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(names, want, "parts kept with --max-files 3");
     // The newest parts hold the last writes, ending with the last one.
     let mut vals = Vec::new();
@@ -472,7 +604,11 @@ fn rotation_keeps_at_most_max_files() {
     }
     assert_eq!(vals.last(), Some(&(N - 1)));
     let first = vals[0];
-    assert_eq!(vals, (first..N).collect::<Vec<_>>(), "kept parts are not the newest, contiguous");
+    assert_eq!(
+        vals,
+        (first..N).collect::<Vec<_>>(),
+        "kept parts are not the newest, contiguous"
+    );
 }
 
 /// The recording is created mode 0600, also over an existing world-readable file (events
@@ -482,12 +618,27 @@ fn recording_is_mode_0600_even_over_an_existing_file() {
     let dir = TempDir::new("rec-mode");
     let out = dir.write("rec.jsonl", "old contents\n");
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut r = Recorder::start(&["-o", out.to_str().unwrap(), "--duration", "1s", "--kind", "cgroup_mkdir"]);
-    assert_eq!(r.wait(Duration::from_secs(20)), 0, "stderr:\n{}", r.stderr());
+    let mut r = Recorder::start(&[
+        "-o",
+        out.to_str().unwrap(),
+        "--duration",
+        "1s",
+        "--kind",
+        "cgroup_mkdir",
+    ]);
+    assert_eq!(
+        r.wait(Duration::from_secs(20)),
+        0,
+        "stderr:\n{}",
+        r.stderr()
+    );
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
     let l = read_lines(&out);
-    assert_eq!(l.complete[0]["type"], "header", "the old contents were not truncated");
+    assert_eq!(
+        l.complete[0]["type"], "header",
+        "the old contents were not truncated"
+    );
     assert_eq!(l.complete.last().unwrap()["type"], "stats");
 }
 
@@ -507,21 +658,34 @@ fn unwritable_path_is_a_clear_error() {
         ro.display()
     );
     let cases: Vec<(&str, Command, &str)> = vec![
-        ("read-only", {
-            let mut c = Command::new("unshare");
-            c.args(["-m", "--propagation", "private", "sh", "-c", &script]).arg(tracer_bin());
-            c
-        }, ro_file.as_str()),
-        ("proc", {
-            let mut c = Command::new(tracer_bin());
-            c.args(["record", "-o", &proc_file, "--duration", "5s"]);
-            c
-        }, proc_file.as_str()),
-        ("missing dir", {
-            let mut c = Command::new(tracer_bin());
-            c.args(["record", "-o", &missing, "--duration", "5s"]);
-            c
-        }, missing.as_str()),
+        (
+            "read-only",
+            {
+                let mut c = Command::new("unshare");
+                c.args(["-m", "--propagation", "private", "sh", "-c", &script])
+                    .arg(tracer_bin());
+                c
+            },
+            ro_file.as_str(),
+        ),
+        (
+            "proc",
+            {
+                let mut c = Command::new(tracer_bin());
+                c.args(["record", "-o", &proc_file, "--duration", "5s"]);
+                c
+            },
+            proc_file.as_str(),
+        ),
+        (
+            "missing dir",
+            {
+                let mut c = Command::new(tracer_bin());
+                c.args(["record", "-o", &missing, "--duration", "5s"]);
+                c
+            },
+            missing.as_str(),
+        ),
     ];
     for (what, mut cmd, path) in cases {
         let started = Instant::now();
@@ -531,7 +695,10 @@ fn unwritable_path_is_a_clear_error() {
         eprintln!("{what}: exit {code} after {:?}", started.elapsed());
         assert!(code > 0, "{what}: exit code {code}; stderr:\n{err}");
         assert!(!err.contains("panicked"), "{what}: {err}");
-        assert!(err.contains(path), "{what}: the error does not name {path}:\n{err}");
+        assert!(
+            err.contains(path),
+            "{what}: the error does not name {path}:\n{err}"
+        );
         assert!(err.contains("error"), "{what}: {err}");
     }
     assert!(!Path::new(&proc_file).exists());
@@ -559,13 +726,17 @@ fn disk_full_stops_with_a_clear_error_and_a_readable_file() {
         copy = copy.display()
     );
     let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]).arg(tracer_bin());
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .arg(tracer_bin());
     let mut r = Recorder::spawn(&mut cmd);
     r.wait_ready();
     let started = Instant::now();
     let mut made = 0u64;
     while r.child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the recorder did not fail within 30 s of writes");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the recorder did not fail within 30 s of writes"
+        );
         for _ in 0..100 {
             t.write(made);
             made += 1;
@@ -576,15 +747,28 @@ fn disk_full_stops_with_a_clear_error_and_a_readable_file() {
     assert_ne!(code, 99, "could not mount the tmpfs:\n{err}");
     assert!(code > 0, "exit code {code}:\n{err}");
     let lower = err.to_lowercase();
-    assert!(lower.contains("no space"), "the error does not say the disk is full:\n{err}");
-    assert!(err.contains(&inner), "the error does not name the file:\n{err}");
+    assert!(
+        lower.contains("no space"),
+        "the error does not say the disk is full:\n{err}"
+    );
+    assert!(
+        err.contains(&inner),
+        "the error does not name the file:\n{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 
     let l = read_lines(&copy);
-    assert!(l.partial.is_none(), "the file was not cut back to its last complete line");
+    assert!(
+        l.partial.is_none(),
+        "the file was not cut back to its last complete line"
+    );
     assert!(l.bytes <= 256 * 1024);
     let got = our_values(&l.complete, &t);
-    assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>(), "recorded events are not the first writes, in order");
+    assert_eq!(
+        got,
+        (0..got.len() as u64).collect::<Vec<_>>(),
+        "recorded events are not the first writes, in order"
+    );
     eprintln!(
         "disk full after {:?}: {made} writes made, {} events kept, {} bytes in a 256K tmpfs",
         started.elapsed(),
@@ -592,6 +776,9 @@ fn disk_full_stops_with_a_clear_error_and_a_readable_file() {
         l.bytes
     );
     let (code, lines, stderr) = replay(&["--strict", "--json", copy.to_str().unwrap()]);
-    assert_eq!(code, 0, "replay --strict of the full disk's file:\n{stderr}");
+    assert_eq!(
+        code, 0,
+        "replay --strict of the full disk's file:\n{stderr}"
+    );
     assert_eq!(our_values(&lines, &t), got);
 }
