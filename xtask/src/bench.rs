@@ -24,6 +24,13 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::util::{self, tracer_bin};
 
+#[path = "bench_audit.rs"]
+mod audit;
+#[path = "bench_footprint.rs"]
+mod footprint;
+#[path = "bench_replay.rs"]
+mod replay;
+
 #[derive(clap::Args)]
 pub struct Options {
     /// One round of 100k writes: a smoke run, not a measurement.
@@ -38,9 +45,37 @@ pub struct Options {
     /// Leave bpftrace out.
     #[arg(long)]
     no_bpftrace: bool,
+    /// Leave `strace -f` out.
+    #[arg(long)]
+    no_strace: bool,
+    /// Also measure the audit subsystem with two rules (a write syscall rule and a
+    /// directory watch on /sys/fs/cgroup): installs auditd with apt if missing, starts
+    /// `auditd -n`, and removes the rules and stops that daemon afterwards.
+    #[arg(long)]
+    with_auditd: bool,
+    /// Sections to run, comma-separated [default: all]
+    #[arg(long, value_delimiter = ',', value_enum, value_name = "SECTIONS")]
+    only: Vec<Section>,
+    /// Seconds the footprint section leaves the tracer idle [default: 10, --quick: 2].
+    #[arg(long, value_name = "SECS")]
+    idle: Option<u64>,
+    /// Events in the generated replay recording [default: 1000000, --quick: 20000].
+    #[arg(long, value_name = "N")]
+    replay_events: Option<u64>,
     /// Bench this tracer binary instead of building target/release/tracer.
     #[arg(long, value_name = "PATH")]
     pub tracer: Option<PathBuf>,
+}
+
+/// The parts of the suite.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Section {
+    /// The tax on unrelated write() calls, side by side with the alternatives.
+    Tax,
+    /// Start-up time, RSS and idle CPU of `tracer tail`.
+    Footprint,
+    /// `tracer replay` over a generated recording.
+    Replay,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -49,6 +84,9 @@ enum Setup {
     Floor,
     Tracer,
     Bpftrace,
+    Strace,
+    AuditSyscall,
+    AuditWatch,
 }
 
 impl Setup {
@@ -58,9 +96,20 @@ impl Setup {
             Setup::Floor => "floor (empty prog)",
             Setup::Tracer => "tracer tail --json",
             Setup::Bpftrace => "bpftrace",
+            Setup::Strace => "strace -f",
+            Setup::AuditSyscall => "auditd -S write",
+            Setup::AuditWatch => "auditd -w (watch)",
         }
     }
+
+    /// Ours: the bench fails when these cannot be measured.
+    fn ours(self) -> bool {
+        matches!(self, Setup::None | Setup::Floor | Setup::Tracer)
+    }
 }
+
+/// strace stops the writer twice per write: a fraction of the writes is enough.
+const STRACE_DIVISOR: u64 = 20;
 
 const BPFTRACE_PROG: &str =
     "tracepoint:raw_syscalls:sys_enter /args->id == 1/ { @[comm] = count(); }";
@@ -93,9 +142,118 @@ pub fn writer(writes: u64) -> Result<()> {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 5 }).max(1);
-    let writes = opts.writes.unwrap_or(if opts.quick { 100_000 } else { 1_000_000 }).max(1);
     let tracer = opts.tracer.clone().unwrap_or_else(|| tracer_bin("release"));
+    let want = |s: Section| opts.only.is_empty() || opts.only.contains(&s);
+    print_machine();
+    warn_foreign_hooks();
+    let mut errors = Vec::new();
+    if want(Section::Tax) {
+        if let Err(e) = write_tax(opts, &tracer) {
+            eprintln!("xtask: bench: write tax: {e:#}");
+            errors.push(format!("write tax: {e:#}"));
+        }
+    }
+    if want(Section::Footprint) {
+        let idle = Duration::from_secs(opts.idle.unwrap_or(if opts.quick { 2 } else { 10 }));
+        let launches = if opts.quick { 1 } else { 5 };
+        match footprint::run(&tracer, launches, idle) {
+            Ok(f) => footprint::print_table(&f),
+            Err(e) => {
+                eprintln!("xtask: bench: footprint: {e:#}");
+                errors.push(format!("footprint: {e:#}"));
+            }
+        }
+    }
+    if want(Section::Replay) {
+        let events = opts
+            .replay_events
+            .unwrap_or(if opts.quick { 20_000 } else { 1_000_000 });
+        match replay::run(&tracer, events) {
+            Ok(r) => replay::print_table(&r),
+            Err(e) => {
+                eprintln!("xtask: bench: replay: {e:#}");
+                errors.push(format!("replay: {e:#}"));
+            }
+        }
+    }
+    if opts.only.is_empty() {
+        println!();
+        println!(
+        "storm: not in this suite yet (TODO: wire in the cgroup-write storm, xtask/src/storm.rs, when it lands)"
+        );
+    }
+    if !errors.is_empty() {
+        bail!("bench: {}", errors.join("; "));
+    }
+    Ok(())
+}
+
+/// The machine the numbers come from.
+fn print_machine() {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|v| v.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {cpus} CPU(s), {model}, {:.1} GiB, kernel {}; load average at start {}",
+        mem_kib as f64 / (1024.0 * 1024.0),
+        kernel.trim(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
+/// Programs that other processes hold attached to hooks tax every setup alike
+/// (another tracer, a test run): say so, since the numbers include them.
+fn warn_foreign_hooks() {
+    let me = std::process::id();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return;
+    };
+    let mut foreign = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let n = attached_hooks(pid);
+        if n > 0 {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            foreign.push(format!("{} (pid {pid}, {n} hook(s))", comm.trim()));
+        }
+    }
+    if !foreign.is_empty() {
+        println!(
+            "note: programs attached by other processes tax every setup alike: {}",
+            foreign.join(", ")
+        );
+    }
+}
+
+fn write_tax(opts: &Options, tracer: &Path) -> Result<()> {
+    let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 5 }).max(1);
+    let writes = opts
+        .writes
+        .unwrap_or(if opts.quick { 100_000 } else { 1_000_000 })
+        .max(1);
     let mut setups = vec![Setup::None, Setup::Floor, Setup::Tracer];
     let mut notes = Vec::new();
     if opts.no_bpftrace {
@@ -105,8 +263,31 @@ pub fn run(opts: &Options) -> Result<()> {
     } else {
         setups.push(Setup::Bpftrace);
     }
+    if opts.no_strace {
+        notes.push("strace: left out (--no-strace)".to_owned());
+    } else if util::which("strace").is_none() {
+        notes.push("strace: not installed (apt-get install strace), left out".to_owned());
+    } else {
+        setups.push(Setup::Strace);
+    }
+    let audit = if opts.with_auditd {
+        match audit::Audit::prepare() {
+            Ok(a) => {
+                setups.push(Setup::AuditSyscall);
+                setups.push(Setup::AuditWatch);
+                Some(a)
+            }
+            Err(e) => {
+                notes.push(format!("auditd: cannot run here, left out: {e:#}"));
+                None
+            }
+        }
+    } else {
+        notes.push("auditd: left out (pass --with-auditd to install and measure it)".to_owned());
+        None
+    };
 
-    eprintln!("xtask: bench: {rounds} round(s) x {writes} writes per setup");
+    eprintln!("xtask: bench: write tax: {rounds} round(s) x {writes} writes per setup");
     let mut samples: Vec<(Setup, Vec<f64>)> = setups.iter().map(|&s| (s, Vec::new())).collect();
     let mut failed: Vec<(Setup, String)> = Vec::new();
     for round in 0..rounds {
@@ -116,10 +297,19 @@ pub fn run(opts: &Options) -> Result<()> {
             if failed.iter().any(|(s, _)| *s == setup) {
                 continue;
             }
-            match measure(setup, &tracer, writes) {
+            match measure(setup, tracer, writes, audit.as_ref()) {
                 Ok(ns) => {
-                    eprintln!("xtask: bench: round {} {:<20} {ns:>8.1} ns/write", round + 1, setup.name());
-                    samples.iter_mut().find(|(s, _)| *s == setup).unwrap().1.push(ns);
+                    eprintln!(
+                        "xtask: bench: round {} {:<20} {ns:>8.1} ns/write",
+                        round + 1,
+                        setup.name()
+                    );
+                    samples
+                        .iter_mut()
+                        .find(|(s, _)| *s == setup)
+                        .unwrap()
+                        .1
+                        .push(ns);
                 }
                 Err(e) => {
                     eprintln!("xtask: bench: {}: {e:#}", setup.name());
@@ -128,22 +318,45 @@ pub fn run(opts: &Options) -> Result<()> {
             }
         }
     }
+    let findings = audit
+        .as_ref()
+        .map(|a| a.findings.clone())
+        .unwrap_or_default();
+    // Rules deleted, audit put back as it was, our auditd stopped.
+    drop(audit);
 
     print_table(&samples, rounds, writes);
+    if setups.contains(&Setup::Strace) {
+        println!(
+            "strace: `strace -f -e trace=write -o /dev/null` runs the writer, with {} writes per round \
+             (ptrace stops it at every syscall entry and exit); it taxes only the processes it traces",
+            (writes / STRACE_DIVISOR).max(10_000)
+        );
+    }
+    for f in &findings {
+        println!("audit: {f}");
+    }
+    if !findings.is_empty() {
+        println!(
+            "audit: once audit has been enabled, every process forked afterwards carries an audit \
+             context until reboot (the kernel's audit_ever_enabled), a small slow-path cost on each \
+             of its syscalls even with audit off again"
+        );
+    }
     for note in &notes {
         println!("note: {note}");
     }
     for (setup, why) in &failed {
         println!("could not measure {}: {why}", setup.name());
     }
-    // bpftrace is a comparison; the tracer and the floor are ours and must work.
+    // The alternatives are comparisons; the tracer and the floor are ours and must work.
     let ours: Vec<&str> = failed
         .iter()
-        .filter(|(s, _)| *s != Setup::Bpftrace)
+        .filter(|(s, _)| s.ours())
         .map(|(s, _)| s.name())
         .collect();
     if !ours.is_empty() {
-        bail!("bench could not measure: {}", ours.join(", "));
+        bail!("could not measure: {}", ours.join(", "));
     }
     Ok(())
 }
@@ -155,49 +368,68 @@ fn median(v: &[f64]) -> Option<f64> {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len().is_multiple_of(2) { (v[m - 1] + v[m]) / 2.0 } else { v[m] })
+    Some(if v.len().is_multiple_of(2) {
+        (v[m - 1] + v[m]) / 2.0
+    } else {
+        v[m]
+    })
+}
+
+fn min(v: &[f64]) -> Option<f64> {
+    v.iter().copied().reduce(f64::min)
 }
 
 fn print_table(samples: &[(Setup, Vec<f64>)], rounds: u32, writes: u64) {
-    let med = |s: Setup| samples.iter().find(|(x, _)| *x == s).and_then(|(_, v)| median(v));
-    let none = med(Setup::None);
-    let floor_added = none.zip(med(Setup::Floor)).map(|(n, f)| f - n);
+    let get = |s: Setup, f: fn(&[f64]) -> Option<f64>| {
+        samples
+            .iter()
+            .find(|(x, _)| *x == s)
+            .and_then(|(_, v)| f(v))
+    };
+    let (none_med, none_min) = (get(Setup::None, median), get(Setup::None, min));
+    let floor_med = none_med.zip(get(Setup::Floor, median)).map(|(n, f)| f - n);
+    let floor_min = none_min.zip(get(Setup::Floor, min)).map(|(n, f)| f - n);
     println!();
-    println!("write() tax: 1-byte writes to /dev/null, median of {rounds} round(s) x {writes} writes");
     println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>16}",
-        "setup", "ns/write", "min..max", "added ns", "added / floor's"
+        "write() tax: 1-byte writes to /dev/null, {rounds} round(s) x {writes} writes, setups interleaved; \
+         added = ns/write - none's; x floor = added / the floor's added"
     );
+    println!(
+        "{:<20} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12}",
+        "setup", "median ns", "min ns", "added (med)", "added (min)", "x floor med", "x floor min"
+    );
+    let ratio = |a: Option<f64>, f: Option<f64>, setup: Setup| match (a, f) {
+        (Some(a), Some(f)) if setup != Setup::None && f > 0.0 => format!("{:.2}x", a / f),
+        _ => "-".to_owned(),
+    };
+    let signed = |a: Option<f64>| a.map_or("-".to_owned(), |a| format!("{a:+.1}"));
     for (setup, v) in samples {
-        let Some(m) = median(v) else {
-            println!("{:<20} {:>12}", setup.name(), "n/a");
+        let (Some(m), Some(lo)) = (median(v), min(v)) else {
+            println!("{:<20} {:>10}", setup.name(), "n/a");
             continue;
         };
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let added = none.map(|n| m - n);
-        let ratio = match (added, floor_added) {
-            (Some(a), Some(f)) if *setup != Setup::None && f > 0.0 => format!("{:.2}x", a / f),
-            _ => "-".to_owned(),
-        };
+        let added_med = none_med.map(|n| m - n);
+        let added_min = none_min.map(|n| lo - n);
         println!(
-            "{:<20} {:>12.1} {:>12} {:>12} {:>16}",
+            "{:<20} {:>10.1} {:>10.1} {:>12} {:>12} {:>12} {:>12}",
             setup.name(),
             m,
-            format!("{lo:.0}..{hi:.0}"),
-            added.map_or("-".to_owned(), |a| format!("{a:+.1}")),
-            ratio
+            lo,
+            signed(added_med),
+            signed(added_min),
+            ratio(added_med, floor_med, *setup),
+            ratio(added_min, floor_min, *setup)
         );
     }
-    if floor_added.is_some_and(|f| f <= 0.0) {
-        println!("note: the floor measured no added cost (noise is larger than the hook); ratios omitted");
+    if floor_med.is_some_and(|f| f <= 0.0) || floor_min.is_some_and(|f| f <= 0.0) {
+        println!("note: the floor measured no added cost in a column (noise is larger than the hook); its ratios omitted");
     }
 }
 
 /// Starts the setup, runs the writer under it, and stops the setup.
-fn measure(setup: Setup, tracer: &Path, writes: u64) -> Result<f64> {
+fn measure(setup: Setup, tracer: &Path, writes: u64, audit: Option<&audit::Audit>) -> Result<f64> {
     let running = match setup {
-        Setup::None => None,
+        Setup::None | Setup::Strace | Setup::AuditSyscall | Setup::AuditWatch => None,
         Setup::Floor => {
             let mut cmd = Command::new(tracer);
             cmd.arg("bench-floor");
@@ -222,7 +454,25 @@ fn measure(setup: Setup, tracer: &Path, writes: u64) -> Result<f64> {
             Some(Running::start(setup, cmd, false, 1)?)
         }
     };
-    let result = run_writer(writes);
+    let result = match setup {
+        Setup::Strace => run_writer(
+            (writes / STRACE_DIVISOR).max(10_000),
+            Some(&["strace", "-f", "-e", "trace=write", "-o", "/dev/null", "--"]),
+        ),
+        Setup::AuditSyscall | Setup::AuditWatch => {
+            let audit = audit.context("audit not prepared")?;
+            let rule = if setup == Setup::AuditSyscall {
+                audit::Rule::SyscallWrite
+            } else {
+                audit::Rule::WatchDir
+            };
+            audit.begin(rule)?;
+            let r = run_writer(writes, None);
+            audit.end()?;
+            r
+        }
+        _ => run_writer(writes, None),
+    };
     if let Some(r) = running {
         eprintln!(
             "xtask: bench: {} held {} program(s): ids {:?}",
@@ -235,9 +485,18 @@ fn measure(setup: Setup, tracer: &Path, writes: u64) -> Result<f64> {
     result
 }
 
-fn run_writer(writes: u64) -> Result<f64> {
+/// Runs the timed writer, under `wrapper` (a command prefix) if given.
+fn run_writer(writes: u64, wrapper: Option<&[&str]>) -> Result<f64> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;
-    let out = Command::new(exe)
+    let mut cmd = match wrapper {
+        Some([prog, args @ ..]) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(exe);
+            c
+        }
+        _ => Command::new(exe),
+    };
+    let out = cmd
         .args(["bench-writer", &writes.to_string()])
         .stdin(Stdio::null())
         .output()
@@ -250,7 +509,9 @@ fn run_writer(writes: u64) -> Result<f64> {
         );
     }
     let s = String::from_utf8_lossy(&out.stdout);
-    s.trim().parse().with_context(|| format!("bench writer printed {s:?}"))
+    s.trim()
+        .parse()
+        .with_context(|| format!("bench writer printed {s:?}"))
 }
 
 /// A setup process the bench started; stopped (by pid) when dropped.
@@ -259,6 +520,9 @@ struct Running {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
     prog_ids: Vec<u32>,
+    /// Spawn to first stdout line, when one was waited for.
+    startup: Option<Duration>,
+    first_line: Option<String>,
 }
 
 impl Running {
@@ -266,7 +530,10 @@ impl Running {
     /// attached to hooks (asked of the kernel with BPF_TASK_FD_QUERY on its fds)
     /// and, with `want_line`, has printed its first stdout line.
     fn start(setup: Setup, mut cmd: Command, want_line: bool, min_attached: usize) -> Result<Self> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawned = Instant::now();
         let mut child = cmd
             .spawn()
             .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
@@ -278,7 +545,7 @@ impl Running {
             let mut out = BufReader::new(out);
             let mut first = String::new();
             if out.read_line(&mut first).is_ok_and(|n| n > 0) {
-                let _ = line_tx.send(first);
+                let _ = line_tx.send((Instant::now(), first));
             }
             let _ = std::io::copy(&mut out, &mut std::io::sink());
         });
@@ -292,7 +559,14 @@ impl Running {
                 t.drain(..extra);
             }
         });
-        let mut running = Running { setup, child, stderr, prog_ids: Vec::new() };
+        let mut running = Running {
+            setup,
+            child,
+            stderr,
+            prog_ids: Vec::new(),
+            startup: None,
+            first_line: None,
+        };
 
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut got_line = !want_line;
@@ -300,10 +574,17 @@ impl Running {
             if let Some(status) = running.child.try_wait()? {
                 // Let the stderr reader catch up before quoting it.
                 thread::sleep(Duration::from_millis(100));
-                bail!("exited before it was ready ({status}){}", running.stderr_tail());
+                bail!(
+                    "exited before it was ready ({status}){}",
+                    running.stderr_tail()
+                );
             }
             if !got_line {
-                got_line = line_rx.try_recv().is_ok();
+                if let Ok((at, line)) = line_rx.try_recv() {
+                    running.startup = Some(at - spawned);
+                    running.first_line = Some(line);
+                    got_line = true;
+                }
             }
             let pid = running.child.id();
             if got_line && attached_hooks(pid) >= min_attached {
@@ -368,7 +649,10 @@ impl Running {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("xtask: bench: {} ignored SIGTERM for 10 s; killing pid {pid}", self.setup.name());
+        eprintln!(
+            "xtask: bench: {} ignored SIGTERM for 10 s; killing pid {pid}",
+            self.setup.name()
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -388,7 +672,10 @@ fn fds(pid: u32) -> Vec<(String, String)> {
     dir.filter_map(|e| {
         let e = e.ok()?;
         let target = fs::read_link(e.path()).ok()?;
-        Some((e.file_name().to_string_lossy().into_owned(), target.to_string_lossy().into_owned()))
+        Some((
+            e.file_name().to_string_lossy().into_owned(),
+            target.to_string_lossy().into_owned(),
+        ))
     })
     .collect()
 }
@@ -412,7 +699,10 @@ fn prog_ids(pid: u32) -> Vec<u32> {
         .filter_map(|(fd, _)| fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok())
         .flat_map(|info| {
             info.lines()
-                .filter_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok()))
+                .filter_map(|l| {
+                    l.strip_prefix("prog_id:")
+                        .and_then(|v| v.trim().parse().ok())
+                })
                 .collect::<Vec<u32>>()
         })
         .collect();
@@ -444,7 +734,11 @@ fn task_fd_query(pid: u32, fd: u32) -> bool {
         probe_offset: u64,
         probe_addr: u64,
     }
-    let mut attr = TaskFdQuery { pid, fd, ..Default::default() };
+    let mut attr = TaskFdQuery {
+        pid,
+        fd,
+        ..Default::default()
+    };
     sys_bpf(BPF_TASK_FD_QUERY, &mut attr) == 0 && attr.prog_id != 0
 }
 
@@ -456,7 +750,11 @@ fn prog_exists(id: u32) -> bool {
         next_id: u32,
         open_flags: u32,
     }
-    let mut attr = GetFdById { prog_id: id, next_id: 0, open_flags: 0 };
+    let mut attr = GetFdById {
+        prog_id: id,
+        next_id: 0,
+        open_flags: 0,
+    };
     let fd = sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr);
     if fd >= 0 {
         // SAFETY: the kernel just gave us this fd.
