@@ -16,6 +16,9 @@ pub struct Footprint {
     pub hooks_total: usize,
     pub idle_s: f64,
     pub idle_cpu_ms: f64,
+    /// Processes forked on the node during the idle window (each one is work for
+    /// the tracer's process table: fork, exec, exit events).
+    pub idle_forks: u64,
     pub rss_kib: u64,
     pub rss_anon_kib: u64,
     pub hwm_kib: u64,
@@ -49,9 +52,11 @@ pub fn run(tracer: &Path, launches: u32, idle: Duration) -> Result<Footprint> {
     // Settle after start-up (BTF, process table scan), then the idle window.
     thread::sleep(Duration::from_secs(1));
     let before = cpu_ticks(pid)?;
+    let forks_before = forks();
     eprintln!("xtask: bench: footprint: idle for {} s", idle.as_secs());
     thread::sleep(idle);
     let after = cpu_ticks(pid)?;
+    let idle_forks = forks().saturating_sub(forks_before);
     let status =
         fs::read_to_string(format!("/proc/{pid}/status")).context("reading the tracer's status")?;
     let field = |name: &str| -> u64 {
@@ -70,12 +75,23 @@ pub fn run(tracer: &Path, launches: u32, idle: Duration) -> Result<Footprint> {
         hooks_total,
         idle_s: idle.as_secs_f64(),
         idle_cpu_ms: (after - before) as f64 * 1e3 / hz,
+        idle_forks,
         rss_kib: field("VmRSS:"),
         rss_anon_kib: field("RssAnon:"),
         hwm_kib: field("VmHWM:"),
     };
     r.stop()?;
     Ok(f)
+}
+
+/// Processes forked since boot (`processes` in /proc/stat).
+fn forks() -> u64 {
+    fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("processes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// utime + stime, in clock ticks, of the whole process (all threads).
@@ -110,10 +126,11 @@ pub fn print_table(f: &Footprint) {
         f.hooks_total
     );
     println!(
-        "  idle {:.0} s: CPU {:.0} ms ({:.3}% of one core)",
+        "  idle {:.0} s: CPU {:.0} ms ({:.3}% of one core); meanwhile {} process(es) forked on the node",
         f.idle_s,
         f.idle_cpu_ms,
-        f.idle_cpu_ms / (f.idle_s * 10.0)
+        f.idle_cpu_ms / (f.idle_s * 10.0),
+        f.idle_forks
     );
     println!(
         "  RSS {:.1} MiB (anon {:.1} MiB), peak RSS (VmHWM) {:.1} MiB",

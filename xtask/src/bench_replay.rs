@@ -78,16 +78,17 @@ pub fn print_table(results: &[ReplayResult]) {
         first.bytes as f64 / (1024.0 * 1024.0)
     );
     println!(
-        "{:<22} {:>10} {:>14} {:>10} {:>12}",
-        "format", "wall s", "events/s", "CPU s", "peak RSS MiB"
+        "{:<22} {:>10} {:>14} {:>10} {:>16} {:>12}",
+        "format", "wall s", "events/s", "CPU s", "events/CPU s", "peak RSS MiB"
     );
     for r in results {
         println!(
-            "{:<22} {:>10.2} {:>14.0} {:>10.2} {:>12.1}",
+            "{:<22} {:>10.2} {:>14.0} {:>10.2} {:>16.0} {:>12.1}",
             format!("replay {}", r.format),
             r.wall_s,
             r.events as f64 / r.wall_s.max(1e-9),
             r.cpu_s,
+            r.events as f64 / r.cpu_s.max(1e-9),
             r.max_rss_kib as f64 / 1024.0
         );
     }
