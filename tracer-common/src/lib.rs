@@ -52,6 +52,10 @@ pub mod kind {
     pub const PROC_EXEC: u16 = 7;
     pub const PROC_FORK: u16 = 8;
     pub const PROC_EXIT: u16 = 9;
+    /// A cgroup write at syscall entry ([`super::CgroupWriteEnter`], variable length).
+    pub const CGROUP_WRITE_ENTER: u16 = 10;
+    /// The result of a cgroup write at syscall exit ([`super::CgroupWriteExit`]).
+    pub const CGROUP_WRITE_EXIT: u16 = 11;
 }
 
 /// Counter slots: one per record kind (`kind - 1`), plus internal ones.
@@ -64,6 +68,9 @@ pub mod counter {
     }
     /// A cgroup write whose entry state could not be stored (pending map full).
     pub const PENDING_FULL: u32 = 12;
+    /// Result records of cgroup writes (`CGROUP_WRITE_EXIT`); a lost one leaves its
+    /// event without a result, it never drops the event.
+    pub const CGROUP_WRITE_RESULT: u32 = 13;
 }
 
 /// x86_64 syscall numbers the raw `sys_enter`/`sys_exit` programs act on
@@ -94,6 +101,9 @@ pub mod flags {
     pub const NO_RESULT: u32 = 1 << 3;
     /// A netlink sendmsg had more than one iovec; only the first was copied.
     pub const MORE_IOVECS: u32 = 1 << 4;
+    /// The cgroup path was sent in an earlier record for the same
+    /// (`hierarchy_id`, `cgroup_id`) and is not repeated (`CgroupWriteEnter`).
+    pub const PATH_OMITTED: u32 = 1 << 5;
 }
 
 /// Kernel struct field offsets, resolved from the running kernel's BTF at load time and
@@ -215,6 +225,54 @@ pub struct CgroupWrite {
     pub value: [u8; VALUE_LEN],
 }
 
+/// A write to a file on cgroupfs, sent from `sys_enter` (the result follows in a
+/// [`CgroupWriteExit`] of the same thread unless `flags` has `NO_RESULT`).
+///
+/// Variable length: only the first `path_len` entries of `path` are sent, so
+/// `header.size == CGROUP_WRITE_ENTER_FIXED + path_len * NAME_LEN`. `path_len` is 0 when
+/// `flags` has `PATH_OMITTED` (the path went out in an earlier record for this cgroup).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupWriteEnter {
+    pub header: Header,
+    /// kernfs id of the cgroup directory holding the file (the cgroup id).
+    pub cgroup_id: u64,
+    /// Bytes the caller asked to write.
+    pub count: u64,
+    /// Superblock magic: `CGROUP_SUPER_MAGIC` (v1) or `CGROUP2_SUPER_MAGIC` (v2).
+    pub magic: u64,
+    /// `cgroup_root::hierarchy_id` (0 is the v2 hierarchy).
+    pub hierarchy_id: u32,
+    pub flags: u32,
+    pub syscall: u32,
+    pub fd: i32,
+    /// `cgroup::subtree_control` before the write (bit per controller id).
+    pub subtree_before: u16,
+    pub value_len: u16,
+    /// Path components in this record (`path[..path_len]`), leaf (the cgroup dir) first.
+    pub path_len: u16,
+    pub _pad: u16,
+    pub file: [u8; NAME_LEN],
+    pub value: [u8; VALUE_LEN],
+    /// The cgroup's path components, `path[0]` the cgroup itself, up to the root.
+    pub path: [[u8; NAME_LEN]; MAX_DEPTH],
+}
+
+/// Bytes of a [`CgroupWriteEnter`] before `path`.
+pub const CGROUP_WRITE_ENTER_FIXED: usize = 96 + 48 + NAME_LEN + VALUE_LEN;
+
+/// The exit of a cgroup write: `header` carries only kind, size, time, pid and tid.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupWriteExit {
+    pub header: Header,
+    /// Syscall return value: bytes written or negative errno.
+    pub result: i64,
+    /// `cgroup::subtree_control` after the write.
+    pub subtree_after: u16,
+    pub _pad: [u16; 3],
+}
+
 /// `cgroup:cgroup_mkdir` / `cgroup:cgroup_rmdir`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -314,6 +372,9 @@ mod pod {
 const _: () = {
     assert!(core::mem::size_of::<Header>() == 96);
     assert!(core::mem::size_of::<CgroupWrite>() == 96 + 56 + NAME_LEN * (MAX_DEPTH + 1) + VALUE_LEN);
+    assert!(core::mem::size_of::<CgroupWriteEnter>() == CGROUP_WRITE_ENTER_FIXED + NAME_LEN * MAX_DEPTH);
+    assert!(core::mem::offset_of!(CgroupWriteEnter, path) == CGROUP_WRITE_ENTER_FIXED);
+    assert!(core::mem::size_of::<CgroupWriteExit>() == 96 + 16);
     assert!(core::mem::size_of::<CgroupDir>() == 96 + 16 + PATH_LEN);
     assert!(core::mem::size_of::<SysctlWrite>() == 96 + SYSCTL_NAME_LEN + 2 * SYSCTL_VALUE_LEN + 16);
     assert!(core::mem::size_of::<Netlink>() == 96 + 24 + NETLINK_LEN);

@@ -35,6 +35,9 @@ fn try_cgroup_dir(ctx: &RawTracePointContext, k: u16) -> Result<(), i64> {
     r.cgroup_id = kernel::cgroup_id(cgrp);
     r.hierarchy_id = kernel::hierarchy_id(cgrp);
     r.level = read::<i32>(cgrp, off!(cgroup_level)).unwrap_or(-1) as u32;
+    if k == kind::CGROUP_RMDIR {
+        crate::cgroup_write::forget_cgroup(r.hierarchy_id, r.cgroup_id);
+    }
     r.path[0] = 0;
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(path, &mut r.path) };
     entry.submit(0);

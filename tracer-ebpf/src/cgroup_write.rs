@@ -1,39 +1,53 @@
 //! Writes to cgroupfs files (v1 and v2) via write/pwrite64/writev/pwritev/pwritev2.
 //!
 //! `sys_enter` resolves fd -> file -> inode -> superblock magic and keeps only cgroupfs
-//! files; it records the file, the cgroup path (kernfs walk), the bytes written (bounded
-//! by `VALUE_LEN`) and the cgroup's `subtree_control` mask, and parks the record in
-//! `PENDING` keyed by thread id. `sys_exit` adds the result and the mask after the write,
-//! and sends it. The raw `sys_enter`/`sys_exit` tracepoints need no tracefs and are the
-//! one syscall hook that works on kernels without kprobes or trampolines.
+//! files; it sends a `CgroupWriteEnter` record at once: the file, the cgroup path
+//! (kernfs walk), the bytes written (bounded by `VALUE_LEN`) and the cgroup's
+//! `subtree_control` mask. `sys_exit` sends a small `CgroupWriteExit` with the result
+//! and the mask after the write; userspace joins the two by thread id (an exit that
+//! never comes leaves the event without a result, it never drops it).
+//!
+//! A storm of writes to the same few cgroups is the expensive case, so the path is
+//! sent once per cgroup: `SENT` remembers (hierarchy, cgroup id) pairs whose path went
+//! out in a record the ring buffer accepted, and later records carry `PATH_OMITTED`
+//! and no path (userspace keeps the id -> path map; rmdir evicts on both sides).
+//! Records are built in per-CPU scratch and copied once into the ring buffer with
+//! only the path components they carry.
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user},
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
 use tracer_common::{
-    flags, kind, sysno, CgroupWrite, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, MAX_DEPTH, VALUE_LEN,
+    counter, flags, kind, sysno, CgroupWriteEnter, CgroupWriteExit, Header, CGROUP2_SUPER_MAGIC,
+    CGROUP_SUPER_MAGIC, CGROUP_WRITE_ENTER_FIXED, MAX_DEPTH, NAME_LEN, VALUE_LEN,
 };
 
 use crate::kernel::{self, off, read, read_ptr};
-use crate::maps::{account, bump, EVENTS, SEEN};
+use crate::maps::{account, bump, EVENTS, LOST, SEEN};
 
-/// A write between its entry and its exit.
+#[map]
+/// Thread id -> `struct cgroup *` of a write between its entry and exit (kernel pointer,
+/// never sent). LRU: a thread killed inside the syscall never reaches sys_exit.
+static PENDING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// A cgroup whose path userspace already has.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Pending {
-    /// `struct cgroup *` of the written file's directory (kernel pointer; never sent).
-    cgroup: u64,
-    rec: CgroupWrite,
+pub struct SentKey {
+    id: u64,
+    hierarchy_id: u32,
+    _pad: u32,
 }
 
 #[map]
-/// LRU: a thread killed inside the syscall never reaches sys_exit; its entry ages out.
-static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(2048, 0);
+/// (hierarchy, cgroup id) whose path went out in an accepted record. LRU: an evicted
+/// entry only means the path is sent again.
+static SENT: LruHashMap<SentKey, u8> = LruHashMap::with_max_entries(8192, 0);
 
 /// Scratch space to build a record (too large for the 512-byte BPF stack).
 #[map]
-static SCRATCH: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<CgroupWriteEnter> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn is_write(nr: u64) -> bool {
@@ -42,6 +56,13 @@ pub fn is_write(nr: u64) -> bool {
         || nr == sysno::WRITEV
         || nr == sysno::PWRITEV
         || nr == sysno::PWRITEV2
+}
+
+/// At `cgroup_rmdir`: the path of a removed cgroup is sent again if it is ever written
+/// through a descriptor still open (userspace forgets it too).
+#[inline(always)]
+pub fn forget_cgroup(hierarchy_id: u32, id: u64) {
+    let _ = SENT.remove(&SentKey { id, hierarchy_id, _pad: 0 });
 }
 
 /// Entry of a write-family syscall. `regs` is the user `struct pt_regs`.
@@ -53,30 +74,35 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
     if magic != CGROUP_SUPER_MAGIC && magic != CGROUP2_SUPER_MAGIC {
         return Ok(());
     }
-    let p = SCRATCH.get_ptr_mut(0).ok_or(-12i64)?;
+    let r = SCRATCH.get_ptr_mut(0).ok_or(-12i64)?;
     // SAFETY: per-CPU scratch, only this program on this CPU uses it now.
-    let p = unsafe { &mut *p };
-    let r = &mut p.rec;
-    kernel::fill_header(&mut r.header, kind::CGROUP_WRITE, core::mem::size_of::<CgroupWrite>());
+    let r = unsafe { &mut *r };
+    kernel::fill_header(&mut r.header, kind::CGROUP_WRITE_ENTER, CGROUP_WRITE_ENTER_FIXED);
     r.magic = magic;
     r.syscall = nr as u32;
     r.fd = fd as i32;
     r.flags = 0;
-    r.result = 0;
-    r.subtree_after = 0;
+    r._pad = 0;
 
     // inode->i_private is the file's kernfs_node; its parent is the cgroup directory,
     // whose ->priv is the `struct cgroup` (kernel/cgroup/cgroup.c: kernfs_create_dir).
     let kn = read_ptr(inode, off!(inode_private))?;
     let name = read_ptr(kn, off!(kn_name))?;
+    r.file[0] = 0;
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut r.file) };
     let dir = read_ptr(kn, off!(kn_parent))?;
     r.cgroup_id = read::<u64>(dir, off!(kn_id)).unwrap_or(0);
     let cgrp = read_ptr(dir, off!(kn_priv)).unwrap_or(core::ptr::null());
-    p.cgroup = cgrp as u64;
     r.hierarchy_id = kernel::hierarchy_id(cgrp);
     r.subtree_before = read::<u16>(cgrp, off!(cgroup_subtree_control)).unwrap_or(0);
-    walk_path(dir, r);
+    let key = SentKey { id: r.cgroup_id, hierarchy_id: r.hierarchy_id, _pad: 0 };
+    let sent = r.cgroup_id != 0 && unsafe { SENT.get(&key) }.is_some();
+    if sent {
+        r.flags |= flags::PATH_OMITTED;
+        r.path_len = 0;
+    } else {
+        walk_path(dir, r);
+    }
 
     // The bytes written: the buffer, or the first iovec of the vector forms.
     let arg1 = read::<u64>(regs, off!(regs_si))?;
@@ -114,21 +140,40 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
             r.flags |= flags::VALUE_UNREADABLE;
         }
     }
-    if PENDING.insert(&tid, &*p, 0).is_ok() {
-        crate::openers::exit_work_begin();
-    } else {
-        bump(&SEEN, tracer_common::counter::PENDING_FULL);
-        // Send it now, without a result, rather than lose it.
-        p.rec.flags |= flags::NO_RESULT;
-        let ok = EVENTS.output::<CgroupWrite>(&p.rec, 0).is_ok();
-        account(kind::CGROUP_WRITE, ok);
+
+    // Park the cgroup for the exit before sending, so the record says whether a
+    // result will follow.
+    let parked = PENDING.insert(&tid, &(cgrp as u64), 0).is_ok();
+    if !parked {
+        bump(&SEEN, counter::PENDING_FULL);
+        r.flags |= flags::NO_RESULT;
+    }
+    let mut path_len = r.path_len as usize;
+    if path_len > MAX_DEPTH {
+        path_len = MAX_DEPTH;
+    }
+    let size = CGROUP_WRITE_ENTER_FIXED + path_len * NAME_LEN;
+    r.header.size = size as u32;
+    // SAFETY: `size` is at most the size of the scratch record.
+    let bytes = unsafe { core::slice::from_raw_parts((r as *const CgroupWriteEnter).cast::<u8>(), size) };
+    let ok = EVENTS.output::<[u8]>(bytes, 0).is_ok();
+    account(kind::CGROUP_WRITE, ok);
+    if ok {
+        if !sent && r.cgroup_id != 0 {
+            let _ = SENT.insert(&key, &1, 0);
+        }
+        if parked {
+            crate::openers::exit_work_begin();
+        }
+    } else if parked {
+        let _ = PENDING.remove(&tid);
     }
     Ok(())
 }
 
 /// Path components from the cgroup directory up to (not including) the root.
 #[inline(always)]
-fn walk_path(dir: *const u8, r: &mut CgroupWrite) {
+fn walk_path(dir: *const u8, r: &mut CgroupWriteEnter) {
     let mut cur = dir;
     let mut depth: u16 = 0;
     for i in 0..MAX_DEPTH {
@@ -139,13 +184,14 @@ fn walk_path(dir: *const u8, r: &mut CgroupWrite) {
         if parent.is_null() {
             break; // `cur` is the hierarchy root: its name is not part of the path.
         }
+        r.path[i][0] = 0;
         if let Ok(name) = read_ptr(cur, off!(kn_name)) {
             let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut r.path[i]) };
         }
         depth = i as u16 + 1;
         cur = parent;
     }
-    r.depth = depth;
+    r.path_len = depth;
     if depth as usize == MAX_DEPTH {
         if let Ok(p) = read_ptr(cur, off!(kn_parent)) {
             if !p.is_null() {
@@ -155,19 +201,43 @@ fn walk_path(dir: *const u8, r: &mut CgroupWrite) {
     }
 }
 
-/// Exit of a write-family syscall: complete and send the parked record.
+/// Exit of a write-family syscall: send the result of a write parked at entry.
 #[inline(always)]
 pub fn exit(tid: u32, ret: i64) -> Result<(), i64> {
-    let Some(p) = PENDING.get_ptr_mut(&tid) else {
+    let Some(cgrp) = (unsafe { PENDING.get(&tid) }).copied() else {
         return Ok(());
     };
-    // SAFETY: the entry belongs to this thread; nothing else touches it now.
-    let p = unsafe { &mut *p };
-    p.rec.result = ret;
-    p.rec.subtree_after = read::<u16>(p.cgroup as *const u8, off!(cgroup_subtree_control)).unwrap_or(0);
-    let ok = EVENTS.output::<CgroupWrite>(&p.rec, 0).is_ok();
-    account(kind::CGROUP_WRITE, ok);
     let _ = PENDING.remove(&tid);
     crate::openers::exit_work_end();
+    let Some(mut entry) = EVENTS.reserve::<CgroupWriteExit>(0) else {
+        bump(&SEEN, counter::CGROUP_WRITE_RESULT);
+        bump(&LOST, counter::CGROUP_WRITE_RESULT);
+        return Ok(());
+    };
+    // SAFETY: the reserved entry is ours until submitted.
+    let e = unsafe { &mut *entry.as_mut_ptr() };
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    e.header = Header {
+        kind: kind::CGROUP_WRITE_EXIT,
+        _reserved: 0,
+        size: core::mem::size_of::<CgroupWriteExit>() as u32,
+        ktime_ns: kernel::ktime(),
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        ppid: 0,
+        uid: 0,
+        start_ns: 0,
+        parent_start_ns: 0,
+        cgroup_id: 0,
+        netns: 0,
+        _pad: 0,
+        comm: [0; 16],
+        parent_comm: [0; 16],
+    };
+    e.result = ret;
+    e.subtree_after = read::<u16>(cgrp as *const u8, off!(cgroup_subtree_control)).unwrap_or(0);
+    e._pad = [0; 3];
+    entry.submit(0);
+    bump(&SEEN, counter::CGROUP_WRITE_RESULT);
     Ok(())
 }

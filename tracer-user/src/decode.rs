@@ -59,6 +59,17 @@ pub enum Record {
     Exec { task: Task, filename: String, old_pid: u32 },
     Fork { task: Task, child_pid: u32, child_start_ns: u64 },
     Exit { task: Task, exit_code: i32 },
+    /// The result of a cgroup write sent earlier by the same thread (`task.tid`);
+    /// `task` has only the time, pid and tid.
+    CgroupWriteResult(CgroupWriteResult),
+}
+
+/// The exit of a cgroup write (`CgroupWriteExit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupWriteResult {
+    pub task: Task,
+    pub result: i64,
+    pub subtree_after: u16,
 }
 
 impl Record {
@@ -69,6 +80,7 @@ impl Record {
             Record::SysctlWrite(r) => &r.task,
             Record::Netlink(r) => &r.task,
             Record::Signal(r) => &r.task,
+            Record::CgroupWriteResult(r) => &r.task,
             Record::Exec { task, .. } | Record::Fork { task, .. } | Record::Exit { task, .. } => task,
         }
     }
@@ -94,6 +106,11 @@ pub struct CgroupWrite {
     pub subtree_after: u16,
     pub syscall: u32,
     pub fd: i32,
+    /// The record carries no path: it was sent in an earlier record for the same
+    /// (`hierarchy_id`, `cgroup_id`) (`components_leaf_first` is empty).
+    pub path_omitted: bool,
+    /// A `CgroupWriteResult` of the same thread follows (entry records only).
+    pub result_follows: bool,
 }
 
 impl CgroupWrite {
@@ -249,8 +266,19 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
                 subtree_after: r.subtree_after,
                 syscall: r.syscall,
                 fd: r.fd,
+                path_omitted: false,
+                result_follows: false,
             }
             .into()
+        }
+        kind::CGROUP_WRITE_ENTER => decode_write_enter(buf)?,
+        kind::CGROUP_WRITE_EXIT => {
+            let r: common::CgroupWriteExit = checked(buf, "cgroup_write_exit")?;
+            Record::CgroupWriteResult(CgroupWriteResult {
+                task: Task { ktime_ns: r.header.ktime_ns, pid: r.header.pid, tid: r.header.tid, ..Task::default() },
+                result: r.result,
+                subtree_after: r.subtree_after,
+            })
         }
         kind::CGROUP_MKDIR | kind::CGROUP_RMDIR => {
             let r: common::CgroupDir = checked(buf, "cgroup_dir")?;
@@ -316,6 +344,52 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         }
         other => return Err(DecodeError::UnknownKind(other)),
     })
+}
+
+/// `CgroupWriteEnter`: variable length, `header.size` says how many path components
+/// were sent; the size must match exactly.
+fn decode_write_enter(buf: &[u8]) -> Result<Record, DecodeError> {
+    const NAME: &str = "cgroup_write_enter";
+    let fixed = common::CGROUP_WRITE_ENTER_FIXED;
+    if buf.len() < fixed {
+        return Err(DecodeError::Truncated { kind: NAME, len: buf.len(), need: fixed });
+    }
+    let mut r: common::CgroupWriteEnter = unsafe { std::mem::zeroed() };
+    // SAFETY: `fixed` bytes are present; the record is plain old data (see read_pod).
+    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), (&mut r as *mut common::CgroupWriteEnter).cast::<u8>(), fixed) };
+    let path_len = r.path_len as usize;
+    if path_len > common::MAX_DEPTH {
+        return Err(DecodeError::SizeMismatch { kind: NAME, said: r.header.size as usize, need: size_of::<common::CgroupWriteEnter>() });
+    }
+    let need = fixed + path_len * common::NAME_LEN;
+    if r.header.size as usize != need {
+        return Err(DecodeError::SizeMismatch { kind: NAME, said: r.header.size as usize, need });
+    }
+    if buf.len() < need {
+        return Err(DecodeError::Truncated { kind: NAME, len: buf.len(), need });
+    }
+    let path = &buf[fixed..need];
+    let value_len = (r.value_len as usize).min(common::VALUE_LEN);
+    Ok(Record::CgroupWrite(CgroupWrite {
+        task: task(&r.header),
+        cgroup_id: r.cgroup_id,
+        components_leaf_first: path.chunks_exact(common::NAME_LEN).map(cstr).collect(),
+        path_truncated: r.flags & flags::PATH_TRUNCATED != 0,
+        v2: r.magic == common::CGROUP2_SUPER_MAGIC,
+        hierarchy_id: r.hierarchy_id,
+        file: cstr(&r.file),
+        value: r.value[..value_len].to_vec(),
+        value_truncated: r.flags & flags::VALUE_TRUNCATED != 0,
+        value_unreadable: r.flags & flags::VALUE_UNREADABLE != 0,
+        count: r.count,
+        result: None,
+        subtree_before: r.subtree_before,
+        subtree_after: 0,
+        syscall: r.syscall,
+        fd: r.fd,
+        path_omitted: r.flags & flags::PATH_OMITTED != 0,
+        result_follows: r.flags & flags::NO_RESULT == 0,
+    }))
 }
 
 impl From<CgroupWrite> for Record {
@@ -399,6 +473,52 @@ mod tests {
         let mut r = cgroup_write();
         r.header.size = 12;
         assert!(matches!(decode(&bytes_of(&r)), Err(DecodeError::SizeMismatch { .. })));
+    }
+
+    fn write_enter(path: &[&str]) -> Vec<u8> {
+        let mut r: common::CgroupWriteEnter = unsafe { std::mem::zeroed() };
+        for (i, c) in path.iter().enumerate() {
+            r.path[i][..c.len()].copy_from_slice(c.as_bytes());
+        }
+        r.path_len = path.len() as u16;
+        let size = common::CGROUP_WRITE_ENTER_FIXED + path.len() * common::NAME_LEN;
+        r.header = header(kind::CGROUP_WRITE_ENTER, size);
+        r.file[..16].copy_from_slice(b"cgroup.max.depth");
+        r.value[..2].copy_from_slice(b"5\n");
+        r.value_len = 2;
+        r.magic = common::CGROUP2_SUPER_MAGIC;
+        r.cgroup_id = 77;
+        if path.is_empty() {
+            r.flags = flags::PATH_OMITTED;
+        }
+        bytes_of(&r)[..size].to_vec()
+    }
+
+    #[test]
+    fn decodes_variable_length_write_enter_and_exit() {
+        let b = write_enter(&["b", "a"]);
+        let Record::CgroupWrite(w) = decode(&b).unwrap() else { panic!() };
+        assert_eq!(w.path(), "/a/b");
+        assert_eq!(w.value, b"5\n");
+        assert_eq!(w.result, None);
+        assert!(w.result_follows && !w.path_omitted);
+        let Record::CgroupWrite(w) = decode(&write_enter(&[])).unwrap() else { panic!() };
+        assert!(w.path_omitted);
+        assert!(w.components_leaf_first.is_empty());
+        // Cut short, or a size that disagrees with the path count: typed errors.
+        assert!(matches!(decode(&b[..b.len() - 1]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(decode(&b[..300]), Err(DecodeError::Truncated { .. })));
+        let mut bad = b.clone();
+        bad[4] = bad[4].wrapping_add(8);
+        assert!(matches!(decode(&bad), Err(DecodeError::SizeMismatch { .. })));
+
+        let mut x: common::CgroupWriteExit = unsafe { std::mem::zeroed() };
+        x.header = header(kind::CGROUP_WRITE_EXIT, size_of::<common::CgroupWriteExit>());
+        x.result = -22;
+        x.subtree_after = 3;
+        let Record::CgroupWriteResult(r) = decode(&bytes_of(&x)).unwrap() else { panic!() };
+        assert_eq!((r.result, r.subtree_after, r.task.tid), (-22, 3, 1));
+        assert!(matches!(decode(&bytes_of(&x)[..100]), Err(DecodeError::Truncated { .. })));
     }
 
     #[test]

@@ -177,6 +177,16 @@ pub struct EventBuilder {
     pub netns_names: crate::netns::IfNames,
     /// Netlink messages that could not be decoded (counted into `stats.decode_errors`).
     pub netlink_errors: u64,
+    /// (hierarchy id, cgroup id) -> path, for write records whose path the kernel sent
+    /// once and then omitted (`PATH_OMITTED`). rmdir evicts (after a grace period:
+    /// a write that raced the rmdir may still name the id).
+    write_paths: HashMap<(u32, u64), std::sync::Arc<str>>,
+    removed: Vec<(u32, u64)>,
+    /// Write records that omitted a path this table did not have (counted into
+    /// `stats.decode_errors`; the path is then looked up, or reported as `?`).
+    pub path_misses: u64,
+    /// The v2 path learned last: a storm of writes to one cgroup learns it once.
+    last_learned: (u64, Option<std::sync::Arc<str>>),
 }
 
 impl EventBuilder {
@@ -188,6 +198,46 @@ impl EventBuilder {
             cgroups: CgroupPaths::new(cgroup2_root),
             netns_names: crate::netns::IfNames::default(),
             netlink_errors: 0,
+            write_paths: HashMap::new(),
+            removed: Vec::new(),
+            path_misses: 0,
+            last_learned: (0, None),
+        }
+    }
+
+    /// The path of a write record: from the record, or from what an earlier record of
+    /// the same cgroup sent.
+    fn write_path(&mut self, w: &crate::decode::CgroupWrite) -> std::sync::Arc<str> {
+        let key = (w.hierarchy_id, w.cgroup_id);
+        if !w.path_omitted {
+            let path: std::sync::Arc<str> = w.path().into();
+            if w.cgroup_id != 0 {
+                self.write_paths.insert(key, path.clone());
+            }
+            return path;
+        }
+        if let Some(p) = self.write_paths.get(&key) {
+            return p.clone();
+        }
+        self.path_misses += 1;
+        let found = if w.v2 { self.cgroups.lookup(w.cgroup_id) } else { None };
+        let path: std::sync::Arc<str> = found.unwrap_or_else(|| "?".to_string()).into();
+        path
+    }
+
+    /// Forgets the paths of cgroups removed before the previous call (called once a
+    /// second): the grace period covers writes that raced their rmdir.
+    pub fn expire_removed(&mut self) {
+        for key in self.removed.drain(..) {
+            self.write_paths.remove(&key);
+        }
+    }
+
+    /// Completes a cgroup write event with the result sent at syscall exit.
+    pub fn complete_write(&self, ev: &mut Event, result: i64, subtree_after: u16) {
+        ev.result = Some(result);
+        if ev.file.as_deref() == Some("cgroup.subtree_control") {
+            ev.controllers_after = Some(mask_names(&self.controllers, subtree_after));
         }
     }
 
@@ -214,11 +264,12 @@ impl EventBuilder {
         match rec {
             Record::CgroupWrite(w) => {
                 let mut ev = self.base(&w.task, Kind::CgroupWrite);
-                let path = w.path();
-                if w.v2 {
+                let path = self.write_path(w);
+                if w.v2 && (self.last_learned.0 != w.cgroup_id || self.last_learned.1.as_ref() != Some(&path)) {
                     self.cgroups.learn(w.cgroup_id, &path);
+                    self.last_learned = (w.cgroup_id, Some(path.clone()));
                 }
-                ev.cgroup = Some(path);
+                ev.cgroup = Some(path.to_string());
                 ev.hierarchy = Some(self.hierarchies.name(w.v2, w.hierarchy_id));
                 ev.cgroup_id = Some(w.cgroup_id);
                 ev.file = Some(w.file.clone());
@@ -243,6 +294,10 @@ impl EventBuilder {
                 let v2 = d.hierarchy_id == 0;
                 if v2 {
                     self.cgroups.learn(d.cgroup_id, &d.path);
+                }
+                if kind == Kind::CgroupRmdir {
+                    self.removed.push((d.hierarchy_id, d.cgroup_id));
+                    self.last_learned = (0, None);
                 }
                 ev.cgroup = Some(d.path.clone());
                 ev.hierarchy = Some(self.hierarchies.name(v2, d.hierarchy_id));
@@ -293,7 +348,7 @@ impl EventBuilder {
                 ev.target_cgroup = self.cgroups.lookup(s.target_cgroup_id);
                 vec![ev]
             }
-            Record::Exec { .. } | Record::Fork { .. } | Record::Exit { .. } => Vec::new(),
+            Record::Exec { .. } | Record::Fork { .. } | Record::Exit { .. } | Record::CgroupWriteResult(_) => Vec::new(),
         }
     }
 }

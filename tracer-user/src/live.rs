@@ -1,17 +1,29 @@
 //! The live pipeline: ring buffer -> decode -> process table -> events -> correlator,
 //! delivered as schema-v1 lines to whoever consumes the session (`tail`, `record`).
 //!
-//! One tokio task owns the loaded programs and reads the ring buffer when the kernel
-//! says it is readable; it never blocks on the consumer (lines go through an unbounded
-//! channel), so a slow terminal costs memory, not kernel records.
+//! One thread of its own owns the loaded programs, reads the ring buffer when the
+//! kernel says it is readable (or at the latest once a second) and turns records into
+//! lines; the consumer serializes and writes them on its thread. Two threads on a busy
+//! node get twice the CPU share of one: a storm of cgroup writes competes with the
+//! writers for the cores, and the tracer must keep up to lose nothing.
+//!
+//! Lines go to the consumer in batches through a bounded channel: a consumer that
+//! falls behind stops the reader (memory stays bounded) and the kernel's ring buffer
+//! is the buffer; what it cannot take is counted as lost, never silent.
+//!
+//! A cgroup write arrives as two records, the write at syscall entry and its result at
+//! exit; they are joined here by thread id. A result that never comes (the record was
+//! lost, the thread died) leaves the event without a result after [`RESULT_WAIT`];
+//! the event itself is never dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracer_common::{counter, kind};
 
 use crate::correlator::Correlator;
@@ -19,7 +31,14 @@ use crate::decode::{self, Record};
 use crate::events::EventBuilder;
 use crate::loader::{self, LoadError, LoadOptions, Loaded};
 use crate::process::ProcessTable;
-use crate::schema::{HeaderLine, HookCounts, Line, Stats, Timestamp, SCHEMA_VERSION};
+use crate::schema::{Event, HeaderLine, HookCounts, Line, Stats, Timestamp, SCHEMA_VERSION};
+
+/// How long a cgroup write waits for its result record before it is emitted without.
+pub const RESULT_WAIT: Duration = Duration::from_secs(2);
+/// Lines per batch handed to the consumer.
+const BATCH: usize = 256;
+/// Batches in flight between the reader and the consumer.
+const BATCHES_IN_FLIGHT: usize = 32;
 
 /// Options of a live session.
 #[derive(Debug, Clone)]
@@ -40,8 +59,30 @@ impl Default for LiveOptions {
 /// A running capture.
 pub struct Session {
     header: HeaderLine,
-    rx: mpsc::UnboundedReceiver<Line>,
-    stop: watch::Sender<bool>,
+    rx: mpsc::Receiver<Vec<Line>>,
+    /// The batch being handed out.
+    queued: VecDeque<Line>,
+    stop: Arc<StopFd>,
+}
+
+/// An eventfd the reader thread polls next to the ring buffer: written once to stop.
+struct StopFd(OwnedFd);
+
+impl StopFd {
+    fn new() -> std::io::Result<StopFd> {
+        // SAFETY: plain syscall; the fd is owned from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(StopFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
 }
 
 /// Counter slot names, in `tracer_common::counter` order.
@@ -57,6 +98,7 @@ fn slot_name(slot: u32) -> Option<&'static str> {
         s if s == counter::of_kind(kind::PROC_FORK) => "proc_fork",
         s if s == counter::of_kind(kind::PROC_EXIT) => "proc_exit",
         counter::PENDING_FULL => "cgroup_write_pending_full",
+        counter::CGROUP_WRITE_RESULT => "cgroup_write_result",
         _ => return None,
     })
 }
@@ -93,11 +135,8 @@ impl Session {
             .and_then(|m| RingBuf::try_from(m).map_err(|e| LoadError::Object(e.to_string())))?;
         let seen = take_counter(&mut loaded, "SEEN")?;
         let lost = take_counter(&mut loaded, "LOST")?;
-        // SAFETY: the ring buffer owns its fd and keeps it open as long as the AsyncFd
-        // holds it; nothing else closes it.
-        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| LoadError::Object(format!("ring buffer fd: {e}")))?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (stop, stop_rx) = watch::channel(false);
+        let (tx, rx) = mpsc::channel(BATCHES_IN_FLIGHT);
+        let stop = Arc::new(StopFd::new().map_err(|e| LoadError::Object(format!("eventfd: {e}")))?);
         let mut table = ProcessTable::new();
         table.seed_from_proc(&opts.proc_root);
         let builder = EventBuilder::new(loaded.controllers.clone(), loaded.cgroup2_root.clone());
@@ -107,11 +146,18 @@ impl Session {
             correlator: Correlator::new(),
             seq: 0,
             decode_errors: 0,
+            writes: HashMap::new(),
+            out: Vec::with_capacity(BATCH),
             tx,
+            closed: false,
         };
         let stats_every = opts.stats_every;
-        tokio::spawn(run(loaded, ring, seen, lost, pipeline, stop_rx, stats_every));
-        Ok(Session { header, rx, stop })
+        let stop_rx = stop.clone();
+        std::thread::Builder::new()
+            .name("tracer-ring".into())
+            .spawn(move || run(loaded, ring, seen, lost, pipeline, stop_rx, stats_every))
+            .map_err(|e| LoadError::Object(format!("cannot start the ring-buffer thread: {e}")))?;
+        Ok(Session { header, rx, queued: VecDeque::new(), stop })
     }
 
     pub fn header(&self) -> &HeaderLine {
@@ -120,18 +166,35 @@ impl Session {
 
     /// The next line; `None` once the session has stopped and everything was delivered.
     pub async fn next(&mut self) -> Option<Line> {
-        self.rx.recv().await
+        loop {
+            if let Some(line) = self.queued.pop_front() {
+                return Some(line);
+            }
+            // Cancel-safe: a receive either takes a batch (kept in `queued`) or nothing.
+            self.queued = self.rx.recv().await?.into();
+        }
     }
 
     /// A line if one is ready now, without waiting (to batch output between flushes).
     pub fn try_next(&mut self) -> Option<Line> {
-        self.rx.try_recv().ok()
+        loop {
+            if let Some(line) = self.queued.pop_front() {
+                return Some(line);
+            }
+            self.queued = self.rx.try_recv().ok()?.into();
+        }
     }
 
     /// Begins shutdown: what the kernel already produced is read and delivered, then a
     /// final `stats` line, then the programs are detached and `next` returns `None`.
     pub fn stop(&mut self) {
-        let _ = self.stop.send(true);
+        self.stop.signal();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop.signal();
     }
 }
 
@@ -150,7 +213,13 @@ struct Pipeline {
     correlator: Correlator,
     seq: u64,
     decode_errors: u64,
-    tx: mpsc::UnboundedSender<Line>,
+    /// Cgroup writes waiting for their result, by thread id.
+    writes: HashMap<u32, Box<Event>>,
+    /// Lines not yet handed to the consumer.
+    out: Vec<Line>,
+    tx: mpsc::Sender<Vec<Line>>,
+    /// The consumer is gone.
+    closed: bool,
 }
 
 impl Pipeline {
@@ -167,26 +236,90 @@ impl Pipeline {
             Record::Exec { task, filename, .. } => self.table.exec(task, filename),
             Record::Fork { task, child_pid, child_start_ns } => self.table.fork(task, *child_pid, *child_start_ns),
             Record::Exit { task, .. } => self.table.exit(task),
+            Record::CgroupWriteResult(r) => {
+                // No entry: the write record was lost (counted), or waited too long.
+                if let Some(mut ev) = self.writes.remove(&r.task.tid) {
+                    self.builder.complete_write(&mut ev, r.result, r.subtree_after);
+                    self.emit(ev);
+                }
+            }
+            Record::CgroupWrite(w) if w.result_follows => {
+                for mut ev in self.builder.build(&rec) {
+                    self.table.attribute(rec.task(), &mut ev);
+                    // A write still waiting on this thread lost its result record.
+                    if let Some(old) = self.writes.insert(w.task.tid, Box::new(ev)) {
+                        self.emit(old);
+                    }
+                }
+            }
             _ => {
                 for mut ev in self.builder.build(&rec) {
                     self.table.attribute(rec.task(), &mut ev);
-                    self.seq += 1;
-                    ev.seq = self.seq;
-                    let findings = self.correlator.observe(&ev);
-                    let _ = self.tx.send(Line::Event(Box::new(ev)));
-                    for f in findings {
-                        let _ = self.tx.send(Line::Finding(f));
-                    }
+                    self.emit(Box::new(ev));
                 }
             }
         }
     }
 
-    fn tick(&mut self) {
-        for f in self.correlator.tick(Timestamp::now()) {
-            let _ = self.tx.send(Line::Finding(f));
+    fn emit(&mut self, mut ev: Box<Event>) {
+        self.seq += 1;
+        ev.seq = self.seq;
+        let findings = self.correlator.observe(&ev);
+        self.push(Line::Event(ev));
+        for f in findings {
+            self.push(Line::Finding(f));
         }
     }
+
+    fn push(&mut self, line: Line) {
+        self.out.push(line);
+        if self.out.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Hands the lines so far to the consumer, waiting while it is behind.
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.out, Vec::with_capacity(BATCH));
+        if self.tx.blocking_send(batch).is_err() {
+            self.closed = true;
+        }
+    }
+
+    /// Writes whose result has not come within `RESULT_WAIT` (all of them when `all`).
+    fn expire_writes(&mut self, all: bool) {
+        if self.writes.is_empty() {
+            return;
+        }
+        let now = self.builder.clock.wall(boot_ns());
+        let wait = RESULT_WAIT.as_nanos() as i64;
+        let mut late: Vec<u32> =
+            self.writes.iter().filter(|(_, ev)| all || now.0 - ev.time.0 >= wait).map(|(tid, _)| *tid).collect();
+        late.sort_by_key(|tid| self.writes[tid].time);
+        for tid in late {
+            if let Some(ev) = self.writes.remove(&tid) {
+                self.emit(ev);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        self.expire_writes(false);
+        self.builder.expire_removed();
+        for f in self.correlator.tick(Timestamp::now()) {
+            self.push(Line::Finding(f));
+        }
+    }
+}
+
+fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn sum_counters(map: &PerCpuArray<MapData, u64>) -> BTreeMap<u32, u64> {
@@ -218,71 +351,75 @@ fn stats(p: &Pipeline, seen: &PerCpuArray<MapData, u64>, lost: &PerCpuArray<MapD
         time: Timestamp::now(),
         events: p.seq,
         lost: lost.values().sum(),
-        decode_errors: p.decode_errors + p.builder.netlink_errors,
+        decode_errors: p.decode_errors + p.builder.netlink_errors + p.builder.path_misses,
         hooks,
         processes: p.table.len() as u64,
         host: None,
     }
 }
 
-async fn run(
+/// Waits until the ring buffer or the stop fd is readable, or `timeout` passes.
+/// Returns true when stop was signalled.
+fn wait(ring: &RingBuf<MapData>, stop: &StopFd, timeout: Duration) -> bool {
+    let mut fds = [
+        libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: stop.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: two valid pollfd entries.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    n > 0 && fds[1].revents != 0
+}
+
+fn run(
     loaded: Loaded,
-    mut ring: AsyncFd<RingBuf<MapData>>,
+    mut ring: RingBuf<MapData>,
     seen: PerCpuArray<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
     mut p: Pipeline,
-    mut stop: watch::Receiver<bool>,
+    stop: Arc<StopFd>,
     stats_every: Duration,
 ) {
-    // Four times a second: the correlator's windows close on ticks, and a held rp_filter
-    // write (correlator/rp_filter.rs, REVERT_WINDOW_NS) must come out within a second.
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_stats = tokio::time::Instant::now();
+    let mut next_tick = Instant::now() + Duration::from_secs(1);
+    let mut last_stats = Instant::now();
     let mut last_lost = 0u64;
     loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                match guard {
-                    Ok(mut g) => {
-                        let rb = g.get_inner_mut();
-                        while let Some(item) = rb.next() {
-                            p.handle(&item);
-                        }
-                        g.clear_ready();
-                    }
-                    Err(e) => {
-                        tracing::error!("ring buffer poll failed: {e}");
-                        break;
-                    }
-                }
+        let stopping = wait(&ring, &stop, next_tick.saturating_duration_since(Instant::now()));
+        if stopping || p.closed {
+            break;
+        }
+        while let Some(item) = ring.next() {
+            p.handle(&item);
+        }
+        p.flush();
+        if Instant::now() >= next_tick {
+            next_tick += Duration::from_secs(1);
+            if next_tick < Instant::now() {
+                next_tick = Instant::now() + Duration::from_secs(1);
             }
-            _ = tick.tick() => {
-                p.tick();
-                let s = stats(&p, &seen, &lost);
-                if s.lost != last_lost || last_stats.elapsed() >= stats_every {
-                    last_lost = s.lost;
-                    last_stats = tokio::time::Instant::now();
-                    let _ = p.tx.send(Line::Stats(s));
-                }
+            p.tick();
+            let s = stats(&p, &seen, &lost);
+            if s.lost != last_lost || last_stats.elapsed() >= stats_every {
+                last_lost = s.lost;
+                last_stats = Instant::now();
+                p.push(Line::Stats(s));
             }
-            _ = stop.changed() => break,
+            p.flush();
         }
     }
     // Detach first (dropping `loaded` detaches every program), so nothing arrives after
     // the drain; then read what the kernel already handed over and say how it went.
     drop(loaded);
-    {
-        let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
-            p.handle(&item);
-        }
+    while let Some(item) = ring.next() {
+        p.handle(&item);
     }
+    p.expire_writes(true);
     for f in p.correlator.finish() {
-        let _ = p.tx.send(Line::Finding(f));
+        p.push(Line::Finding(f));
     }
     let s = stats(&p, &seen, &lost);
-    let _ = p.tx.send(Line::Stats(s));
+    p.push(Line::Stats(s));
+    p.flush();
 }
 
 impl crate::record::LineSource for Session {
