@@ -60,8 +60,15 @@ pub struct Metrics {
     decode_errors: Counter,
     processes: Gauge,
     attached: Family<HookLabel, Gauge>,
-    /// Last cumulative (seen, lost) per hook and decode errors, to turn stats into deltas.
-    last: Mutex<(HashMap<String, (u64, u64)>, u64)>,
+    last: Mutex<LastStats>,
+}
+
+/// The last cumulative counters seen, to turn each `stats` line into increments.
+#[derive(Default)]
+struct LastStats {
+    /// (seen, lost) by hook.
+    hooks: HashMap<String, (u64, u64)>,
+    decode_errors: u64,
 }
 
 impl Default for Metrics {
@@ -82,7 +89,11 @@ impl Metrics {
         let attached = Family::<HookLabel, Gauge>::default();
         // The registry appends `_total` to counter names.
         registry.register("tracer_events", "Events emitted, by kind", events.clone());
-        registry.register("tracer_findings", "Findings (known incident patterns), by id", findings.clone());
+        registry.register(
+            "tracer_findings",
+            "Findings (known incident patterns), by id",
+            findings.clone(),
+        );
         registry.register(
             "tracer_hook_records",
             "Records the kernel programs produced, by hook (cumulative kernel counters)",
@@ -93,13 +104,21 @@ impl Metrics {
             "Records the kernel could not hand over (ring buffer full), by hook",
             lost_records.clone(),
         );
-        registry.register("tracer_decode_errors", "Records or netlink messages that could not be decoded", decode_errors.clone());
+        registry.register(
+            "tracer_decode_errors",
+            "Records or netlink messages that could not be decoded",
+            decode_errors.clone(),
+        );
         registry.register(
             "tracer_process_table_entries",
             "Entries in the process table (live processes and recently exited ones)",
             processes.clone(),
         );
-        registry.register("tracer_hook_attached", "1 when the hook is attached, 0 when it could not be", attached.clone());
+        registry.register(
+            "tracer_hook_attached",
+            "1 when the hook is attached, 0 when it could not be",
+            attached.clone(),
+        );
         Metrics {
             registry,
             events,
@@ -109,7 +128,7 @@ impl Metrics {
             decode_errors,
             processes,
             attached,
-            last: Mutex::new((HashMap::new(), 0)),
+            last: Mutex::new(LastStats::default()),
         }
     }
 
@@ -119,14 +138,24 @@ impl Metrics {
             Line::Header(h) => {
                 for hook in &h.hooks {
                     let up = i64::from(hook.state == "attached");
-                    self.attached.get_or_create(&HookLabel { hook: hook.name.clone() }).set(up);
+                    self.attached
+                        .get_or_create(&HookLabel {
+                            hook: hook.name.clone(),
+                        })
+                        .set(up);
                 }
             }
             Line::Event(ev) => {
-                self.events.get_or_create(&KindLabel { kind: ev.kind.as_str().to_string() }).inc();
+                self.events
+                    .get_or_create(&KindLabel {
+                        kind: ev.kind.as_str().to_string(),
+                    })
+                    .inc();
             }
             Line::Finding(f) => {
-                self.findings.get_or_create(&IdLabel { id: f.id.clone() }).inc();
+                self.findings
+                    .get_or_create(&IdLabel { id: f.id.clone() })
+                    .inc();
             }
             Line::Stats(s) => self.observe_stats(s),
         }
@@ -136,15 +165,19 @@ impl Metrics {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         for (hook, counts) in &s.hooks {
             let label = HookLabel { hook: hook.clone() };
-            let prev = last.0.entry(hook.clone()).or_insert((0, 0));
-            self.hook_records.get_or_create(&label).inc_by(delta(prev.0, counts.seen));
+            let prev = last.hooks.entry(hook.clone()).or_insert((0, 0));
+            self.hook_records
+                .get_or_create(&label)
+                .inc_by(delta(prev.0, counts.seen));
             let lost = self.lost_records.get_or_create(&label);
             lost.inc_by(delta(prev.1, counts.lost));
             *prev = (counts.seen, counts.lost);
         }
-        self.decode_errors.inc_by(delta(last.1, s.decode_errors));
-        last.1 = s.decode_errors;
-        self.processes.set(i64::try_from(s.processes).unwrap_or(i64::MAX));
+        self.decode_errors
+            .inc_by(delta(last.decode_errors, s.decode_errors));
+        last.decode_errors = s.decode_errors;
+        self.processes
+            .set(i64::try_from(s.processes).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -204,7 +237,14 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > MAX_REQUEST {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"", false).await;
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"",
+                false,
+            )
+            .await;
         }
     }
     let head = String::from_utf8_lossy(&buf);
@@ -224,12 +264,36 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
             )
             .await
         }
-        ("GET" | "HEAD", _) => respond(&mut stream, "404 Not Found", "text/plain", b"tracer: metrics are at /metrics\n", head_only).await,
-        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"", false).await,
+        ("GET" | "HEAD", _) => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                b"tracer: metrics are at /metrics\n",
+                head_only,
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                b"",
+                false,
+            )
+            .await
+        }
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &[u8], head_only: bool) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -280,11 +344,21 @@ mod tests {
     fn stats(seen: u64, lost: u64, processes: u64) -> Line {
         let mut hooks = std::collections::BTreeMap::new();
         hooks.insert("cgroup_write".to_string(), HookCounts { seen, lost });
-        Line::Stats(Stats { events: seen, lost, hooks, processes, ..Default::default() })
+        Line::Stats(Stats {
+            events: seen,
+            lost,
+            hooks,
+            processes,
+            ..Default::default()
+        })
     }
 
     fn value(text: &str, series: &str) -> Option<f64> {
-        text.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|r| r.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
     }
 
     #[test]
@@ -293,20 +367,35 @@ mod tests {
         m.observe(&stats(10, 1, 50));
         m.observe(&stats(25, 3, 42));
         let t = m.render();
-        assert_eq!(value(&t, r#"tracer_hook_records_total{hook="cgroup_write"}"#), Some(25.0), "{t}");
-        assert_eq!(value(&t, r#"tracer_lost_records_total{hook="cgroup_write"}"#), Some(3.0), "{t}");
+        assert_eq!(
+            value(&t, r#"tracer_hook_records_total{hook="cgroup_write"}"#),
+            Some(25.0),
+            "{t}"
+        );
+        assert_eq!(
+            value(&t, r#"tracer_lost_records_total{hook="cgroup_write"}"#),
+            Some(3.0),
+            "{t}"
+        );
         assert_eq!(value(&t, "tracer_process_table_entries"), Some(42.0), "{t}");
         // A new session starting from zero: counted as a reset, never a decrease.
         m.observe(&stats(4, 0, 7));
         let t = m.render();
-        assert_eq!(value(&t, r#"tracer_hook_records_total{hook="cgroup_write"}"#), Some(29.0), "{t}");
+        assert_eq!(
+            value(&t, r#"tracer_hook_records_total{hook="cgroup_write"}"#),
+            Some(29.0),
+            "{t}"
+        );
     }
 
     #[test]
     fn events_and_findings_by_label() {
         let m = Metrics::new();
         for kind in [Kind::CgroupWrite, Kind::CgroupWrite, Kind::SysctlWrite] {
-            m.observe(&Line::Event(Box::new(Event { kind, ..Default::default() })));
+            m.observe(&Line::Event(Box::new(Event {
+                kind,
+                ..Default::default()
+            })));
         }
         m.observe(&Line::Finding(Finding {
             id: "rp-filter-on-cilium".into(),
@@ -324,9 +413,21 @@ mod tests {
             host: None,
         }));
         let t = m.render();
-        assert_eq!(value(&t, r#"tracer_events_total{kind="cgroup_write"}"#), Some(2.0), "{t}");
-        assert_eq!(value(&t, r#"tracer_events_total{kind="sysctl_write"}"#), Some(1.0), "{t}");
-        assert_eq!(value(&t, r#"tracer_findings_total{id="rp-filter-on-cilium"}"#), Some(1.0), "{t}");
+        assert_eq!(
+            value(&t, r#"tracer_events_total{kind="cgroup_write"}"#),
+            Some(2.0),
+            "{t}"
+        );
+        assert_eq!(
+            value(&t, r#"tracer_events_total{kind="sysctl_write"}"#),
+            Some(1.0),
+            "{t}"
+        );
+        assert_eq!(
+            value(&t, r#"tracer_findings_total{id="rp-filter-on-cilium"}"#),
+            Some(1.0),
+            "{t}"
+        );
         assert!(t.contains("# TYPE tracer_events counter"), "{t}");
         assert!(t.trim_end().ends_with("# EOF"), "{t}");
     }
@@ -340,7 +441,9 @@ mod tests {
         tokio::spawn(serve(listener, m));
         for (path, status) in [("/metrics", "200"), ("/nope", "404")] {
             let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
             let mut resp = String::new();
             s.read_to_string(&mut resp).await.unwrap();
             assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{resp}");
