@@ -26,8 +26,12 @@ use serde_json::{json, Value};
 use tracer_user::replay::{self, RecordingReader, ReplayArgs};
 use tracer_user::schema::Line;
 
+/// `testdata/golden`, or `GOLDEN_DIR` (a fresh recording to check against the same
+/// expectations before replacing the committed one).
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden")
+    std::env::var_os("GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden"))
 }
 
 /// `*` matches any run of characters.
