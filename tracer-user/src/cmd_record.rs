@@ -2,7 +2,10 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::sync::Arc;
+
 use tracer_user::live::Session;
+use tracer_user::metrics::{self, Metrics, Observed};
 use tracer_user::record::{run_record, RecordArgs, Signals};
 use tracer_user::replay::{run_replay, ReplayArgs};
 
@@ -18,9 +21,20 @@ pub struct RecordCmd {
 
 pub fn record(cmd: RecordCmd) -> anyhow::Result<ExitCode> {
     let opts = cmd.live.options()?;
+    check_writable(&cmd.record.output)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let signals = Signals::install()?;
+        // Bound before the hooks attach, so a taken port fails the start.
+        let metrics = match cmd.live.metrics_addr {
+            Some(addr) => {
+                let listener = metrics::bind(addr).await.with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+                let m = Arc::new(Metrics::new());
+                tokio::spawn(metrics::serve(listener, m.clone()));
+                Some(m)
+            }
+            None => None,
+        };
         let session = Session::start(&opts).await.context("cannot start tracing")?;
         let attached = session.header().hooks.iter().filter(|h| h.state == "attached").count();
         eprintln!(
@@ -28,7 +42,10 @@ pub fn record(cmd: RecordCmd) -> anyhow::Result<ExitCode> {
             session.header().hooks.len(),
             cmd.record.output.display()
         );
-        let summary = run_record(cmd.record, session, signals).await?;
+        let summary = match metrics {
+            Some(m) => run_record(cmd.record, Observed::new(session, m), signals).await?,
+            None => run_record(cmd.record, session, signals).await?,
+        };
         eprintln!(
             "tracer: recorded {} events, {} findings in {} file(s), {} bytes to {}",
             summary.events, summary.findings, summary.parts, summary.bytes, summary.path
@@ -44,4 +61,21 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // (which returns an error at the first one).
     let _ = summary;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails before the hooks attach (which takes a second) when the output cannot be
+/// created: the same error the writer would give, sooner. The writer truncates it.
+fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map(drop)
+        .with_context(|| format!("cannot create recording {}", path.display()))
 }

@@ -24,9 +24,11 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// tests run the real components: systemd-sysctl and systemd-networkd (package
 /// systemd), dbus for `networkctl`, runc and containerd with a busybox rootfs, and
 /// python3 for the raw netlink requests.
-const APT_REQUIRED: &[&str] = &["iproute2", "python3", "systemd", "dbus", "runc", "containerd", "busybox-static"];
+/// bpftool lists the programs the cluster tests check are gone after SIGTERM.
+const APT_REQUIRED: &[&str] =
+    &["iproute2", "python3", "systemd", "dbus", "runc", "containerd", "busybox-static", "bpftool"];
 /// Packages some tests and the bench use: a missing one is a warning.
-const APT_OPTIONAL: &[&str] = &["bpftrace", "bpftool", "strace"];
+const APT_OPTIONAL: &[&str] = &["bpftrace", "strace"];
 /// Tried, in order, when the optional package `bpftool` cannot be installed.
 const BPFTOOL_FALLBACKS: &[&str] = &["linux-bpf-dev"];
 
