@@ -55,6 +55,35 @@ pub struct ProcessTable {
     max_exited: usize,
     /// Latest kernel time seen.
     now_ns: u64,
+    /// The last attribution, reused while the table is unchanged and the next event
+    /// comes from the same task (a storm of writes from one process).
+    memo: Option<Box<Memo>>,
+}
+
+/// What `attribute` computed for one task, valid until the table changes.
+#[derive(Debug)]
+struct Memo {
+    pid: u32,
+    start_ns: u64,
+    ppid: u32,
+    parent_start_ns: u64,
+    comm: String,
+    parent_comm: String,
+    exe: Option<String>,
+    actor: String,
+    ancestry: Vec<String>,
+    on_behalf_of: Option<String>,
+}
+
+impl Memo {
+    fn matches(&self, t: &Task) -> bool {
+        self.pid == t.pid
+            && self.start_ns == t.start_ns
+            && self.ppid == t.ppid
+            && self.parent_start_ns == t.parent_start_ns
+            && self.comm == t.comm
+            && self.parent_comm == t.parent_comm
+    }
 }
 
 impl Default for ProcessTable {
@@ -80,6 +109,7 @@ impl ProcessTable {
             grace_ns,
             max_exited,
             now_ns: 0,
+            memo: None,
         }
     }
 
@@ -126,6 +156,7 @@ impl ProcessTable {
     /// Inserts a new process. Any other live entry of the same pid belongs to a process
     /// whose exit we missed: it is marked exited now, so it can never be matched as alive.
     fn insert(&mut self, p: Process) -> &mut Process {
+        self.memo = None;
         let now = self.now_ns;
         let (pid, start) = (p.pid, p.start_ns);
         let v = self.by_pid.entry(pid).or_default();
@@ -180,6 +211,7 @@ impl ProcessTable {
                 break;
             }
             self.exited.pop_front();
+            self.memo = None;
             if let Some(v) = self.by_pid.get_mut(&pid) {
                 if let Some(i) = v
                     .iter()
@@ -198,6 +230,7 @@ impl ProcessTable {
     /// number of processes read. Unreadable entries (raced exits, kernel threads without
     /// exe) are skipped or kept without exe.
     pub fn seed_from_proc(&mut self, proc_root: &Path) -> usize {
+        self.memo = None;
         let Ok(dir) = std::fs::read_dir(proc_root) else {
             return 0;
         };
@@ -247,6 +280,7 @@ impl ProcessTable {
 
     /// A process called execve: same key, new executable and comm.
     pub fn exec(&mut self, task: &Task, filename: &str) {
+        self.memo = None;
         self.advance(task.ktime_ns);
         let p = self.entry(task.pid, task.start_ns, || from_task(task));
         // Re-exec of the same binary through /proc/self/exe or an fd (runc does both to
@@ -269,6 +303,7 @@ impl ProcessTable {
 
     /// `parent` forked a new process. A new thread (child_pid == parent pid) is no process.
     pub fn fork(&mut self, parent: &Task, child_pid: u32, child_start_ns: u64) {
+        self.memo = None;
         self.advance(parent.ktime_ns);
         if child_pid == parent.pid || child_pid == 0 {
             return;
@@ -309,6 +344,7 @@ impl ProcessTable {
     /// The process exited (the thread-group leader; thread exits are ignored). The entry
     /// stays for the grace period.
     pub fn exit(&mut self, task: &Task) {
+        self.memo = None;
         self.advance(task.ktime_ns);
         if task.tid != 0 && task.tid != task.pid {
             return;
@@ -328,6 +364,31 @@ impl ProcessTable {
     /// (comm, parent pid and comm), so later events of it and its children resolve.
     pub fn attribute(&mut self, task: &Task, ev: &mut Event) {
         self.advance(task.ktime_ns);
+        if let Some(m) = self.memo.as_deref() {
+            if m.matches(task) {
+                ev.on_behalf_of = m.on_behalf_of.clone();
+                ev.exe = m.exe.clone();
+                ev.actor = m.actor.clone();
+                ev.ancestry = m.ancestry.clone();
+                return;
+            }
+        }
+        self.attribute_uncached(task, ev);
+        self.memo = Some(Box::new(Memo {
+            pid: task.pid,
+            start_ns: task.start_ns,
+            ppid: task.ppid,
+            parent_start_ns: task.parent_start_ns,
+            comm: task.comm.clone(),
+            parent_comm: task.parent_comm.clone(),
+            exe: ev.exe.clone(),
+            actor: ev.actor.clone(),
+            ancestry: ev.ancestry.clone(),
+            on_behalf_of: ev.on_behalf_of.clone(),
+        }));
+    }
+
+    fn attribute_uncached(&mut self, task: &Task, ev: &mut Event) {
         // The parent first, so that the child's entry can point at it.
         if task.ppid != 0 && self.find(task.ppid, task.parent_start_ns).is_none() {
             self.insert(Process {

@@ -50,9 +50,45 @@ impl fmt::Display for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The RFC 3339 form into `buf` without allocating: the `YYYY-MM-DDTHH:MM:SS` part is
+    /// formatted once per second per thread (a storm has thousands of events a second).
+    /// `None` for years chrono writes differently (outside 0..=9999).
+    fn format_fast(self, buf: &mut [u8; 30]) -> Option<&str> {
+        use std::cell::Cell;
+        thread_local! {
+            static PREFIX: Cell<(i64, [u8; 19])> = const { Cell::new((i64::MIN, [0; 19])) };
+        }
+        let secs = self.0.div_euclid(1_000_000_000);
+        let nanos = self.0.rem_euclid(1_000_000_000) as u32;
+        let (cached, mut prefix) = PREFIX.get();
+        if cached != secs {
+            let s = DateTime::<Utc>::from_timestamp(secs, 0)?.format("%Y-%m-%dT%H:%M:%S").to_string();
+            if s.len() != 19 {
+                return None;
+            }
+            prefix.copy_from_slice(s.as_bytes());
+            PREFIX.set((secs, prefix));
+        }
+        buf[..19].copy_from_slice(&prefix);
+        buf[19] = b'.';
+        let mut n = nanos;
+        for i in (20..29).rev() {
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        buf[29] = b'Z';
+        std::str::from_utf8(&buf[..]).ok()
+    }
+}
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        let mut buf = [0u8; 30];
+        match self.format_fast(&mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&self.to_rfc3339()),
+        }
     }
 }
 
@@ -360,6 +396,16 @@ mod tests {
         assert!(line.starts_with(r#"{"type":"event","seq":7,"time":"2023-11-14T22:13:20.123456789Z","kind":"cgroup_write""#), "{line}");
         let back: Line = serde_json::from_str(&line).unwrap();
         assert_eq!(back, Line::Event(Box::new(ev)));
+    }
+
+    #[test]
+    fn fast_time_format_matches_chrono() {
+        for t in [0i64, 1, 999_999_999, 1_700_000_000_123_456_789, 1_700_000_000_000_000_000, -1, -1_500_000_001, i64::MAX, i64::MIN] {
+            let ts = Timestamp(t);
+            let mut buf = [0u8; 30];
+            assert_eq!(ts.format_fast(&mut buf).map(str::to_string), Some(ts.to_rfc3339()), "{t}");
+            assert_eq!(serde_json::to_string(&ts).unwrap(), format!("\"{}\"", ts.to_rfc3339()));
+        }
     }
 
     #[test]
