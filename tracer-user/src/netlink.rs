@@ -356,7 +356,12 @@ pub fn decode_requests(buf: &[u8]) -> (Vec<RtRequest>, Vec<NetlinkError>) {
         };
         let len_usize = len as usize;
         if len_usize < NLMSG_HDRLEN {
-            errors.push(NetlinkError::LengthTooSmall { offset, len });
+            // Zero padding after the last message (seen in the systemd-networkd scenario
+            // such buffers) ends the batch the way the kernel's netlink_rcv_skb ends it:
+            // silently. Anything else here is malformed.
+            if offset == 0 || rest.iter().any(|&b| b != 0) {
+                errors.push(NetlinkError::LengthTooSmall { offset, len });
+            }
             break;
         }
         let Some(msg) = rest.get(..len_usize) else {
@@ -1207,6 +1212,21 @@ mod tests {
         assert_eq!(errs, [NetlinkError::LengthTooSmall { offset: 0, len: 8 }]);
         let (_, errs) = decode_requests(&[0; 16]);
         assert_eq!(errs, [NetlinkError::LengthTooSmall { offset: 0, len: 0 }]);
+    }
+
+    #[test]
+    fn zero_padding_after_the_last_message_ends_the_batch_silently() {
+        // Seen in the systemd-networkd 252 scenario: a request, then zeroed bytes in one send.
+        let mut buf = cilium_rule().bytes();
+        buf.extend([0u8; 20]);
+        let (reqs, errs) = decode_requests(&buf);
+        assert_eq!(reqs.len(), 1);
+        assert!(errs.is_empty(), "{errs:?}");
+        // Non-zero garbage after the message is still reported.
+        let mut buf = cilium_rule().bytes();
+        buf.extend([0u8, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let (_, errs) = decode_requests(&buf);
+        assert_eq!(errs.len(), 1);
     }
 
     #[test]
