@@ -182,6 +182,7 @@ pub struct EventBuilder {
     /// a write that raced the rmdir may still name the id).
     write_paths: HashMap<(u32, u64), std::sync::Arc<str>>,
     removed: Vec<(u32, u64)>,
+    expiring: Vec<(u32, u64)>,
     /// Write records that omitted a path this table did not have (counted into
     /// `stats.decode_errors`; the path is then looked up, or reported as `?`).
     pub path_misses: u64,
@@ -200,6 +201,7 @@ impl EventBuilder {
             netlink_errors: 0,
             write_paths: HashMap::new(),
             removed: Vec::new(),
+            expiring: Vec::new(),
             path_misses: 0,
             last_learned: (0, None),
         }
@@ -226,11 +228,13 @@ impl EventBuilder {
     }
 
     /// Forgets the paths of cgroups removed before the previous call (called once a
-    /// second): the grace period covers writes that raced their rmdir.
+    /// second, so after one to two seconds): the grace covers writes that raced their
+    /// rmdir.
     pub fn expire_removed(&mut self) {
-        for key in self.removed.drain(..) {
+        for key in self.expiring.drain(..) {
             self.write_paths.remove(&key);
         }
+        std::mem::swap(&mut self.removed, &mut self.expiring);
     }
 
     /// Completes a cgroup write event with the result sent at syscall exit.

@@ -475,3 +475,152 @@ impl crate::record::LineSource for Session {
         Session::stop(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+    use tracer_common as common;
+
+    fn bytes_of<T: Copy>(v: &T, len: usize) -> Vec<u8> {
+        // SAFETY: T is a POD record; reading its first `len` bytes is fine.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), len) }.to_vec()
+    }
+
+    fn header(k: u16, size: usize, tid: u32, ktime_ns: u64) -> common::Header {
+        let mut h: common::Header = unsafe { std::mem::zeroed() };
+        h.kind = k;
+        h.size = size as u32;
+        h.ktime_ns = ktime_ns;
+        h.pid = 4242;
+        h.tid = tid;
+        h.start_ns = 7;
+        h.comm[..5].copy_from_slice(b"storm");
+        h
+    }
+
+    fn enter(tid: u32, t: u64, id: u64, path: &[&str], file: &str) -> Vec<u8> {
+        let mut r: common::CgroupWriteEnter = unsafe { std::mem::zeroed() };
+        for (i, c) in path.iter().enumerate() {
+            r.path[i][..c.len()].copy_from_slice(c.as_bytes());
+        }
+        r.path_len = path.len() as u16;
+        if path.is_empty() {
+            r.flags = common::flags::PATH_OMITTED;
+        }
+        let size = common::CGROUP_WRITE_ENTER_FIXED + path.len() * common::NAME_LEN;
+        r.header = header(kind::CGROUP_WRITE_ENTER, size, tid, t);
+        r.file[..file.len()].copy_from_slice(file.as_bytes());
+        r.value[..2].copy_from_slice(b"5\n");
+        r.value_len = 2;
+        r.count = 2;
+        r.magic = common::CGROUP2_SUPER_MAGIC;
+        r.cgroup_id = id;
+        r.subtree_before = 1;
+        bytes_of(&r, size)
+    }
+
+    fn exit(tid: u32, t: u64, result: i64) -> Vec<u8> {
+        let mut x: common::CgroupWriteExit = unsafe { std::mem::zeroed() };
+        x.header = header(kind::CGROUP_WRITE_EXIT, size_of::<common::CgroupWriteExit>(), tid, t);
+        x.result = result;
+        x.subtree_after = 3;
+        bytes_of(&x, size_of::<common::CgroupWriteExit>())
+    }
+
+    fn pipeline() -> (Pipeline, mpsc::Receiver<Vec<Line>>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let p = Pipeline {
+            builder: EventBuilder::new(vec!["cpuset".into(), "cpu".into()], None),
+            table: ProcessTable::new(),
+            correlator: Correlator::new(),
+            seq: 0,
+            decode_errors: 0,
+            writes: HashMap::new(),
+            out: Vec::new(),
+            tx,
+            closed: false,
+        };
+        (p, rx)
+    }
+
+    fn events(p: &mut Pipeline, rx: &mut mpsc::Receiver<Vec<Line>>) -> Vec<Event> {
+        p.flush();
+        let mut out = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            for l in batch {
+                if let Line::Event(e) = l {
+                    out.push(*e);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn write_and_result_are_joined_by_thread() {
+        let (mut p, mut rx) = pipeline();
+        p.handle(&enter(10, 100, 55, &["b", "a"], "cgroup.subtree_control"));
+        p.handle(&enter(11, 101, 55, &[], "cgroup.max.depth"));
+        assert!(events(&mut p, &mut rx).is_empty(), "nothing before the results");
+        p.handle(&exit(11, 102, -22));
+        p.handle(&exit(10, 103, 2));
+        let ev = events(&mut p, &mut rx);
+        assert_eq!(ev.len(), 2);
+        assert_eq!((ev[0].tid, ev[0].result, ev[0].cgroup.as_deref()), (11, Some(-22), Some("/a/b")), "path from the cache");
+        assert_eq!(ev[0].controllers_after, None);
+        assert_eq!((ev[1].tid, ev[1].result), (10, Some(2)));
+        assert_eq!(ev[1].controllers_before, Some(vec!["cpuset".to_string()]));
+        assert_eq!(ev[1].controllers_after, Some(vec!["cpuset".to_string(), "cpu".to_string()]));
+        assert_eq!(ev[1].value.as_deref(), Some("5\n"));
+        assert_eq!((ev[0].seq, ev[1].seq), (1, 2));
+    }
+
+    #[test]
+    fn a_result_that_never_comes_leaves_the_event_without_one() {
+        let (mut p, mut rx) = pipeline();
+        p.handle(&enter(10, 100, 55, &["a"], "cgroup.max.depth"));
+        // The same thread writes again: the first write's result record was lost.
+        p.handle(&enter(10, 200, 55, &[], "cgroup.max.depth"));
+        let ev = events(&mut p, &mut rx);
+        assert_eq!(ev.len(), 1);
+        assert_eq!((ev[0].result, ev[0].cgroup.as_deref()), (None, Some("/a")));
+        // An exit with no write (its record was lost, and counted) is ignored.
+        p.handle(&exit(99, 201, 2));
+        assert!(events(&mut p, &mut rx).is_empty());
+        // Boot time 200 ns is long past: the timeout emits it without a result.
+        p.expire_writes(false);
+        let ev = events(&mut p, &mut rx);
+        assert_eq!(ev.len(), 1);
+        assert_eq!((ev[0].result, ev[0].controllers_after.as_ref()), (None, None));
+        assert_eq!(p.writes.len(), 0);
+    }
+
+    #[test]
+    fn removed_cgroup_paths_are_forgotten_after_a_grace_tick() {
+        let (mut p, mut rx) = pipeline();
+        p.handle(&enter(10, 100, 55, &["a"], "cgroup.max.depth"));
+        p.handle(&exit(10, 101, 2));
+        let mut d: common::CgroupDir = unsafe { std::mem::zeroed() };
+        d.header = header(kind::CGROUP_RMDIR, size_of::<common::CgroupDir>(), 1, 102);
+        d.cgroup_id = 55;
+        d.path[..2].copy_from_slice(b"/a");
+        p.handle(&bytes_of(&d, size_of::<common::CgroupDir>()));
+        p.builder.expire_removed();
+        // A write that raced the rmdir still finds the path...
+        p.handle(&enter(10, 103, 55, &[], "cgroup.max.depth"));
+        p.handle(&exit(10, 104, -19));
+        assert_eq!(events(&mut p, &mut rx).last().unwrap().cgroup.as_deref(), Some("/a"));
+        // ...one after the next tick does not: it is counted, and a v2 id is still
+        // found by the id -> path map (learned from the rmdir here).
+        p.builder.expire_removed();
+        p.handle(&enter(10, 105, 55, &[], "cgroup.max.depth"));
+        p.handle(&exit(10, 106, -19));
+        assert_eq!(events(&mut p, &mut rx).last().unwrap().cgroup.as_deref(), Some("/a"));
+        assert_eq!(p.builder.path_misses, 1);
+        p.handle(&enter(10, 107, 56, &[], "cgroup.max.depth"));
+        p.handle(&exit(10, 108, -19));
+        assert_eq!(events(&mut p, &mut rx).last().unwrap().cgroup.as_deref(), Some("?"));
+        assert_eq!(p.builder.path_misses, 2);
+    }
+}
