@@ -230,7 +230,9 @@ pub struct CgroupWrite {
 ///
 /// Variable length: only the first `path_len` entries of `path` are sent, so
 /// `header.size == CGROUP_WRITE_ENTER_FIXED + path_len * NAME_LEN`. `path_len` is 0 when
-/// `flags` has `PATH_OMITTED` (the path went out in an earlier record for this cgroup).
+/// `flags` has `PATH_OMITTED` (the path went out in an earlier record for this cgroup);
+/// such a record also stops after the bytes of `value` it holds:
+/// `header.size == CGROUP_WRITE_ENTER_HEAD + value_len` (a storm's record is ~280 bytes).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CgroupWriteEnter {
@@ -258,6 +260,8 @@ pub struct CgroupWriteEnter {
     pub path: [[u8; NAME_LEN]; MAX_DEPTH],
 }
 
+/// Bytes of a [`CgroupWriteEnter`] before `value`.
+pub const CGROUP_WRITE_ENTER_HEAD: usize = 96 + 48 + NAME_LEN;
 /// Bytes of a [`CgroupWriteEnter`] before `path`.
 pub const CGROUP_WRITE_ENTER_FIXED: usize = 96 + 48 + NAME_LEN + VALUE_LEN;
 
@@ -374,6 +378,7 @@ const _: () = {
     assert!(core::mem::size_of::<CgroupWrite>() == 96 + 56 + NAME_LEN * (MAX_DEPTH + 1) + VALUE_LEN);
     assert!(core::mem::size_of::<CgroupWriteEnter>() == CGROUP_WRITE_ENTER_FIXED + NAME_LEN * MAX_DEPTH);
     assert!(core::mem::offset_of!(CgroupWriteEnter, path) == CGROUP_WRITE_ENTER_FIXED);
+    assert!(core::mem::offset_of!(CgroupWriteEnter, value) == CGROUP_WRITE_ENTER_HEAD);
     assert!(core::mem::size_of::<CgroupWriteExit>() == 96 + 16);
     assert!(core::mem::size_of::<CgroupDir>() == 96 + 16 + PATH_LEN);
     assert!(core::mem::size_of::<SysctlWrite>() == 96 + SYSCTL_NAME_LEN + 2 * SYSCTL_VALUE_LEN + 16);

@@ -12,7 +12,7 @@
 //! out in a record the ring buffer accepted, and later records carry `PATH_OMITTED`
 //! and no path (userspace keeps the id -> path map; rmdir evicts on both sides).
 //! Records are built in per-CPU scratch and copied once into the ring buffer with
-//! only the path components they carry.
+//! only the path components they carry (and, without a path, only the value bytes).
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user},
     macros::map,
@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     counter, flags, kind, sysno, CgroupWriteEnter, CgroupWriteExit, Header, CGROUP2_SUPER_MAGIC,
-    CGROUP_SUPER_MAGIC, CGROUP_WRITE_ENTER_FIXED, MAX_DEPTH, NAME_LEN, VALUE_LEN,
+    CGROUP_SUPER_MAGIC, CGROUP_WRITE_ENTER_FIXED, CGROUP_WRITE_ENTER_HEAD, MAX_DEPTH, NAME_LEN, VALUE_LEN,
 };
 
 use crate::kernel::{self, off, read, read_ptr};
@@ -152,7 +152,16 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
     if path_len > MAX_DEPTH {
         path_len = MAX_DEPTH;
     }
-    let size = CGROUP_WRITE_ENTER_FIXED + path_len * NAME_LEN;
+    let mut value_len = r.value_len as usize;
+    if value_len > VALUE_LEN {
+        value_len = VALUE_LEN;
+    }
+    // Without a path the record ends with the value bytes it holds.
+    let size = if path_len == 0 {
+        CGROUP_WRITE_ENTER_HEAD + value_len
+    } else {
+        CGROUP_WRITE_ENTER_FIXED + path_len * NAME_LEN
+    };
     r.header.size = size as u32;
     // SAFETY: `size` is at most the size of the scratch record.
     let bytes = unsafe { core::slice::from_raw_parts((r as *const CgroupWriteEnter).cast::<u8>(), size) };

@@ -351,25 +351,30 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
 fn decode_write_enter(buf: &[u8]) -> Result<Record, DecodeError> {
     const NAME: &str = "cgroup_write_enter";
     let fixed = common::CGROUP_WRITE_ENTER_FIXED;
-    if buf.len() < fixed {
-        return Err(DecodeError::Truncated { kind: NAME, len: buf.len(), need: fixed });
+    let head = common::CGROUP_WRITE_ENTER_HEAD;
+    if buf.len() < head {
+        return Err(DecodeError::Truncated { kind: NAME, len: buf.len(), need: head });
     }
     let mut r: common::CgroupWriteEnter = unsafe { std::mem::zeroed() };
-    // SAFETY: `fixed` bytes are present; the record is plain old data (see read_pod).
-    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), (&mut r as *mut common::CgroupWriteEnter).cast::<u8>(), fixed) };
+    let copy = buf.len().min(fixed);
+    // SAFETY: `copy` bytes are present and fit the record; it is plain old data (see
+    // read_pod).
+    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), (&mut r as *mut common::CgroupWriteEnter).cast::<u8>(), copy) };
     let path_len = r.path_len as usize;
+    let value_len = (r.value_len as usize).min(common::VALUE_LEN);
     if path_len > common::MAX_DEPTH {
         return Err(DecodeError::SizeMismatch { kind: NAME, said: r.header.size as usize, need: size_of::<common::CgroupWriteEnter>() });
     }
-    let need = fixed + path_len * common::NAME_LEN;
+    // With a path: the whole value field and `path_len` components; without: the value
+    // bytes only.
+    let need = if path_len == 0 { head + value_len } else { fixed + path_len * common::NAME_LEN };
     if r.header.size as usize != need {
         return Err(DecodeError::SizeMismatch { kind: NAME, said: r.header.size as usize, need });
     }
     if buf.len() < need {
         return Err(DecodeError::Truncated { kind: NAME, len: buf.len(), need });
     }
-    let path = &buf[fixed..need];
-    let value_len = (r.value_len as usize).min(common::VALUE_LEN);
+    let path = if path_len == 0 { &[][..] } else { &buf[fixed..need] };
     Ok(Record::CgroupWrite(CgroupWrite {
         task: task(&r.header),
         cgroup_id: r.cgroup_id,
@@ -481,7 +486,7 @@ mod tests {
             r.path[i][..c.len()].copy_from_slice(c.as_bytes());
         }
         r.path_len = path.len() as u16;
-        let size = common::CGROUP_WRITE_ENTER_FIXED + path.len() * common::NAME_LEN;
+        let size = if path.is_empty() { common::CGROUP_WRITE_ENTER_HEAD + 2 } else { common::CGROUP_WRITE_ENTER_FIXED + path.len() * common::NAME_LEN };
         r.header = header(kind::CGROUP_WRITE_ENTER, size);
         r.file[..16].copy_from_slice(b"cgroup.max.depth");
         r.value[..2].copy_from_slice(b"5\n");
@@ -502,9 +507,13 @@ mod tests {
         assert_eq!(w.value, b"5\n");
         assert_eq!(w.result, None);
         assert!(w.result_follows && !w.path_omitted);
-        let Record::CgroupWrite(w) = decode(&write_enter(&[])).unwrap() else { panic!() };
+        let short = write_enter(&[]);
+        assert_eq!(short.len(), common::CGROUP_WRITE_ENTER_HEAD + 2);
+        let Record::CgroupWrite(w) = decode(&short).unwrap() else { panic!() };
         assert!(w.path_omitted);
         assert!(w.components_leaf_first.is_empty());
+        assert_eq!(w.value, b"5\n");
+        assert!(matches!(decode(&short[..short.len() - 1]), Err(DecodeError::Truncated { .. })));
         // Cut short, or a size that disagrees with the path count: typed errors.
         assert!(matches!(decode(&b[..b.len() - 1]), Err(DecodeError::Truncated { .. })));
         assert!(matches!(decode(&b[..300]), Err(DecodeError::Truncated { .. })));

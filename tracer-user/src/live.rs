@@ -508,7 +508,11 @@ mod tests {
         if path.is_empty() {
             r.flags = common::flags::PATH_OMITTED;
         }
-        let size = common::CGROUP_WRITE_ENTER_FIXED + path.len() * common::NAME_LEN;
+        let size = if path.is_empty() {
+            common::CGROUP_WRITE_ENTER_HEAD + 2
+        } else {
+            common::CGROUP_WRITE_ENTER_FIXED + path.len() * common::NAME_LEN
+        };
         r.header = header(kind::CGROUP_WRITE_ENTER, size, tid, t);
         r.file[..file.len()].copy_from_slice(file.as_bytes());
         r.value[..2].copy_from_slice(b"5\n");
