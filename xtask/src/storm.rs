@@ -99,6 +99,7 @@ pub fn run(tracer: &Path, quick: bool) -> Result<Storm> {
         &[
             ("tracer", 4, &[]),
             ("tracer", 8, &[]),
+            ("tracer", 16, &[]),
             ("tracer, nice 0", 2, &[("TRACER_NICE", "0")]),
             ("tracer, nice 0", 4, &[("TRACER_NICE", "0")]),
         ]
@@ -130,14 +131,19 @@ pub fn print_table(s: &Storm) {
             r.hwm_kib.map(|k| format!("{:.0}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
         );
     }
-    let traced: Vec<&Run> = s.runs.iter().filter(|r| r.captured.is_some()).collect();
-    let best_lossless = traced.iter().filter(|r| r.lossless()).map(|r| r.rate()).fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.max(r))));
-    let first_loss = traced.iter().filter(|r| !r.lossless()).map(|r| r.rate()).fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.min(r))));
-    match (best_lossless, first_loss) {
-        (Some(ok), Some(bad)) => println!("loss begins: lossless up to {ok:.0} writes/s; lost events at {bad:.0} writes/s"),
-        (Some(ok), None) => println!("loss begins: above {ok:.0} writes/s (no setup here lost anything)"),
-        (None, Some(bad)) => println!("loss begins: at or below {bad:.0} writes/s (every traced setup lost events)"),
-        (None, None) => {}
+    for (label, nice0) in [("tracer (nice -10)", false), ("tracer at nice 0", true)] {
+        let traced: Vec<&Run> =
+            s.runs.iter().filter(|r| r.captured.is_some() && r.setup.contains("nice 0") == nice0).collect();
+        let best_lossless = traced.iter().filter(|r| r.lossless()).map(|r| r.rate()).reduce(f64::max);
+        let first_loss = traced.iter().filter(|r| !r.lossless()).map(|r| r.rate()).reduce(f64::min);
+        match (best_lossless, first_loss) {
+            (Some(ok), Some(bad)) => {
+                println!("{label}: lossless up to {ok:.0} writes/s; loss begins by {bad:.0} writes/s")
+            }
+            (Some(ok), None) => println!("{label}: lossless up to {ok:.0} writes/s (no run lost anything)"),
+            (None, Some(bad)) => println!("{label}: lost events at every rate tried, from {bad:.0} writes/s"),
+            (None, None) => {}
+        }
     }
 }
 
