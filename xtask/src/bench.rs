@@ -30,6 +30,8 @@ mod audit;
 mod footprint;
 #[path = "bench_replay.rs"]
 mod replay;
+#[path = "storm.rs"]
+mod storm;
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -76,6 +78,8 @@ pub enum Section {
     Footprint,
     /// `tracer replay` over a generated recording.
     Replay,
+    /// A storm of cgroup writes: writes made against events captured, lost, CPU per event.
+    Storm,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -176,11 +180,14 @@ pub fn run(opts: &Options) -> Result<()> {
             }
         }
     }
-    if opts.only.is_empty() {
-        println!();
-        println!(
-        "storm: not in this suite yet (TODO: wire in the cgroup-write storm, xtask/src/storm.rs, when it lands)"
-        );
+    if want(Section::Storm) {
+        match storm::run(&tracer, opts.quick) {
+            Ok(s) => storm::print_table(&s),
+            Err(e) => {
+                eprintln!("xtask: bench: storm: {e:#}");
+                errors.push(format!("storm: {e:#}"));
+            }
+        }
     }
     if !errors.is_empty() {
         bail!("bench: {}", errors.join("; "));
