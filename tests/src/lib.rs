@@ -82,32 +82,9 @@ impl Tracer {
     /// Starts `tracer <args>` (add `--json` yourself) and waits for its header line,
     /// which it prints once every hook is attached.
     pub fn start(args: &[&str]) -> Tracer {
-        require_root();
-        let mut child = Command::new(tracer_bin())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tracer");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut t = Tracer { child, lines: rx, seen: Vec::new(), header: Value::Null };
-        let first = t.lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            let status = t.child.try_wait().ok().flatten();
-            panic!("tracer printed no header line within 60 s (exit status: {status:?})")
-        });
-        let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("header is not JSON ({e}): {first}"));
-        assert_eq!(v["type"], "header", "first line must be the header: {first}");
-        t.header = v;
-        t
+        let mut cmd = Command::new(tracer_bin());
+        cmd.args(args);
+        Tracer::spawn(cmd)
     }
 
     pub fn pid(&self) -> u32 {

@@ -123,23 +123,17 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
         (iov[0], iov[1])
     };
     r.count = count;
-    let mut n = count;
-    if n > VALUE_LEN as u64 {
-        n = VALUE_LEN as u64;
+    if count > VALUE_LEN as u64 {
         r.flags |= flags::VALUE_TRUNCATED;
     }
-    r.value_len = 0;
-    if n > 0 && n <= VALUE_LEN as u64 {
-        let ok = unsafe {
-            bpf_probe_read_user(r.value.as_mut_ptr().cast(), n as u32, src as *const core::ffi::c_void)
-        };
-        if ok == 0 {
-            r.value_len = n as u16;
-        } else {
-            // Not resident: report the value as unavailable, never drop the event.
+    r.value_len = match kernel::read_user_bounded(&mut r.value, src, count) {
+        Some(n) => n as u16,
+        // Not resident: report the value as unavailable, never drop the event.
+        None => {
             r.flags |= flags::VALUE_UNREADABLE;
+            0
         }
-    }
+    };
 
     // Park the cgroup for the exit before sending, so the record says whether a
     // result will follow.

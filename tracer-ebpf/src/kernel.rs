@@ -149,3 +149,21 @@ pub fn hierarchy_id(cgrp: *const u8) -> u32 {
         Err(_) => u32::MAX,
     }
 }
+
+/// Copies up to `dst.len()` bytes of user memory at `src` (`len` asked for) into `dst`.
+/// Returns the bytes copied, 0 for nothing to copy, or `None` when the memory could not
+/// be read (a page not resident: the caller reports the value as unavailable and still
+/// sends the event).
+#[inline(always)]
+pub fn read_user_bounded(dst: &mut [u8], src: u64, len: u64) -> Option<u32> {
+    let max = dst.len() as u64;
+    let n = if len > max { max } else { len };
+    if n == 0 || n > max {
+        return Some(0);
+    }
+    // SAFETY: `n` is at most `dst.len()`; the helper checks `src`.
+    let ok = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), n as u32, src as *const core::ffi::c_void)
+    };
+    (ok == 0).then_some(n as u32)
+}

@@ -3,7 +3,7 @@
 //! RTM_DELADDR, RTM_DELLINK and link changes (down, rp_filter via IFLA_INET_CONF) are
 //! picked out. These are requests; whether the kernel carried them out is not known here.
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
-use tracer_common::{flags, kind, sysno, Netlink, AF_NETLINK, NETLINK_LEN, NETLINK_ROUTE, SOCKFS_MAGIC};
+use tracer_common::{flags, kind, sysno, Netlink, AF_NETLINK, NETLINK_ROUTE, SOCKFS_MAGIC};
 
 use crate::kernel::{self, off, read, read_ptr};
 use crate::maps::{account, EVENTS};
@@ -71,18 +71,10 @@ pub fn enter(regs: *const u8, nr: u64) -> Result<(), i64> {
     r.fd = fd as i32;
     r.len = len;
     r.flags = if more { flags::MORE_IOVECS } else { 0 };
-    let mut n = len;
-    if n > NETLINK_LEN as u64 {
-        n = NETLINK_LEN as u64;
-    }
-    r.captured = 0;
-    if n > 0 && n <= NETLINK_LEN as u64 {
-        let ok = unsafe {
-            bpf_probe_read_user(r.data.as_mut_ptr().cast(), n as u32, src as *const core::ffi::c_void)
-        };
-        if ok == 0 {
-            r.captured = n as u32;
-        } else {
+    match kernel::read_user_bounded(&mut r.data, src, len) {
+        Some(n) => r.captured = n,
+        None => {
+            r.captured = 0;
             r.flags |= flags::VALUE_UNREADABLE;
         }
     }

@@ -2,10 +2,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use std::sync::Arc;
-
 use tracer_user::live::Session;
-use tracer_user::metrics::{self, Metrics, Observed};
+use tracer_user::metrics::{self, Observed};
 use tracer_user::record::{run_record, RecordArgs, Signals};
 use tracer_user::replay::{run_replay, ReplayArgs};
 
@@ -26,15 +24,7 @@ pub fn record(cmd: RecordCmd) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let signals = Signals::install()?;
         // Bound before the hooks attach, so a taken port fails the start.
-        let metrics = match cmd.live.metrics_addr {
-            Some(addr) => {
-                let listener = metrics::bind(addr).await.with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
-                let m = Arc::new(Metrics::new());
-                tokio::spawn(metrics::serve(listener, m.clone()));
-                Some(m)
-            }
-            None => None,
-        };
+        let metrics = metrics::start(cmd.live.metrics_addr).await?;
         let session = Session::start(&opts).await.context("cannot start tracing")?;
         let attached = session.header().hooks.iter().filter(|h| h.state == "attached").count();
         eprintln!(

@@ -1,13 +1,12 @@
 //! `tracer tail`: the live view during an incident.
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tracer_user::filter::{Filter, FilterArgs};
 use tracer_user::live::Session;
-use tracer_user::metrics::{self, Metrics};
+use tracer_user::metrics;
 use tracer_user::output::{Format, Printer};
 use tracer_user::schema::Line;
 
@@ -47,15 +46,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         // Bound before the hooks attach, so a taken port fails the start, not a task.
-        let metrics = match args.live.metrics_addr {
-            Some(addr) => {
-                let listener = metrics::bind(addr).await.with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
-                let m = Arc::new(Metrics::new());
-                tokio::spawn(metrics::serve(listener, m.clone()));
-                Some(m)
-            }
-            None => None,
-        };
+        let metrics = metrics::start(args.live.metrics_addr).await?;
         let mut session = Session::start(&opts).await.context("cannot start tracing")?;
         let stdout = std::io::stdout();
         let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), format);

@@ -204,6 +204,18 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// `--metrics-addr`: binds (a taken port fails the command now) and serves in the
+/// background; `None` without an address.
+pub async fn start(addr: Option<SocketAddr>) -> Result<Option<Arc<Metrics>>, std::io::Error> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on --metrics-addr {addr}: {e}"))
+    })?;
+    let m = Arc::new(Metrics::new());
+    tokio::spawn(serve(listener, m.clone()));
+    Ok(Some(m))
+}
+
 /// Answers `GET /metrics` on `listener` until the runtime shuts down.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
