@@ -53,7 +53,7 @@ impl Privileges {
             "tracer needs CAP_BPF and CAP_PERFMON to load its programs (CAP_SYS_ADMIN also works), \
              and CAP_NET_ADMIN for the sysctl hook. This process has: {}. \
              Run it as root (`sudo tracer ...`, or `cargo xtask run -- ...`), or grant the capabilities \
-             (Kubernetes: securityContext.capabilities.add: [BPF, PERFMON, NET_ADMIN, SYS_PTRACE]).",
+             (Kubernetes: securityContext.capabilities.add: [BPF, PERFMON, NET_ADMIN, SYS_PTRACE, SYS_ADMIN]; deploy/README.md says what each is for).",
             self.summary()
         ))
     }
