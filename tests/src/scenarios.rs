@@ -402,14 +402,20 @@ pub fn kubepods(obs: Observer) {
         .parse()
         .expect("pid of the pod's process");
     // The pod's process is ours: make sure it ends whatever happens next.
-    struct Kill(u32);
+    // It is killed on drop only while it is still in this scenario's cgroup: once it is
+    // gone its pid may belong to someone else's process.
+    struct Kill(u32, String);
     impl Drop for Kill {
         fn drop(&mut self) {
-            // SAFETY: a process this scenario started (its kubelet stand-in's child), by pid.
-            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+            let ours = std::fs::read_to_string(format!("/proc/{}/cgroup", self.0))
+                .is_ok_and(|c| c.contains(&self.1));
+            if ours {
+                // SAFETY: a process this scenario started, still in its own cgroup.
+                unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+            }
         }
     }
-    let _victim = Kill(victim);
+    let _victim = Kill(victim, prefix.rel.clone());
     let controllers = std::fs::read_to_string(pod.join("cgroup.controllers")).unwrap();
     assert!(
         controllers.contains(ctl),
