@@ -43,6 +43,9 @@ pub const NETLINK_ROUTE: u16 = 0;
 
 /// Record kinds (`Header::kind`). Numbers are never reused.
 pub mod kind {
+    /// The first cgroup-write record (sent whole from `sys_exit`), replaced by
+    /// `CGROUP_WRITE_ENTER` + `CGROUP_WRITE_EXIT`; no longer sent. The number is kept:
+    /// it names the counter slot of cgroup writes and is never reused.
     pub const CGROUP_WRITE: u16 = 1;
     pub const CGROUP_MKDIR: u16 = 2;
     pub const CGROUP_RMDIR: u16 = 3;
@@ -195,36 +198,6 @@ pub struct Header {
     pub parent_comm: [u8; COMM_LEN],
 }
 
-/// A write to a file on cgroupfs (v1 or v2), from `sys_enter` and completed at `sys_exit`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct CgroupWrite {
-    pub header: Header,
-    /// kernfs id of the cgroup directory holding the file (the cgroup id).
-    pub cgroup_id: u64,
-    /// Bytes the caller asked to write.
-    pub count: u64,
-    /// Syscall return value: bytes written or negative errno.
-    pub result: i64,
-    /// Superblock magic: `CGROUP_SUPER_MAGIC` (v1) or `CGROUP2_SUPER_MAGIC` (v2).
-    pub magic: u64,
-    /// `cgroup_root::hierarchy_id` (0 is the v2 hierarchy).
-    pub hierarchy_id: u32,
-    pub flags: u32,
-    pub syscall: u32,
-    pub fd: i32,
-    /// `cgroup::subtree_control` before and after the write (bit per controller id).
-    pub subtree_before: u16,
-    pub subtree_after: u16,
-    /// Number of path components filled in `path`, leaf (the cgroup dir) first.
-    pub depth: u16,
-    pub value_len: u16,
-    pub file: [u8; NAME_LEN],
-    /// The cgroup's path components, `path[0]` the cgroup itself, up to the root.
-    pub path: [[u8; NAME_LEN]; MAX_DEPTH],
-    pub value: [u8; VALUE_LEN],
-}
-
 /// A write to a file on cgroupfs, sent from `sys_enter` (the result follows in a
 /// [`CgroupWriteExit`] of the same thread unless `flags` has `NO_RESULT`).
 ///
@@ -375,7 +348,6 @@ mod pod {
 // Layout guards: a change here is a change of the kernel/user contract.
 const _: () = {
     assert!(core::mem::size_of::<Header>() == 96);
-    assert!(core::mem::size_of::<CgroupWrite>() == 96 + 56 + NAME_LEN * (MAX_DEPTH + 1) + VALUE_LEN);
     assert!(core::mem::size_of::<CgroupWriteEnter>() == CGROUP_WRITE_ENTER_FIXED + NAME_LEN * MAX_DEPTH);
     assert!(core::mem::offset_of!(CgroupWriteEnter, path) == CGROUP_WRITE_ENTER_FIXED);
     assert!(core::mem::offset_of!(CgroupWriteEnter, value) == CGROUP_WRITE_ENTER_HEAD);

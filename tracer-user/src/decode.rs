@@ -245,32 +245,6 @@ fn sysctl_value(bytes: &[u8], ret: i32) -> Option<String> {
 pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
     let k = peek_kind(buf)?;
     Ok(match k {
-        kind::CGROUP_WRITE => {
-            let r: common::CgroupWrite = checked(buf, "cgroup_write")?;
-            let depth = (r.depth as usize).min(common::MAX_DEPTH);
-            let value_len = (r.value_len as usize).min(common::VALUE_LEN);
-            CgroupWrite {
-                task: task(&r.header),
-                cgroup_id: r.cgroup_id,
-                components_leaf_first: r.path[..depth].iter().map(|c| cstr(c)).collect(),
-                path_truncated: r.flags & flags::PATH_TRUNCATED != 0,
-                v2: r.magic == common::CGROUP2_SUPER_MAGIC,
-                hierarchy_id: r.hierarchy_id,
-                file: cstr(&r.file),
-                value: r.value[..value_len].to_vec(),
-                value_truncated: r.flags & flags::VALUE_TRUNCATED != 0,
-                value_unreadable: r.flags & flags::VALUE_UNREADABLE != 0,
-                count: r.count,
-                result: (r.flags & flags::NO_RESULT == 0).then_some(r.result),
-                subtree_before: r.subtree_before,
-                subtree_after: r.subtree_after,
-                syscall: r.syscall,
-                fd: r.fd,
-                path_omitted: false,
-                result_follows: false,
-            }
-            .into()
-        }
         kind::CGROUP_WRITE_ENTER => decode_write_enter(buf)?,
         kind::CGROUP_WRITE_EXIT => {
             let r: common::CgroupWriteExit = checked(buf, "cgroup_write_exit")?;
@@ -434,37 +408,23 @@ mod tests {
         }
     }
 
-    fn cgroup_write() -> common::CgroupWrite {
-        let mut r: common::CgroupWrite = unsafe { std::mem::zeroed() };
-        r.header = header(kind::CGROUP_WRITE, size_of::<common::CgroupWrite>());
-        r.depth = 2;
-        r.path[0][..22].copy_from_slice(b"kubepods-burstable.sli");
-        r.path[1][..14].copy_from_slice(b"kubepods.slice");
-        r.file[..22].copy_from_slice(b"cgroup.subtree_control");
-        r.value[..7].copy_from_slice(b"-cpuset");
-        r.value_len = 7;
-        r.result = 7;
-        r.magic = common::CGROUP2_SUPER_MAGIC;
-        r
-    }
-
     #[test]
     fn decodes_cgroup_write() {
-        let Record::CgroupWrite(w) = decode(&bytes_of(&cgroup_write())).unwrap() else { panic!() };
-        assert_eq!(w.path(), "/kubepods.slice/kubepods-burstable.sli");
-        assert_eq!(w.file, "cgroup.subtree_control");
-        assert_eq!(w.value, b"-cpuset");
-        assert_eq!(w.result, Some(7));
+        let b = write_enter(&["kubepods-burstable.slice", "kubepods.slice"]);
+        let Record::CgroupWrite(w) = decode(&b).unwrap() else { panic!() };
+        assert_eq!(w.path(), "/kubepods.slice/kubepods-burstable.slice");
+        assert_eq!(w.file, "cgroup.max.depth");
+        assert_eq!(w.value, b"5\n");
         assert!(w.v2);
         assert_eq!(w.task.comm, "systemd");
     }
 
     #[test]
     fn truncated_record_is_a_typed_error() {
-        let b = bytes_of(&cgroup_write());
+        let b = write_enter(&["a"]);
         assert_eq!(
             decode(&b[..100]),
-            Err(DecodeError::Truncated { kind: "cgroup_write", len: 100, need: b.len() })
+            Err(DecodeError::Truncated { kind: "cgroup_write_enter", len: 100, need: common::CGROUP_WRITE_ENTER_HEAD })
         );
         assert_eq!(decode(&b[..10]), Err(DecodeError::TooShortForHeader { len: 10, need: 96 }));
         assert_eq!(decode(&[]), Err(DecodeError::TooShortForHeader { len: 0, need: 96 }));
@@ -472,12 +432,15 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_size_mismatch_are_errors() {
-        let mut r = cgroup_write();
-        r.header.kind = 999;
-        assert_eq!(decode(&bytes_of(&r)), Err(DecodeError::UnknownKind(999)));
-        let mut r = cgroup_write();
-        r.header.size = 12;
-        assert!(matches!(decode(&bytes_of(&r)), Err(DecodeError::SizeMismatch { .. })));
+        let mut b = write_enter(&["a"]);
+        b[..2].copy_from_slice(&999u16.to_ne_bytes());
+        assert_eq!(decode(&b), Err(DecodeError::UnknownKind(999)));
+        // Kind 1, the first cgroup-write layout, is no longer sent nor read.
+        b[..2].copy_from_slice(&kind::CGROUP_WRITE.to_ne_bytes());
+        assert_eq!(decode(&b), Err(DecodeError::UnknownKind(kind::CGROUP_WRITE)));
+        let mut b = write_enter(&["a"]);
+        b[4..8].copy_from_slice(&12u32.to_ne_bytes());
+        assert!(matches!(decode(&b), Err(DecodeError::SizeMismatch { .. })));
     }
 
     fn write_enter(path: &[&str]) -> Vec<u8> {
@@ -531,12 +494,17 @@ mod tests {
     }
 
     #[test]
-    fn oversized_lengths_are_clamped() {
-        let mut r = cgroup_write();
-        r.depth = 200;
-        r.value_len = 60000;
-        let Record::CgroupWrite(w) = decode(&bytes_of(&r)).unwrap() else { panic!() };
-        assert_eq!(w.components_leaf_first.len(), common::MAX_DEPTH);
+    fn oversized_lengths_are_clamped_or_refused() {
+        // A value length past the field is clamped to the field.
+        let mut b = write_enter(&["a"]);
+        let off = std::mem::offset_of!(common::CgroupWriteEnter, value_len);
+        b[off..off + 2].copy_from_slice(&60000u16.to_ne_bytes());
+        let Record::CgroupWrite(w) = decode(&b).unwrap() else { panic!() };
         assert_eq!(w.value.len(), common::VALUE_LEN);
+        // More path components than the record can hold is an error, not a clamp.
+        let mut b = write_enter(&["a"]);
+        let off = std::mem::offset_of!(common::CgroupWriteEnter, path_len);
+        b[off..off + 2].copy_from_slice(&200u16.to_ne_bytes());
+        assert!(matches!(decode(&b), Err(DecodeError::SizeMismatch { .. })));
     }
 }
