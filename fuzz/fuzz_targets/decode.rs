@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = tracer_user::decode::decode(data);
+    let _ = tracer_user::pipeline::decode::decode(data);
 });

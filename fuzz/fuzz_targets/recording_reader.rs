@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer_user::replay::{parse_line, RecordingReader};
+use tracer_user::stream::reader::{parse_line, RecordingReader};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(reader) = RecordingReader::new("fuzz", std::io::Cursor::new(data.to_vec())) else {

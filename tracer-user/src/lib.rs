@@ -1,33 +1,22 @@
 //! tracer: who changed the node under my pods?
 //!
-//! Map of the crate (kernel side is `tracer-ebpf`, shared layouts `tracer-common`):
-//! - [`schema`]: event schema v1, the JSON lines every command reads and writes.
-//! - [`decode`]: ring-buffer records -> Rust values, with typed errors.
-//! - [`netlink`]: rtnetlink request bytes -> the route/rule/addr/link changes they ask for.
-//! - [`btf_offsets`]: kernel struct offsets from the running kernel's BTF.
-//! - [`loader`]: loads and attaches the programs, reports each hook.
-//! - [`live`]: ring-buffer reader and the record -> event pipeline.
-//! - [`process`]: process table keyed by (pid, start time); actor attribution.
-//! - [`cgroup_info`]: what a cgroup path means (unit, QoS, pod, container).
-//! - [`correlator`]: the incident detectors.
-//! - [`filter`], [`output`]: what to show and how.
-//! - [`record`], [`replay`]: recordings for the postmortem.
-pub mod btf_offsets;
-pub mod cgroup_info;
+//! The crate by layer, in the order a kernel record travels (docs/ARCHITECTURE.md has
+//! the whole path and the checklists for adding a hook, an event kind or a detector;
+//! the kernel side is `tracer-ebpf`, the shared record layouts `tracer-common`):
+//! - [`kernel`]: talking to the kernel: BTF offsets, loading and attaching the programs,
+//!   the cgroupfs openers seeded from /proc, privileges, the host's namespaces.
+//! - [`pipeline`]: ring-buffer records -> attributed schema-v1 events: typed decode,
+//!   rtnetlink requests, the process table and actor policy, interface names.
+//! - [`correlator`]: the incident detectors over the event stream, and the tick that
+//!   closes their time windows.
+//! - [`stream`]: the schema-v1 lines and everything that reads or writes them: the
+//!   printer, filters, metrics, the recording writer and reader.
+//! - [`session`]: the drivers that connect the layers: the live session (tail, record),
+//!   the replay merge, stop signals.
+//! - [`cli`]: the `tracer` subcommands, their clap arguments and what each runs.
+pub mod cli;
 pub mod correlator;
-pub mod decode;
-pub mod events;
-pub mod filter;
-pub mod hostns;
-pub mod live;
-pub mod loader;
-pub mod metrics;
-pub mod netlink;
-pub mod netns;
-pub mod openers;
-pub mod output;
-pub mod privileges;
-pub mod process;
-pub mod record;
-pub mod replay;
-pub mod schema;
+pub mod kernel;
+pub mod pipeline;
+pub mod session;
+pub mod stream;

@@ -6,10 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod cmd_check;
-mod cmd_record;
-mod cmd_tail;
-mod live_args;
+use tracer_user::cli;
 
 /// tracer: who changed the node under my pods?
 ///
@@ -40,11 +37,11 @@ enum Command {
     ///   tracer tail --actor systemd-networkd --dev 'lxc*'
     ///   tracer tail --findings-only
     #[command(verbatim_doc_comment)]
-    Tail(cmd_tail::TailArgs),
+    Tail(cli::tail::TailArgs),
     /// Report BTF, privileges, cgroup2 and each hook: attached, or why not.
     ///
     /// Exits non-zero when no hook can run.
-    Check(cmd_check::CheckArgs),
+    Check(cli::check::CheckArgs),
     /// Record schema-v1 JSON lines to a file for the postmortem (header, events,
     /// findings, periodic stats). SIGINT/SIGTERM end it with every captured line written.
     ///
@@ -53,7 +50,7 @@ enum Command {
     ///   tracer record -o node.jsonl --rotate-size 100M --max-files 5 --kind cgroup_write
     ///   tracer record -o - | gzip > node.jsonl.gz
     #[command(verbatim_doc_comment)]
-    Record(cmd_record::RecordCmd),
+    Record(cli::record::RecordCmd),
     /// Re-run the correlator over recordings: timeline, findings with evidence, actors.
     ///
     /// Reads plain, gzip or zstd files, or stdin (`-`); several files (rotated parts,
@@ -64,7 +61,7 @@ enum Command {
     ///   tracer replay node.jsonl* --findings-only
     ///   tracer replay a.jsonl.gz b.jsonl.zst --since 2026-11-24T07:00:00Z --json
     #[command(verbatim_doc_comment)]
-    Replay(tracer_user::replay::ReplayArgs),
+    Replay(tracer_user::cli::replay_args::ReplayArgs),
     /// Attach empty programs on sys_enter/sys_exit until SIGTERM (benchmark floor).
     #[command(hide = true)]
     BenchFloor,
@@ -79,10 +76,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Tail(args) => cmd_tail::run(args),
-        Command::Check(args) => cmd_check::run(args),
-        Command::Record(args) => cmd_record::record(args),
-        Command::Replay(args) => cmd_record::replay(args),
+        Command::Tail(args) => cli::tail::run(args),
+        Command::Check(args) => cli::check::run(args),
+        Command::Record(args) => cli::record::record(args),
+        Command::Replay(args) => cli::record::replay(args),
         Command::BenchFloor => bench_floor(),
     };
     match result {
@@ -120,10 +117,10 @@ fn bench_floor() -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         // Handlers before attaching (see cmd_tail).
-        let mut signals = tracer_user::record::Signals::install()?;
-        let _ebpf = tracer_user::loader::load_floor()?;
+        let mut signals = tracer_user::session::signals::Signals::install()?;
+        let _ebpf = tracer_user::kernel::loader::load_floor()?;
         eprintln!("tracer: floor programs attached on sys_enter and sys_exit");
-        tracer_user::record::StopTrigger::fired(&mut signals).await;
+        tracer_user::session::signals::StopTrigger::fired(&mut signals).await;
         Ok(ExitCode::SUCCESS)
     })
 }

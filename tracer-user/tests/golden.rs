@@ -1,6 +1,6 @@
 //! Golden traces (issue 3): recordings made by the real tracer on a real kernel while an
 //! incident scenario played (`cargo xtask golden`, see tests/tests/golden_record.rs),
-//! replayed through `tracer_user::replay` with this build's correlator. The findings
+//! replayed through `tracer_user::session::replay` with this build's correlator. The findings
 //! must be exactly those of `testdata/golden/<scenario>.expected.json`, which are written
 //! by hand from the incidents of shared/DESIGN.md: which finding, by whom, on what, and
 //! which events are its evidence.
@@ -23,8 +23,10 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use tracer_user::replay::{self, RecordingReader, ReplayArgs};
-use tracer_user::schema::Line;
+use tracer_user::correlator::default_correlator;
+use tracer_user::session::replay::{self, ReplayArgs};
+use tracer_user::stream::reader::RecordingReader;
+use tracer_user::stream::schema::Line;
 
 /// `testdata/golden`, or `GOLDEN_DIR` (a fresh recording to check against the same
 /// expectations before replacing the committed one).
@@ -104,7 +106,7 @@ fn replay_golden(name: &str) -> Replayed {
         strict: true,
         ..Default::default()
     };
-    let summary = replay::replay_with(&args, std::io::sink(), false, &replay::default_correlator)
+    let summary = replay::replay_with(&args, std::io::sink(), false, &default_correlator)
         .unwrap_or_else(|e| panic!("replay {}: {e:#}", path.display()));
     assert_eq!(summary.bad_lines, 0);
     assert_eq!(summary.events as usize, events.len());

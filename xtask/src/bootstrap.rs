@@ -192,7 +192,8 @@ pub fn apt_packages() -> Result<()> {
     eprintln!("xtask: installing apt packages: {}", missing.join(" "));
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        // Wait for another apt (unattended upgrades, a parallel job) instead of failing.
+        cmd.args(["-o", "DPkg::Lock::Timeout=600"]).args(args).env("DEBIAN_FRONTEND", "noninteractive");
         cmd
     };
     if let Err(e) = run(&mut apt(&["update", "-q"])) {

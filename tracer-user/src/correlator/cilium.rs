@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use super::rp_filter::is_cilium_dev;
 use super::{attribution, finding, made_by, parse_num, who, HostKey};
-use crate::schema::{Event, Finding, Kind, Severity};
+use crate::stream::schema::{Event, Finding, Kind, Severity};
 
 pub const ROUTE_ID: &str = "cilium-route-deleted";
 pub const RULE_ID: &str = "cilium-rule-deleted";

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::kube::{self, Level};
 use super::{attribution, finding, made_by, who, HostKey};
-use crate::schema::{Event, Finding, Kind, Severity, Timestamp};
+use crate::stream::schema::{Event, Finding, Kind, Severity, Timestamp};
 
 pub const ID: &str = "kubepods-controller-removed";
 

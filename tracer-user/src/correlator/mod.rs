@@ -8,7 +8,7 @@
 //! | id | module |
 //! |---|---|
 //! | `kubepods-controller-removed` | [`kubepods`] |
-//! | `cgroup-driver-mismatch` | [`driver`] |
+//! | `cgroup-driver-mismatch` | [`cgroup_driver`] |
 //! | `rp-filter-on-cilium` | [`rp_filter`] |
 //! | `cilium-route-deleted`, `cilium-rule-deleted` | [`cilium`] |
 //!
@@ -16,19 +16,19 @@
 //! merged recordings never mix one node's cgroups or namespaces with another's.
 
 pub mod cilium;
-pub mod driver;
+pub mod cgroup_driver;
 pub mod kube;
 pub mod kubepods;
 pub mod rp_filter;
 
-use crate::process;
-use crate::schema::{Event, Finding, Severity, Timestamp};
+use crate::pipeline::actor;
+use crate::stream::schema::{Event, Finding, Severity, Timestamp};
 
 /// Runs every detector over the event stream.
 #[derive(Debug, Default)]
 pub struct Correlator {
     kubepods: kubepods::Detector,
-    driver: driver::Detector,
+    driver: cgroup_driver::Detector,
     rp_filter: rp_filter::Detector,
     cilium: cilium::Detector,
 }
@@ -66,6 +66,52 @@ impl Correlator {
     }
 }
 
+/// What replay needs from the correlator (`correlator::Correlator`), behind a trait so
+/// replay can be tested with a scripted one and keeps compiling while the real one
+/// changes.
+pub trait Correlate {
+    fn observe(&mut self, e: &Event) -> Vec<Finding>;
+    /// Time passes: findings whose window closed (e.g. "not re-added within 10 s").
+    fn tick(&mut self, now: Timestamp) -> Vec<Finding>;
+    /// End of input.
+    fn finish(&mut self) -> Vec<Finding>;
+}
+
+/// The correlator replay uses by default.
+pub fn default_correlator() -> Box<dyn Correlate> {
+    Box::new(Correlator::new())
+}
+
+impl Correlate for Correlator {
+    fn observe(&mut self, e: &Event) -> Vec<Finding> {
+        Correlator::observe(self, e)
+    }
+    fn tick(&mut self, now: Timestamp) -> Vec<Finding> {
+        Correlator::tick(self, now)
+    }
+    fn finish(&mut self) -> Vec<Finding> {
+        Correlator::finish(self)
+    }
+}
+
+/// Finds nothing (replay with `--no-correlate`-like behaviour in tests and benches).
+pub struct NoCorrelator;
+
+impl Correlate for NoCorrelator {
+    fn observe(&mut self, _: &Event) -> Vec<Finding> {
+        Vec::new()
+    }
+    fn tick(&mut self, _: Timestamp) -> Vec<Finding> {
+        Vec::new()
+    }
+    fn finish(&mut self) -> Vec<Finding> {
+        Vec::new()
+    }
+}
+
+/// How often time windows are closed when no event comes: live and replay tick alike.
+pub const TICK_NS: i64 = 1_000_000_000;
+
 /// State of one node: replay may merge recordings of several.
 type HostKey = Option<String>;
 
@@ -74,7 +120,7 @@ pub(crate) fn actor(ev: &Event) -> String {
     if !ev.actor.is_empty() {
         return ev.actor.clone();
     }
-    process::actor_name(ev.exe.as_deref(), &ev.comm)
+    actor::actor_name(ev.exe.as_deref(), &ev.comm)
 }
 
 /// `systemd-sysctl (for systemd-udevd)`, for summaries.
@@ -150,7 +196,7 @@ pub(crate) fn parse_num(s: &str) -> Option<u32> {
 pub(crate) mod testutil {
     //! A small builder for synthetic events and a runner that feeds them in order.
     use super::*;
-    use crate::schema::Kind;
+    use crate::stream::schema::Kind;
 
     /// Seconds from an arbitrary origin to a timestamp.
     pub fn at(secs: f64) -> Timestamp {
@@ -303,16 +349,16 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
-    use crate::decode::Task;
-    use crate::process::ProcessTable;
-    use crate::schema::Kind;
+    use crate::pipeline::decode::Task;
+    use crate::pipeline::process::ProcessTable;
+    use crate::stream::schema::Kind;
 
     /// The process table and the correlator together: the finding names the actor the
     /// table resolved from exec/fork records, not the truncated comm.
     #[test]
     fn incidents_2_and_3_attributed_end_to_end() {
         let tick = 10_000_000;
-        let mut t = ProcessTable::with_limits(tick, crate::process::DEFAULT_GRACE_NS, 1024);
+        let mut t = ProcessTable::with_limits(tick, crate::pipeline::process::DEFAULT_GRACE_NS, 1024);
         let init = Task {
             ktime_ns: 1,
             pid: 1,
@@ -404,15 +450,15 @@ mod tests {
     #[test]
     fn findings_serialize_as_schema_lines() {
         let f = run(vec![cg_write("systemd", "/kubepods.slice", "-cpuset")]);
-        let line = serde_json::to_string(&crate::schema::Line::Finding(f[0].clone())).unwrap();
+        let line = serde_json::to_string(&crate::stream::schema::Line::Finding(f[0].clone())).unwrap();
         assert!(
             line.starts_with(
                 r#"{"type":"finding","id":"kubepods-controller-removed","severity":"critical""#
             ),
             "{line}"
         );
-        let back: crate::schema::Line = serde_json::from_str(&line).unwrap();
-        assert_eq!(back, crate::schema::Line::Finding(f[0].clone()));
+        let back: crate::stream::schema::Line = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, crate::stream::schema::Line::Finding(f[0].clone()));
     }
 
     #[test]

@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{attribution, finding, who, HostKey};
-use crate::schema::{Event, Finding, Kind, Severity, Timestamp};
+use crate::stream::schema::{Event, Finding, Kind, Severity, Timestamp};
 
 pub const ID: &str = "rp-filter-on-cilium";
 

@@ -1,7 +1,14 @@
+use std::path::Path;
+use crate::correlator::Correlate;
+use crate::cli::replay_args::parse_time;
+use crate::stream::filter::FilterArgs;
+use crate::stream::reader::*;
+use crate::stream::schema::{Event, Finding, Line, Timestamp};
 use super::*;
-use crate::record::tests::{event, finding, header, FakeSource, TempDir};
-use crate::record::{record_loop, LineSource, RecordWriter, WriterOptions};
-use crate::schema::{Kind, Severity};
+use crate::session::record::tests::{event, finding, header, FakeSource, TempDir};
+use crate::stream::writer::{RecordWriter, WriterOptions};
+use crate::session::record::{record_loop, LineSource};
+use crate::stream::schema::{Kind, Severity};
 use std::cell::RefCell;
 use std::rc::Rc;
 

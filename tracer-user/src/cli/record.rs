@@ -2,12 +2,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tracer_user::live::Session;
-use tracer_user::metrics::{self, Observed};
-use tracer_user::record::{run_record, RecordArgs, Signals};
-use tracer_user::replay::{run_replay, ReplayArgs};
+use crate::session::live::Session;
+use crate::stream::metrics::{self, Observed};
+use crate::cli::record_args::RecordArgs;
+use crate::session::record::run_record;
+use crate::session::signals::Signals;
+use crate::session::replay::{run_replay, ReplayArgs};
 
-use crate::live_args::LiveArgs;
+use crate::cli::live_args::LiveArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct RecordCmd {

@@ -289,7 +289,7 @@ mod tests {
         let o = from_bytes(&kernel_btf()).unwrap();
         // Values read independently with `bpftool btf dump file ... format raw`
         // on the same kernel (see testdata/README.md).
-        let want = include!("../testdata/btf/expected-6.18.44.rs");
+        let want = include!("../../testdata/btf/expected-6.18.44.rs");
         assert_eq!(o, want);
     }
 

@@ -4,13 +4,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
-use tracer_user::filter::{Filter, FilterArgs};
-use tracer_user::live::Session;
-use tracer_user::metrics;
-use tracer_user::output::{Format, Printer};
-use tracer_user::schema::Line;
+use crate::stream::filter::{Filter, FilterArgs};
+use crate::session::live::Session;
+use crate::stream::metrics;
+use crate::stream::output::{Format, Printer};
+use crate::stream::schema::Line;
 
-use crate::live_args::LiveArgs;
+use crate::cli::live_args::LiveArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct TailArgs {

@@ -2,8 +2,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tracer_user::live::LiveOptions;
-use tracer_user::loader::LoadOptions;
+use crate::session::live::LiveOptions;
+use crate::kernel::loader::LoadOptions;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LiveArgs {

@@ -11,9 +11,9 @@ use aya::{Ebpf, EbpfLoader};
 use thiserror::Error;
 use tracer_common::Offsets;
 
-use crate::btf_offsets::{self, OffsetError};
-use crate::privileges::Privileges;
-use crate::schema::HookStatus;
+use crate::kernel::btf_offsets::{self, OffsetError};
+use crate::kernel::privileges::Privileges;
+use crate::stream::schema::HookStatus;
 
 /// The programs, built by build.rs from `tracer-ebpf` (aya-build).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -105,13 +105,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let controllers = btf_offsets::controllers(&btf);
     drop(btf);
     // In a pod: see cgroups as the host does, and know our PID as the kernel does.
-    match crate::hostns::enter_host_cgroupns() {
-        crate::hostns::CgroupNs::Host => {}
-        crate::hostns::CgroupNs::Entered => tracing::info!("joined the host's cgroup namespace (PID 1's)"),
-        crate::hostns::CgroupNs::Private(why) => tracing::warn!("staying in a private cgroup namespace: {why}"),
-        crate::hostns::CgroupNs::Unknown(why) => tracing::info!("cgroup namespace left as it is: {why}"),
+    match crate::kernel::hostns::enter_host_cgroupns() {
+        crate::kernel::hostns::CgroupNs::Host => {}
+        crate::kernel::hostns::CgroupNs::Entered => tracing::info!("joined the host's cgroup namespace (PID 1's)"),
+        crate::kernel::hostns::CgroupNs::Private(why) => tracing::warn!("staying in a private cgroup namespace: {why}"),
+        crate::kernel::hostns::CgroupNs::Unknown(why) => tracing::info!("cgroup namespace left as it is: {why}"),
     }
-    let tgid = crate::hostns::own_kernel_tgid();
+    let tgid = crate::kernel::hostns::own_kernel_tgid();
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
         .override_global("TRACER_TGID", &tgid, true)
@@ -217,9 +217,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The host's cgroup2 hierarchy root: one of our mounts if it really is the root (not a
 /// mount of a sub-cgroup, as in a container with a private cgroup namespace), else PID
-/// 1's through `/proc/1/root` ([`crate::hostns`]).
+/// 1's through `/proc/1/root` ([`crate::kernel::hostns`]).
 pub fn find_cgroup2_root() -> Option<PathBuf> {
-    let found = crate::hostns::host_cgroup2_root()?;
+    let found = crate::kernel::hostns::host_cgroup2_root()?;
     tracing::debug!("cgroup2 root {} (via {})", found.path.display(), found.via);
     Some(found.path)
 }

@@ -33,7 +33,7 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::schema::{Line, Stats};
+use crate::stream::schema::{Line, Stats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -317,7 +317,7 @@ async fn respond(
     stream.shutdown().await
 }
 
-/// A [`LineSource`](crate::record::LineSource) that counts every line it hands on, so
+/// A [`LineSource`](crate::session::record::LineSource) that counts every line it hands on, so
 /// `record` can serve the same metrics as `tail`:
 /// `run_record(args, Observed::new(session, metrics))`.
 pub struct Observed<S> {
@@ -325,7 +325,7 @@ pub struct Observed<S> {
     metrics: Arc<Metrics>,
 }
 
-impl<S: crate::record::LineSource> Observed<S> {
+impl<S: crate::session::record::LineSource> Observed<S> {
     /// Counts the header (which hooks are attached) at once.
     pub fn new(inner: S, metrics: Arc<Metrics>) -> Self {
         metrics.observe(&Line::Header(inner.header().clone()));
@@ -333,8 +333,8 @@ impl<S: crate::record::LineSource> Observed<S> {
     }
 }
 
-impl<S: crate::record::LineSource> crate::record::LineSource for Observed<S> {
-    fn header(&self) -> &crate::schema::HeaderLine {
+impl<S: crate::session::record::LineSource> crate::session::record::LineSource for Observed<S> {
+    fn header(&self) -> &crate::stream::schema::HeaderLine {
         self.inner.header()
     }
     // Cancel-safe when the inner source is: the line is observed only once taken.
@@ -351,7 +351,7 @@ impl<S: crate::record::LineSource> crate::record::LineSource for Observed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{Event, Finding, HookCounts, Kind, Severity, Timestamp};
+    use crate::stream::schema::{Event, Finding, HookCounts, Kind, Severity, Timestamp};
 
     fn stats(seen: u64, lost: u64, processes: u64) -> Line {
         let mut hooks = std::collections::BTreeMap::new();

@@ -27,11 +27,11 @@ use tokio::sync::mpsc;
 use tracer_common::{counter, kind};
 
 use crate::correlator::Correlator;
-use crate::decode::{self, Record};
-use crate::events::EventBuilder;
-use crate::loader::{self, LoadError, LoadOptions, Loaded};
-use crate::process::ProcessTable;
-use crate::schema::{Event, HeaderLine, HookCounts, Line, Stats, Timestamp, SCHEMA_VERSION};
+use crate::pipeline::decode::{self, Record};
+use crate::pipeline::enrich::EventBuilder;
+use crate::kernel::loader::{self, LoadError, LoadOptions, Loaded};
+use crate::pipeline::process::ProcessTable;
+use crate::stream::schema::{Event, HeaderLine, HookCounts, Line, Stats, Timestamp, SCHEMA_VERSION};
 
 /// How long a cgroup write waits for its result record before it is emitted without.
 pub const RESULT_WAIT: Duration = Duration::from_secs(2);
@@ -146,7 +146,7 @@ impl Session {
     pub async fn start(opts: &LiveOptions) -> Result<Session, LoadError> {
         let mut loaded = loader::load(&opts.load)?;
         // After attaching, so that nothing opened in between is missed.
-        match crate::openers::seed(&mut loaded.ebpf, &opts.proc_root) {
+        match crate::kernel::openers::seed(&mut loaded.ebpf, &opts.proc_root) {
             Ok(n) => tracing::debug!("{n} processes already hold cgroupfs files"),
             Err(e) => tracing::warn!("cannot seed the cgroupfs openers: {e}; writes through fds opened before start may be missed"),
         }
@@ -463,7 +463,7 @@ fn run(
     p.flush();
 }
 
-impl crate::record::LineSource for Session {
+impl crate::session::record::LineSource for Session {
     fn header(&self) -> &HeaderLine {
         Session::header(self)
     }

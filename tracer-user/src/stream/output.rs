@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use crate::schema::{Event, Finding, HeaderLine, Kind, Line, Severity, Stats};
+use crate::stream::schema::{Event, Finding, HeaderLine, Kind, Line, Severity, Stats};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -499,7 +499,7 @@ fn human_finding(s: &mut String, f: &Finding, color: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{HookCounts, HookStatus, Timestamp};
+    use crate::stream::schema::{HookCounts, HookStatus, Timestamp};
 
     // 2023-11-14T22:13:20.123456789Z
     const T: Timestamp = Timestamp(1_700_000_000_123_456_789);
@@ -782,6 +782,28 @@ mod tests {
                 .print(&Line::Event(Box::new(base(Kind::Signal, "x", 1))))
                 .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        }
+    }
+}
+
+/// When to color the human output.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour: `auto` colours a terminal unless `NO_COLOR` is set
+    /// (https://no-color.org).
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal as _;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
     }
 }

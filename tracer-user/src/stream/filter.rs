@@ -5,7 +5,7 @@
 //! and stats lines always pass (a stream without them cannot be read back or trusted).
 //! An event or finding that lacks the field a filter looks at does not match that filter.
 
-use crate::schema::{Event, Finding, Kind, Line};
+use crate::stream::schema::{Event, Finding, Kind, Line};
 
 /// Filter flags, flattened into each command's arguments.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -259,7 +259,7 @@ mod tests {
     fn finding(actor: &str) -> Finding {
         Finding {
             id: "kubepods-controller-removed".into(),
-            severity: crate::schema::Severity::Critical,
+            severity: crate::stream::schema::Severity::Critical,
             time: Default::default(),
             actor: actor.into(),
             summary: String::new(),

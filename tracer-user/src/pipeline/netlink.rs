@@ -28,7 +28,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use thiserror::Error;
 
-use crate::schema::{Event, Kind};
+use crate::stream::schema::{Event, Kind};
 
 /// At most this many messages are decoded from one buffer; the rest is reported as
 /// [`NetlinkError::TooManyMessages`]. A captured buffer is small (a few KiB), so a real
@@ -1424,7 +1424,7 @@ mod tests {
 
     #[test]
     fn iproute2_route_del_v4() {
-        let r = decode_fixture(include_str!("../testdata/netlink/route_del_v4.hex"));
+        let r = decode_fixture(include_str!("../../testdata/netlink/route_del_v4.hex"));
         assert_eq!(
             r.len(),
             1,
@@ -1442,13 +1442,13 @@ mod tests {
 
     #[test]
     fn iproute2_route_del_v6_and_default() {
-        let r = decode_fixture(include_str!("../testdata/netlink/route_del_v6.hex"));
+        let r = decode_fixture(include_str!("../../testdata/netlink/route_del_v6.hex"));
         assert_eq!(r.len(), 1);
         assert_eq!(
             (r[0].family.as_deref(), r[0].dst.as_deref(), r[0].ifindex),
             (Some("inet6"), Some("2001:db8:1::/48"), Some(3))
         );
-        let r = decode_fixture(include_str!("../testdata/netlink/route_del_default.hex"));
+        let r = decode_fixture(include_str!("../../testdata/netlink/route_del_default.hex"));
         assert_eq!(r.len(), 1);
         assert_eq!(
             (r[0].dst.as_deref(), r[0].table, r[0].protocol.clone()),
@@ -1458,7 +1458,7 @@ mod tests {
 
     #[test]
     fn iproute2_rule_del() {
-        let r = decode_fixture(include_str!("../testdata/netlink/rule_del.hex"));
+        let r = decode_fixture(include_str!("../../testdata/netlink/rule_del.hex"));
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].kind, Kind::RuleDelete);
         assert_eq!(r[0].fwmark.as_deref(), Some("0x200/0xf00"));
@@ -1468,7 +1468,7 @@ mod tests {
 
     #[test]
     fn iproute2_addr_del() {
-        let r = decode_fixture(include_str!("../testdata/netlink/addr_del.hex"));
+        let r = decode_fixture(include_str!("../../testdata/netlink/addr_del.hex"));
         assert_eq!(r.len(), 1);
         assert_eq!(
             (r[0].kind, r[0].dst.as_deref(), r[0].ifindex),
@@ -1478,28 +1478,28 @@ mod tests {
 
     #[test]
     fn iproute2_link_set_down_up_mtu() {
-        let r = decode_fixture(include_str!("../testdata/netlink/link_down.hex"));
+        let r = decode_fixture(include_str!("../../testdata/netlink/link_down.hex"));
         assert_eq!(r.len(), 1, "the probe and GETLINK are not reported: {r:?}");
         assert_eq!(
             (r[0].kind, r[0].request, r[0].up, r[0].ifindex),
             (Kind::LinkSet, "RTM_NEWLINK", Some(false), Some(3))
         );
-        let r = decode_fixture(include_str!("../testdata/netlink/link_up.hex"));
+        let r = decode_fixture(include_str!("../../testdata/netlink/link_up.hex"));
         assert_eq!((r.len(), r[0].up), (1, Some(true)));
-        assert!(decode_fixture(include_str!("../testdata/netlink/link_mtu.hex")).is_empty());
+        assert!(decode_fixture(include_str!("../../testdata/netlink/link_mtu.hex")).is_empty());
     }
 
     #[test]
     fn iproute2_link_add_is_not_reported_and_link_del_is() {
-        assert!(decode_fixture(include_str!("../testdata/netlink/link_add.hex")).is_empty());
-        let r = decode_fixture(include_str!("../testdata/netlink/link_del.hex"));
+        assert!(decode_fixture(include_str!("../../testdata/netlink/link_add.hex")).is_empty());
+        let r = decode_fixture(include_str!("../../testdata/netlink/link_del.hex"));
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].kind, r[0].ifindex), (Kind::LinkDelete, Some(7)));
     }
 
     #[test]
     fn kernel_accepted_rp_filter_setlink() {
-        let r = decode_fixture(include_str!("../testdata/netlink/rp_filter_setlink.hex"));
+        let r = decode_fixture(include_str!("../../testdata/netlink/rp_filter_setlink.hex"));
         assert_eq!(r.len(), 1);
         assert_eq!(
             (
@@ -1516,10 +1516,10 @@ mod tests {
     #[test]
     fn every_prefix_of_every_fixture_is_safe() {
         for text in [
-            include_str!("../testdata/netlink/route_del_v4.hex"),
-            include_str!("../testdata/netlink/rule_del.hex"),
-            include_str!("../testdata/netlink/rp_filter_setlink.hex"),
-            include_str!("../testdata/netlink/link_down.hex"),
+            include_str!("../../testdata/netlink/route_del_v4.hex"),
+            include_str!("../../testdata/netlink/rule_del.hex"),
+            include_str!("../../testdata/netlink/rp_filter_setlink.hex"),
+            include_str!("../../testdata/netlink/link_down.hex"),
         ] {
             for buf in fixture(text) {
                 for n in 0..buf.len() {

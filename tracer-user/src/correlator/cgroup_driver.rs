@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use super::kube;
 use super::kubepods::REMEDIATION;
 use super::{attribution, finding, who, HostKey};
-use crate::schema::{Event, Finding, Kind, Severity};
+use crate::stream::schema::{Event, Finding, Kind, Severity};
 
 pub const ID: &str = "cgroup-driver-mismatch";
 

@@ -1,7 +1,7 @@
 //! What the detectors need to know about a cgroup path: where the kubepods tree is and
 //! at which level a path sits in it, and the driver-mismatch tell-tale.
 //!
-//! [`crate::cgroup_info`] decides the meaning; a structural check of the path's shape
+//! [`names`] decides the meaning; a structural check of the path's shape
 //! backs it up where a name is not recognised: anything below a pod's cgroup is a
 //! container's (kubelet validates only root, QoS and pod cgroups), and any
 //! `<slice>.slice:<prefix>:<id>` leaf outside kubepods is the tell-tale, whatever the
@@ -14,7 +14,9 @@
 //!   the pod uid with `_` for `-`;
 //! - cgroupfs: `/kubepods/burstable/pod<uid>/<id>`.
 
-use crate::cgroup_info::{self, KubeLevel};
+pub mod names;
+
+use names::KubeLevel;
 
 /// Level of a cgroup inside the kubepods tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +67,7 @@ fn looks_like_uid(s: &str) -> bool {
 
 /// Where `path` sits in the kubepods tree, or `None` when outside it.
 pub fn kube_path(path: &str) -> Option<KubePath> {
-    let info = cgroup_info::parse(path);
+    let info = names::parse(path);
     let own = structural(path);
     if !info.in_kubepods {
         return own;
@@ -123,7 +125,7 @@ pub fn under(path: &str, prefix: &str) -> bool {
 /// taken literally by a cgroupfs driver whatever the prefix. Returns (pod uid if named,
 /// runtime, container id).
 pub fn outside_container(path: &str) -> Option<(Option<String>, String, String)> {
-    let info = cgroup_info::parse(path);
+    let info = names::parse(path);
     if info.in_kubepods || structural(path).is_some() {
         return None;
     }

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::btf_offsets::mask_names;
-use crate::decode::{Record, Task};
-use crate::netlink;
-use crate::schema::{Event, Kind, Timestamp};
+use crate::kernel::btf_offsets::mask_names;
+use crate::pipeline::decode::{Record, Task};
+use crate::pipeline::netlink;
+use crate::stream::schema::{Event, Kind, Timestamp};
 
 /// Converts kernel boot-based times to wall-clock time.
 #[derive(Debug, Clone, Copy)]
@@ -174,7 +174,7 @@ pub struct EventBuilder {
     pub hierarchies: Hierarchies,
     pub controllers: Vec<String>,
     pub cgroups: CgroupPaths,
-    pub netns_names: crate::netns::IfNames,
+    pub netns_names: crate::pipeline::ifnames::IfNames,
     /// Netlink messages that could not be decoded (counted into `stats.decode_errors`).
     pub netlink_errors: u64,
     /// (hierarchy id, cgroup id) -> path, for write records whose path the kernel sent
@@ -197,7 +197,7 @@ impl EventBuilder {
             hierarchies: Hierarchies::read(),
             controllers,
             cgroups: CgroupPaths::new(cgroup2_root),
-            netns_names: crate::netns::IfNames::default(),
+            netns_names: crate::pipeline::ifnames::IfNames::default(),
             netlink_errors: 0,
             write_paths: HashMap::new(),
             removed: Vec::new(),
@@ -209,7 +209,7 @@ impl EventBuilder {
 
     /// The path of a write record: from the record, or from what an earlier record of
     /// the same cgroup sent.
-    fn write_path(&mut self, w: &crate::decode::CgroupWrite) -> std::sync::Arc<str> {
+    fn write_path(&mut self, w: &crate::pipeline::decode::CgroupWrite) -> std::sync::Arc<str> {
         let key = (w.hierarchy_id, w.cgroup_id);
         if !w.path_omitted {
             let path: std::sync::Arc<str> = w.path().into();

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use tracer_user::btf_offsets;
-use tracer_user::live::kernel_release;
-use tracer_user::loader::{self, LoadOptions, HOOKS};
-use tracer_user::privileges::Privileges;
+use crate::kernel::btf_offsets;
+use crate::session::live::kernel_release;
+use crate::kernel::loader::{self, LoadOptions, HOOKS};
+use crate::kernel::privileges::Privileges;
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {

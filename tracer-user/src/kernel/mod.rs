@@ -1,0 +1,6 @@
+//! Talking to the kernel: what the programs need from it and what the tracer may do.
+pub mod btf_offsets;
+pub mod hostns;
+pub mod loader;
+pub mod openers;
+pub mod privileges;
