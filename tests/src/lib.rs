@@ -101,7 +101,8 @@ impl Tracer {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    let v: Value =
+                        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                     self.seen.push(v.clone());
                     if pred(&v) {
                         return v;
@@ -343,7 +344,8 @@ impl Tracer {
     /// (`unshare ... tracer tail --json`): `cmd`'s stdout must be the tracer's.
     pub fn spawn(mut cmd: Command) -> Tracer {
         require_root();
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn tracer command");
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn tracer command");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -359,7 +361,8 @@ impl Tracer {
             let status = t.child.try_wait().ok().flatten();
             panic!("tracer printed no header line within 60 s (exit status: {status:?})")
         });
-        let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("header is not JSON ({e}): {first}"));
+        let v: Value =
+            serde_json::from_str(&first).unwrap_or_else(|e| panic!("header is not JSON ({e}): {first}"));
         assert_eq!(v["type"], "header", "first line must be the header: {first}");
         t.header = v;
         t
@@ -413,6 +416,9 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 
 /// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text body.
 pub fn metric_value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+    body.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|r| r.strip_prefix(' '))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    })
 }

@@ -40,9 +40,7 @@ pub type Observer<'a> = &'a mut dyn FnMut(&Step);
 
 /// A file under `tests/scenarios/`.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(rel)
 }
 
 /// Fails with an install hint unless `path` exists.
@@ -55,18 +53,9 @@ pub fn require_exe(path: &str, package: &str) -> String {
 }
 
 fn read_rp(ns: &NetNsGuard, dev: &str) -> String {
-    run_out(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &ns.name,
-            "cat",
-            &format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"),
-        ],
-    )
-    .trim()
-    .to_string()
+    run_out("ip", &["netns", "exec", &ns.name, "cat", &format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter")])
+        .trim()
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -117,38 +106,15 @@ fn rp_netns() -> RpNetns {
 
     let ns = NetNsGuard::new("rpf");
     let lxc = format!("lxc{:08x}", std::process::id().wrapping_mul(2654435761));
-    ns.ip(&[
-        "link",
-        "add",
-        "cilium_host",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "cilium_net",
-    ]);
-    ns.ip(&[
-        "link", "add", &lxc, "type", "veth", "peer", "name", "pod-eth0",
-    ]);
-    ns.ip(&[
-        "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
-    ]);
+    ns.ip(&["link", "add", "cilium_host", "type", "veth", "peer", "name", "cilium_net"]);
+    ns.ip(&["link", "add", &lxc, "type", "veth", "peer", "name", "pod-eth0"]);
+    ns.ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "eth1p"]);
     let cilium: Vec<String> = vec!["cilium_host".into(), "cilium_net".into(), lxc.clone()];
     let netns = Some(ns.inode());
     for d in &cilium {
-        assert_eq!(
-            read_rp(&ns, d),
-            "0",
-            "a new netns starts with rp_filter 0 on {d}"
-        );
+        assert_eq!(read_rp(&ns, d), "0", "a new netns starts with rp_filter 0 on {d}");
     }
-    RpNetns {
-        ns,
-        cilium,
-        netns,
-        defaults: defaults.to_string(),
-        override_conf: override_conf.to_string(),
-    }
+    RpNetns { ns, cilium, netns, defaults: defaults.to_string(), override_conf: override_conf.to_string() }
 }
 
 /// Incident 2 of DESIGN.md, first half: systemd's 50-default.conf applied by the real
@@ -158,13 +124,7 @@ fn rp_netns() -> RpNetns {
 /// (net/ipv4/devinet.c, `devinet_copy_dflt_conf`). No write names an interface.
 /// Step `rp_filter/never-set`.
 pub fn rp_filter_never_set(obs: Observer) {
-    let RpNetns {
-        ns,
-        cilium,
-        netns,
-        defaults,
-        ..
-    } = rp_netns();
+    let RpNetns { ns, cilium, netns, defaults, .. } = rp_netns();
     let defaults = defaults.as_str();
     let pid = systemd_sysctl(&ns, &[defaults]);
     let at = Some(Instant::now());
@@ -199,29 +159,17 @@ pub fn rp_filter_never_set(obs: Observer) {
 /// - `rp_filter/cilium-override`: Cilium's sysctl.d override applied by systemd-sysctl
 ///   writes 0 back: the fix, no finding.
 pub fn rp_filter(obs: Observer) {
-    let RpNetns {
-        ns,
-        cilium,
-        netns,
-        defaults,
-        override_conf,
-    } = rp_netns();
+    let RpNetns { ns, cilium, netns, defaults, override_conf } = rp_netns();
     let (defaults, override_conf) = (defaults.as_str(), override_conf.as_str());
     let lxc = cilium[2].clone();
     // Cilium sets 0 on its interfaces (explicitly: the kernel stops copying `default`).
-    let script: String = cilium
-        .iter()
-        .map(|d| format!("echo 0 > /proc/sys/net/ipv4/conf/{d}/rp_filter;"))
-        .collect();
+    let script: String =
+        cilium.iter().map(|d| format!("echo 0 > /proc/sys/net/ipv4/conf/{d}/rp_filter;")).collect();
     ns.sh(&script);
     let pid = systemd_sysctl(&ns, &[defaults]);
     let at = Some(Instant::now());
     for d in &cilium {
-        assert_eq!(
-            read_rp(&ns, d),
-            "2",
-            "systemd-sysctl's glob did not set {d}"
-        );
+        assert_eq!(read_rp(&ns, d), "2", "systemd-sysctl's glob did not set {d}");
     }
     obs(&Step {
         id: "rp_filter/after-0",
@@ -258,11 +206,7 @@ pub fn rp_filter(obs: Observer) {
     let pid = systemd_sysctl(&ns, &[override_conf]);
     let at = Some(Instant::now());
     for d in &cilium {
-        assert_eq!(
-            read_rp(&ns, d),
-            "0",
-            "Cilium's override did not set {d} back to 0"
-        );
+        assert_eq!(read_rp(&ns, d), "0", "Cilium's override did not set {d} back to 0");
     }
     obs(&Step {
         id: "rp_filter/cilium-override",
@@ -312,23 +256,13 @@ impl Drop for SubtreeControlGuard {
             .split_whitespace()
             .map(str::to_string)
             .collect();
-        let off: Vec<String> = now
-            .iter()
-            .filter(|c| !self.before.contains(c))
-            .map(|c| format!("-{c}"))
-            .collect();
-        let on: Vec<String> = self
-            .before
-            .iter()
-            .filter(|c| !now.contains(c))
-            .map(|c| format!("+{c}"))
-            .collect();
+        let off: Vec<String> =
+            now.iter().filter(|c| !self.before.contains(c)).map(|c| format!("-{c}")).collect();
+        let on: Vec<String> =
+            self.before.iter().filter(|c| !now.contains(c)).map(|c| format!("+{c}")).collect();
         for v in off.iter().chain(on.iter()) {
             if let Err(e) = std::fs::write(&self.file, v) {
-                eprintln!(
-                    "warning: could not restore {} ({v}): {e}",
-                    self.file.display()
-                );
+                eprintln!("warning: could not restore {} ({v}): {e}", self.file.display());
             }
         }
     }
@@ -338,8 +272,7 @@ impl Drop for SubtreeControlGuard {
 /// say `kubelet` or `systemd`.
 fn stand_in(dir: &TempDir, name: &str) -> PathBuf {
     let p = dir.path.join(name);
-    std::fs::copy("/bin/dash", &p)
-        .unwrap_or_else(|e| panic!("copy /bin/dash to {}: {e}", p.display()));
+    std::fs::copy("/bin/dash", &p).unwrap_or_else(|e| panic!("copy /bin/dash to {}: {e}", p.display()));
     p
 }
 
@@ -381,10 +314,7 @@ pub fn kubepods(obs: Observer) {
     let prefix = CgroupGuard::new(&root, &unique("kp"));
     let uid = "8a3e1d2c-5b7f-4c9a-9e0d-1f2a3b4c5d6e";
     let qos_rel = format!("{}/kubepods.slice/kubepods-burstable.slice", prefix.rel);
-    let pod_rel = format!(
-        "{qos_rel}/kubepods-burstable-pod{}.slice",
-        uid.replace('-', "_")
-    );
+    let pod_rel = format!("{qos_rel}/kubepods-burstable-pod{}.slice", uid.replace('-', "_"));
     let abs = |rel: &str| root.join(rel.trim_start_matches('/'));
     let (qos, pod) = (abs(&qos_rel), abs(&pod_rel));
 
@@ -397,10 +327,7 @@ pub fn kubepods(obs: Observer) {
         p = prefix.path.display(),
         qos = qos.display(),
     );
-    let victim: u32 = stand_in_run(&kubelet, &script)
-        .trim()
-        .parse()
-        .expect("pid of the pod's process");
+    let victim: u32 = stand_in_run(&kubelet, &script).trim().parse().expect("pid of the pod's process");
     // The pod's process is ours: make sure it ends whatever happens next.
     // It is killed on drop only while it is still in this scenario's cgroup: once it is
     // gone its pid may belong to someone else's process.
@@ -417,23 +344,14 @@ pub fn kubepods(obs: Observer) {
     }
     let _victim = Kill(victim, prefix.rel.clone());
     let controllers = std::fs::read_to_string(pod.join("cgroup.controllers")).unwrap();
-    assert!(
-        controllers.contains(ctl),
-        "kubelet's pod cgroup has no {ctl}: {controllers}"
-    );
+    assert!(controllers.contains(ctl), "kubelet's pod cgroup has no {ctl}: {controllers}");
 
     // systemd realizes the slice and rewrites its subtree_control without the controller.
-    let sd_script = format!(
-        "echo -{ctl} > {}/cgroup.subtree_control; echo $$",
-        qos.display()
-    );
+    let sd_script = format!("echo -{ctl} > {}/cgroup.subtree_control; echo $$", qos.display());
     let sd_pid: u32 = stand_in_run(&systemd, &sd_script).trim().parse().unwrap();
     let at = Some(Instant::now());
     let controllers = std::fs::read_to_string(pod.join("cgroup.controllers")).unwrap();
-    assert!(
-        !controllers.contains(ctl),
-        "{ctl} still in the pod's controllers: {controllers}"
-    );
+    assert!(!controllers.contains(ctl), "{ctl} still in the pod's controllers: {controllers}");
     obs(&Step {
         id: "kubepods/removed",
         text: format!("systemd wrote -{ctl} to cgroup.subtree_control of {qos_rel}"),
@@ -441,11 +359,7 @@ pub fn kubepods(obs: Observer) {
         actor: Some("systemd"),
         pid: Some(sd_pid),
         cgroup: Some(qos_rel.clone()),
-        extra: vec![
-            ("controller", ctl.into()),
-            ("pod_uid", uid.into()),
-            ("pod", pod_rel.clone()),
-        ],
+        extra: vec![("controller", ctl.into()), ("pod_uid", uid.into()), ("pod", pod_rel.clone())],
         at,
         ..Default::default()
     });
@@ -463,10 +377,7 @@ pub fn kubepods(obs: Observer) {
     // init; `kill -0` succeeds on a zombie, so wait on its cgroup instead.
     let script = script.replace(
         &format!("while kill -0 {victim} 2>/dev/null; do sleep 0.05; done; "),
-        &format!(
-            "while [ -s {}/cgroup.procs ]; do sleep 0.05; done; ",
-            pod.display()
-        ),
+        &format!("while [ -s {}/cgroup.procs ]; do sleep 0.05; done; ", pod.display()),
     );
     stand_in_run(&kubelet, &script);
     assert!(!pod.exists(), "kubelet could not remove the pod cgroup");
@@ -519,11 +430,7 @@ fn pid_in_netns(exe: &str, netns: u64) -> Option<u32> {
         if std::fs::canonicalize(exe).ok().as_deref() != Some(link.as_path()) {
             continue;
         }
-        if std::fs::metadata(format!("/proc/{pid}/ns/net"))
-            .ok()
-            .map(|m| m.ino())
-            == Some(netns)
-        {
+        if std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino()) == Some(netns) {
             return Some(pid);
         }
     }
@@ -560,10 +467,7 @@ impl Sandbox {
             .spawn()
             .expect("spawn ip netns exec unshare");
         let out = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-        Sandbox {
-            child: ChildGuard(child),
-            out,
-        }
+        Sandbox { child: ChildGuard(child), out }
     }
 
     /// Reads lines until one starts with `word`; panics if the script ends first.
@@ -627,71 +531,15 @@ pub fn networkd(cfg: Networkd, obs: Observer) {
         &["link", "set", "lo", "up"][..],
         &["link", "add", "nd0", "type", "veth", "peer", "name", "nd0p"],
         &["link", "set", "nd0p", "up"],
-        &[
-            "link",
-            "add",
-            "cilium_host",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "cilium_net",
-        ],
+        &["link", "add", "cilium_host", "type", "veth", "peer", "name", "cilium_net"],
         &["addr", "add", "10.0.0.1/32", "dev", "cilium_host"],
         &["link", "set", "cilium_host", "up"],
         &["link", "set", "cilium_net", "up"],
-        &[
-            "route",
-            "add",
-            "10.1.0.0/24",
-            "via",
-            "10.0.0.1",
-            "dev",
-            "cilium_host",
-            "src",
-            "10.0.0.1",
-        ],
-        &[
-            "route",
-            "add",
-            "local",
-            "0.0.0.0/0",
-            "dev",
-            "lo",
-            "table",
-            "2004",
-        ],
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.0.0.1",
-            "dev",
-            "cilium_host",
-            "table",
-            "2005",
-        ],
-        &[
-            "rule",
-            "add",
-            "fwmark",
-            "0x200/0xf00",
-            "lookup",
-            "2004",
-            "priority",
-            "9",
-        ],
-        &[
-            "rule",
-            "add",
-            "fwmark",
-            "0xa00/0xf00",
-            "lookup",
-            "2005",
-            "priority",
-            "10",
-        ],
+        &["route", "add", "10.1.0.0/24", "via", "10.0.0.1", "dev", "cilium_host", "src", "10.0.0.1"],
+        &["route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "2004"],
+        &["route", "add", "default", "via", "10.0.0.1", "dev", "cilium_host", "table", "2005"],
+        &["rule", "add", "fwmark", "0x200/0xf00", "lookup", "2004", "priority", "9"],
+        &["rule", "add", "fwmark", "0xa00/0xf00", "lookup", "2005", "priority", "10"],
         &["rule", "add", "lookup", "local", "priority", "100"],
         &["rule", "del", "priority", "0"],
     ] {
@@ -699,7 +547,10 @@ pub fn networkd(cfg: Networkd, obs: Observer) {
     }
 
     let dir = TempDir::new("networkd");
-    dir.write("network/10-uplink.network", "[Match]\nName=nd0\n\n[Network]\nAddress=10.77.0.1/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n");
+    dir.write(
+        "network/10-uplink.network",
+        "[Match]\nName=nd0\n\n[Network]\nAddress=10.77.0.1/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
+    );
     if cfg.catch_all {
         dir.write(
             "network/zz-default.network",
@@ -712,11 +563,7 @@ pub fn networkd(cfg: Networkd, obs: Observer) {
         &format!("[Network]\nManageForeignRoutes={yn}\nManageForeignRoutingPolicyRules={yn}\n"),
     );
     let d = dir.path.display();
-    let links = if cfg.catch_all {
-        "nd0 cilium_host"
-    } else {
-        "nd0"
-    };
+    let links = if cfg.catch_all { "nd0 cilium_host" } else { "nd0" };
     let script = format!(
         r#"set -e
 mount -t tmpfs -o mode=755 tmpfs /run
@@ -741,21 +588,17 @@ echo BYE
     );
     let mut sb = Sandbox::start(Some(&ns), &script);
     sb.expect("READY");
-    let pid = pid_in_netns(SYSTEMD_NETWORKD, netns)
-        .expect("systemd-networkd is not running in the netns");
+    let pid = pid_in_netns(SYSTEMD_NETWORKD, netns).expect("systemd-networkd is not running in the netns");
     let rules = ip_out(&ns, &["rule"]);
     for (_, r) in CILIUM_RULES {
-        assert!(
-            rules.contains(r),
-            "Cilium's rule {r:?} is gone before the reconfigure:\n{rules}"
-        );
+        assert!(rules.contains(r), "Cilium's rule {r:?} is gone before the reconfigure:\n{rules}");
     }
     sb.say("reconfigure");
     sb.expect("DONE");
     let at = Some(Instant::now());
     // Wait for what networkd does (or, with the fix, for nothing to happen).
-    let deadline = Instant::now()
-        + std::time::Duration::from_millis(if cfg.manage_foreign { 2000 } else { 500 });
+    let deadline =
+        Instant::now() + std::time::Duration::from_millis(if cfg.manage_foreign { 2000 } else { 500 });
     let mut rules = ip_out(&ns, &["rule"]);
     while cfg.manage_foreign
         && CILIUM_RULES.iter().any(|(_, r)| rules.contains(r))
@@ -774,22 +617,12 @@ echo BYE
         std::thread::sleep(std::time::Duration::from_millis(20));
         routes = ip_out(&ns, &["-4", "route", "show", "table", "all"]);
     }
-    let gone: Vec<String> = CILIUM_RULES
-        .iter()
-        .filter(|(_, r)| !rules.contains(r))
-        .map(|(p, _)| p.to_string())
-        .collect();
+    let gone: Vec<String> =
+        CILIUM_RULES.iter().filter(|(_, r)| !rules.contains(r)).map(|(p, _)| p.to_string()).collect();
     if cfg.manage_foreign {
-        assert_eq!(
-            gone.len(),
-            CILIUM_RULES.len(),
-            "networkd left Cilium's rules:\n{rules}"
-        );
+        assert_eq!(gone.len(), CILIUM_RULES.len(), "networkd left Cilium's rules:\n{rules}");
     } else {
-        assert!(
-            gone.is_empty(),
-            "networkd removed rules {gone:?} with ManageForeignRoutingPolicyRules=no"
-        );
+        assert!(gone.is_empty(), "networkd removed rules {gone:?} with ManageForeignRoutingPolicyRules=no");
     }
     let mut text = format!(
         "systemd-networkd (ManageForeignRoutes={yn}, ManageForeignRoutingPolicyRules={yn}{}) on `networkctl reconfigure {links}` removed rules {gone:?}; routes left:\n{routes}",
@@ -847,13 +680,7 @@ struct RuncContainerGuard {
 impl Drop for RuncContainerGuard {
     fn drop(&mut self) {
         let _ = std::process::Command::new(RUNC)
-            .args([
-                "--root",
-                self.state.to_str().unwrap(),
-                "delete",
-                "--force",
-                &self.id,
-            ])
+            .args(["--root", self.state.to_str().unwrap(), "delete", "--force", &self.id])
             .stderr(std::process::Stdio::null())
             .status();
     }
@@ -894,8 +721,7 @@ pub fn runc(obs: Observer) {
     let mut spec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     spec["process"]["terminal"] = false.into();
-    spec["process"]["args"] =
-        serde_json::json!(["sh", "-c", "echo hello from the container; sleep 0.2"]);
+    spec["process"]["args"] = serde_json::json!(["sh", "-c", "echo hello from the container; sleep 0.2"]);
     spec["root"]["readonly"] = true.into();
     spec["hostname"] = "tracer-test".into();
     spec["linux"]["cgroupsPath"] = cgroup.clone().into();
@@ -903,19 +729,9 @@ pub fn runc(obs: Observer) {
     spec["linux"]["resources"]["cpu"] = serde_json::json!({ "shares": 512 });
     std::fs::write(&config, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
 
-    let _container = RuncContainerGuard {
-        state: state.clone(),
-        id: id.clone(),
-    };
+    let _container = RuncContainerGuard { state: state.clone(), id: id.clone() };
     let child = std::process::Command::new(RUNC)
-        .args([
-            "--root",
-            state.to_str().unwrap(),
-            "run",
-            "--bundle",
-            bundle,
-            &id,
-        ])
+        .args(["--root", state.to_str().unwrap(), "run", "--bundle", bundle, &id])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

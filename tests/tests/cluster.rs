@@ -38,14 +38,8 @@ fn require_tool(name: &str, why: &str) {
 #[test]
 fn private_cgroup_mount_and_pid_namespaces_report_the_host_view() {
     require_root();
-    require_tool(
-        "unshare",
-        "util-linux's unshare runs the tracer in new namespaces",
-    );
-    require_tool(
-        "setpriv",
-        "util-linux's setpriv limits the tracer to the pod's capabilities",
-    );
+    require_tool("unshare", "util-linux's unshare runs the tracer in new namespaces");
+    require_tool("setpriv", "util-linux's setpriv limits the tracer to the pod's capabilities");
     let root = cgroup2_root();
     let pod = CgroupGuard::new(&root, &unique("pod"));
     let outside = CgroupGuard::new(&root, &unique("outside"));
@@ -102,14 +96,8 @@ fn private_cgroup_mount_and_pid_namespaces_report_the_host_view() {
         "the tracer must be in a private PID namespace"
     );
     let status = std::fs::read_to_string(format!("/proc/{tracer_pid}/status")).unwrap();
-    let nspid = status
-        .lines()
-        .find(|l| l.starts_with("NSpid:"))
-        .unwrap_or("");
-    assert!(
-        nspid.trim_end().ends_with("\t1"),
-        "the tracer is PID 1 of its namespace: {nspid}"
-    );
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap_or("");
+    assert!(nspid.trim_end().ends_with("\t1"), "the tracer is PID 1 of its namespace: {nspid}");
     let mountinfo = std::fs::read_to_string(format!("/proc/{tracer_pid}/mountinfo")).unwrap();
     let own_mount = mountinfo.lines().find(|l| {
         let f: Vec<&str> = l.split(' ').collect();
@@ -129,10 +117,7 @@ fn private_cgroup_mount_and_pid_namespaces_report_the_host_view() {
         .and_then(|h| h.iter().find(|h| h["name"] == "sysctl_write"))
         .cloned()
         .unwrap_or(Value::Null);
-    assert_eq!(
-        sysctl_hook["state"], "attached",
-        "sysctl hook: {sysctl_hook}"
-    );
+    assert_eq!(sysctl_hook["state"], "attached", "sysctl hook: {sysctl_hook}");
 
     // A mkdir by this test process (host PID) outside the pod cgroup.
     let child = outside.path.join("child");
@@ -156,9 +141,7 @@ fn private_cgroup_mount_and_pid_namespaces_report_the_host_view() {
     // seen only if the program is attached at the host's root.
     let netns = NetNsGuard::new("clns");
     let w_pid = netns.sh("echo 2 > /proc/sys/net/ipv4/conf/lo/rp_filter");
-    let ev = t.wait_event("sysctl_write", |v| {
-        v["name"] == "net.ipv4.conf.lo.rp_filter" && v["pid"] == w_pid
-    });
+    let ev = t.wait_event("sysctl_write", |v| v["name"] == "net.ipv4.conf.lo.rp_filter" && v["pid"] == w_pid);
     assert_eq!(ev["netns"], netns.inode(), "{ev}");
     assert_eq!(ev["value"].as_str().map(str::trim), Some("2"), "{ev}");
 
@@ -168,17 +151,13 @@ fn private_cgroup_mount_and_pid_namespaces_report_the_host_view() {
         Command::new("sh")
             .args([
                 "-c",
-                &format!(
-                    "echo $$ > {} && exec sleep 60",
-                    outside.path.join("cgroup.procs").display()
-                ),
+                &format!("echo $$ > {} && exec sleep 60", outside.path.join("cgroup.procs").display()),
             ])
             .spawn()
             .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(format!("/proc/{}/comm", target.pid()))
-        .is_ok_and(|c| c.trim() == "sleep")
+    while !std::fs::read_to_string(format!("/proc/{}/comm", target.pid())).is_ok_and(|c| c.trim() == "sleep")
     {
         assert!(Instant::now() < deadline, "sleep did not start");
         std::thread::sleep(Duration::from_millis(10));
@@ -224,22 +203,14 @@ fn prog_ids_of(pid: u32) -> BTreeSet<u64> {
 
 /// id -> name of every program loaded in the kernel (`bpftool prog show`).
 fn loaded_programs() -> Vec<(u64, String)> {
-    require_tool(
-        "bpftool",
-        "the test compares the kernel's program list before and after",
-    );
+    require_tool("bpftool", "the test compares the kernel's program list before and after");
     let out = run_out("bpftool", &["prog", "show", "--json"]);
-    let v: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("bpftool output is not JSON ({e}): {out}"));
+    let v: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bpftool output is not JSON ({e}): {out}"));
     v.as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|p| {
-                    Some((
-                        p["id"].as_u64()?,
-                        p["name"].as_str().unwrap_or("").to_string(),
-                    ))
-                })
+                .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str().unwrap_or("").to_string())))
                 .collect()
         })
         .unwrap_or_default()
@@ -263,11 +234,7 @@ fn pins() -> BTreeSet<String> {
 }
 
 fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A rollout ends the pod: metrics were scraped on loopback while it ran, SIGTERM ends it
@@ -278,23 +245,13 @@ fn sigterm_ends_with_stats_metrics_served_and_no_program_left() {
     let pins_before = pins();
     let port = free_loopback_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut t = Tracer::start(&[
-        "tail",
-        "--json",
-        "--metrics-addr",
-        &addr,
-        "--stats-every",
-        "1",
-    ]);
+    let mut t = Tracer::start(&["tail", "--json", "--metrics-addr", &addr, "--stats-every", "1"]);
 
     // Our programs, by the fds the tracer holds; they are in the kernel's list.
     let ours = prog_ids_of(t.pid());
     let loaded = loaded_programs();
-    let names: BTreeSet<String> = loaded
-        .iter()
-        .filter(|(id, _)| ours.contains(id))
-        .map(|(_, n)| n.clone())
-        .collect();
+    let names: BTreeSet<String> =
+        loaded.iter().filter(|(id, _)| ours.contains(id)).map(|(_, n)| n.clone()).collect();
     // The kernel keeps 15 characters of a name (BPF_OBJ_NAME_LEN - 1); bpftool shows the
     // full function name when the program has BTF.
     for want in [
@@ -315,10 +272,7 @@ fn sigterm_ends_with_stats_metrics_served_and_no_program_left() {
 
     // A change, then the counters on /metrics.
     let cg = CgroupGuard::new(&cgroup2_root(), &unique("metrics"));
-    sh(&format!(
-        "echo 9 > {}",
-        cg.path.join("cgroup.max.descendants").display()
-    ));
+    sh(&format!("echo 9 > {}", cg.path.join("cgroup.max.descendants").display()));
     t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str());
     // A stats line after the change carries the kernel counters and the table size.
     t.wait_for("a stats line", Duration::from_secs(5), |v| {
@@ -326,8 +280,8 @@ fn sigterm_ends_with_stats_metrics_served_and_no_program_left() {
     });
     let deadline = Instant::now() + Duration::from_secs(5);
     let body = loop {
-        let (status, body) = http_get(&addr, "/metrics")
-            .unwrap_or_else(|e| panic!("GET http://{addr}/metrics: {e}"));
+        let (status, body) =
+            http_get(&addr, "/metrics").unwrap_or_else(|e| panic!("GET http://{addr}/metrics: {e}"));
         assert_eq!(status, 200, "{body}");
         let ready = metric_value(&body, r#"tracer_events_total{kind="cgroup_write"}"#)
             .is_some_and(|v| v >= 1.0)
@@ -338,25 +292,11 @@ fn sigterm_ends_with_stats_metrics_served_and_no_program_left() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let show = |series: &str| metric_value(&body, series);
-    assert!(
-        show(r#"tracer_events_total{kind="cgroup_write"}"#) >= Some(1.0),
-        "{body}"
-    );
+    assert!(show(r#"tracer_events_total{kind="cgroup_write"}"#) >= Some(1.0), "{body}");
     assert!(show("tracer_process_table_entries") > Some(0.0), "{body}");
-    assert!(
-        show(r#"tracer_hook_records_total{hook="cgroup_write"}"#) >= Some(1.0),
-        "{body}"
-    );
-    assert_eq!(
-        show(r#"tracer_lost_records_total{hook="cgroup_write"}"#),
-        Some(0.0),
-        "{body}"
-    );
-    assert_eq!(
-        show(r#"tracer_hook_attached{hook="sysctl_write"}"#),
-        Some(1.0),
-        "{body}"
-    );
+    assert!(show(r#"tracer_hook_records_total{hook="cgroup_write"}"#) >= Some(1.0), "{body}");
+    assert_eq!(show(r#"tracer_lost_records_total{hook="cgroup_write"}"#), Some(0.0), "{body}");
+    assert_eq!(show(r#"tracer_hook_attached{hook="sysctl_write"}"#), Some(1.0), "{body}");
     let (status, _) = http_get(&addr, "/").unwrap();
     assert_eq!(status, 404);
 
@@ -364,15 +304,9 @@ fn sigterm_ends_with_stats_metrics_served_and_no_program_left() {
     let code = t.stop();
     let took = started.elapsed();
     assert_eq!(code, 0, "exit code after SIGTERM");
-    assert!(
-        took < Duration::from_secs(10),
-        "SIGTERM to exit took {took:?}"
-    );
+    assert!(took < Duration::from_secs(10), "SIGTERM to exit took {took:?}");
     let last = t.seen.last().cloned().unwrap_or(Value::Null);
-    assert_eq!(
-        last["type"], "stats",
-        "the last line must be the final stats: {last}"
-    );
+    assert_eq!(last["type"], "stats", "the last line must be the final stats: {last}");
     assert_eq!(last["lost"], 0, "{last}");
 
     // The kernel frees a program after an RCU grace period once its last fd and link
@@ -386,17 +320,7 @@ fn sigterm_ends_with_stats_metrics_served_and_no_program_left() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(
-        left.is_empty(),
-        "programs still loaded 3 s after the tracer exited: {left:?}"
-    );
-    assert_eq!(
-        pins(),
-        pins_before,
-        "the tracer must pin nothing under /sys/fs/bpf"
-    );
-    assert!(
-        std::net::TcpStream::connect(&addr).is_err(),
-        "metrics port still open after exit"
-    );
+    assert!(left.is_empty(), "programs still loaded 3 s after the tracer exited: {left:?}");
+    assert_eq!(pins(), pins_before, "the tracer must pin nothing under /sys/fs/bpf");
+    assert!(std::net::TcpStream::connect(&addr).is_err(), "metrics port still open after exit");
 }

@@ -50,8 +50,7 @@ impl Recorder {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("tracer record did not start within 60 s");
+        rx.recv_timeout(Duration::from_secs(60)).expect("tracer record did not start within 60 s");
         std::thread::sleep(Duration::from_millis(200));
         Recorder(child)
     }
@@ -95,18 +94,14 @@ impl Scope {
         if let Some((_, p)) = s.extra.iter().find(|(k, _)| *k == "prefix") {
             return Scope::Cgroup(p.clone());
         }
-        let cg = s
-            .cgroup
-            .as_deref()
-            .expect("step names neither a netns nor a cgroup");
+        let cg = s.cgroup.as_deref().expect("step names neither a netns nor a cgroup");
         let first = cg.trim_start_matches('/').split('/').next().unwrap();
         Scope::Cgroup(format!("/{first}"))
     }
 
     fn keeps(&self, ev: &Value) -> bool {
         let under = |p: &Value, prefix: &str| {
-            p.as_str()
-                .is_some_and(|p| p == prefix || p.starts_with(&format!("{prefix}/")))
+            p.as_str().is_some_and(|p| p == prefix || p.starts_with(&format!("{prefix}/")))
         };
         match self {
             Scope::Cgroup(prefix) => {
@@ -136,9 +131,7 @@ fn cut(raw: &str, scope: &Scope) -> (Vec<String>, usize) {
                 k
             }
             Some("finding") => v["evidence"].as_array().is_some_and(|e| {
-                !e.is_empty()
-                    && e.iter()
-                        .all(|s| s.as_u64().is_some_and(|s| seqs.contains(&s)))
+                !e.is_empty() && e.iter().all(|s| s.as_u64().is_some_and(|s| seqs.contains(&s)))
             }),
             _ => false,
         };
@@ -152,9 +145,7 @@ fn cut(raw: &str, scope: &Scope) -> (Vec<String>, usize) {
 fn golden_dir() -> PathBuf {
     std::env::var_os("GOLDEN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tracer-user/testdata/golden")
-        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tracer-user/testdata/golden"))
 }
 
 const CGROUP_KINDS: &str = "cgroup_write,cgroup_mkdir,cgroup_rmdir,signal";
@@ -166,45 +157,19 @@ type Scenario = fn(&mut dyn FnMut(&Step));
 fn all() -> Vec<(&'static str, &'static str, Scenario)> {
     vec![
         ("rp_filter", NET_KINDS, scenarios::rp_filter),
-        (
-            "rp_filter_never_set",
-            NET_KINDS,
-            scenarios::rp_filter_never_set,
-        ),
+        ("rp_filter_never_set", NET_KINDS, scenarios::rp_filter_never_set),
         ("kubepods", CGROUP_KINDS, scenarios::kubepods),
         ("kubepods_legit", CGROUP_KINDS, own::kubepods_legit),
         ("driver_mismatch", CGROUP_KINDS, own::driver_mismatch),
         ("runc", CGROUP_KINDS, scenarios::runc),
         ("networkd_rules", NET_KINDS, |o: &mut dyn FnMut(&Step)| {
-            scenarios::networkd(
-                scenarios::Networkd {
-                    manage_foreign: true,
-                    catch_all: false,
-                },
-                o,
-            )
+            scenarios::networkd(scenarios::Networkd { manage_foreign: true, catch_all: false }, o)
         }),
-        (
-            "networkd_catch_all",
-            NET_KINDS,
-            |o: &mut dyn FnMut(&Step)| {
-                scenarios::networkd(
-                    scenarios::Networkd {
-                        manage_foreign: true,
-                        catch_all: true,
-                    },
-                    o,
-                )
-            },
-        ),
+        ("networkd_catch_all", NET_KINDS, |o: &mut dyn FnMut(&Step)| {
+            scenarios::networkd(scenarios::Networkd { manage_foreign: true, catch_all: true }, o)
+        }),
         ("networkd_fixed", NET_KINDS, |o: &mut dyn FnMut(&Step)| {
-            scenarios::networkd(
-                scenarios::Networkd {
-                    manage_foreign: false,
-                    catch_all: false,
-                },
-                o,
-            )
+            scenarios::networkd(scenarios::Networkd { manage_foreign: false, catch_all: false }, o)
         }),
     ]
 }
@@ -229,21 +194,14 @@ fn record_golden_traces() {
         let rec = Recorder::start(&raw_path, kinds);
         let mut steps = Vec::new();
         scenario(&mut |s: &Step| {
-            eprintln!(
-                "{name}: step {}: {}",
-                s.id,
-                s.text.lines().next().unwrap_or("")
-            );
+            eprintln!("{name}: step {}: {}", s.id, s.text.lines().next().unwrap_or(""));
             steps.push(s.clone());
         });
         rec.stop();
         let raw = std::fs::read_to_string(&raw_path).unwrap();
         let scope = Scope::of(&steps);
         let (kept, events) = cut(&raw, &scope);
-        assert!(
-            events > 0,
-            "{name}: no event of the scenario was recorded ({scope:?})"
-        );
+        assert!(events > 0, "{name}: no event of the scenario was recorded ({scope:?})");
         let out = dir.join(format!("{name}.jsonl"));
         let text = kept.join("\n") + "\n";
         std::fs::write(&out, &text).unwrap();
@@ -271,8 +229,7 @@ mod own {
     /// A copy of the shell named like the component it stands in for.
     fn stand_in(dir: &TempDir, name: &str) -> PathBuf {
         let p = dir.path.join(name);
-        std::fs::copy("/bin/dash", &p)
-            .unwrap_or_else(|e| panic!("copy /bin/dash to {}: {e}", p.display()));
+        std::fs::copy("/bin/dash", &p).unwrap_or_else(|e| panic!("copy /bin/dash to {}: {e}", p.display()));
         p
     }
 
@@ -305,11 +262,7 @@ mod own {
         fn drop(&mut self) {
             if self.added {
                 if let Err(e) = std::fs::write(&self.file, format!("-{}", self.ctl)) {
-                    eprintln!(
-                        "warning: could not restore {} (-{}): {e}",
-                        self.file.display(),
-                        self.ctl
-                    );
+                    eprintln!("warning: could not restore {} (-{}): {e}", self.file.display(), self.ctl);
                 }
             }
         }
@@ -348,22 +301,13 @@ mod own {
             text: format!("kubelet wrote +{ctl}, -{ctl}, +{ctl} on its own QoS slice"),
             expect: None,
             actor: Some("kubelet"),
-            cgroup: Some(format!(
-                "{}/kubepods.slice/kubepods-burstable.slice",
-                prefix.rel
-            )),
+            cgroup: Some(format!("{}/kubepods.slice/kubepods-burstable.slice", prefix.rel)),
             ..Default::default()
         });
-        as_(
-            &systemd,
-            &format!("set -e; echo -{ctl} > {p}/system.slice/cgroup.subtree_control"),
-        );
+        as_(&systemd, &format!("set -e; echo -{ctl} > {p}/system.slice/cgroup.subtree_control"));
         obs(&Step {
             id: "kubepods_legit/unrelated",
-            text: format!(
-                "systemd wrote -{ctl} on {}/system.slice (not kubepods)",
-                prefix.rel
-            ),
+            text: format!("systemd wrote -{ctl} on {}/system.slice (not kubepods)", prefix.rel),
             expect: None,
             actor: Some("systemd"),
             cgroup: Some(format!("{}/system.slice", prefix.rel)),
@@ -389,13 +333,9 @@ mod own {
         let prefix = CgroupGuard::new(&root, &unique("dm"));
         let uid = "3f1c9a7e_22b4_4d1e_9b8a_6c5d4e3f2a1b";
         let id = "4b825dc642cb6eb9a060e54bf8d69288fbee4904b825dc642cb6eb9a060e54b";
-        let pod =
-            format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice");
+        let pod = format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice");
         let p = prefix.path.display();
-        as_(
-            &kubelet,
-            &format!("set -e; mkdir -p {p}/{pod} {p}/system.slice"),
-        );
+        as_(&kubelet, &format!("set -e; mkdir -p {p}/{pod} {p}/system.slice"));
         let wrong = format!("system.slice/kubepods-besteffort-pod{uid}.slice:cri-containerd:{id}");
         let right = format!("{pod}/cri-containerd-{}.scope", &id[..12]);
         run(containerd.to_str().unwrap(), &[&format!("{p}/{right}")]);

@@ -38,7 +38,8 @@ fn cgroup_v2_mkdir_write_rmdir() {
     // A write that succeeds, with the value and the byte count as result.
     let file = cg.path.join("cgroup.max.depth");
     let pid = sh(&format!("echo 5 > {}", file.display()));
-    let w = t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["file"] == "cgroup.max.depth");
+    let w =
+        t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["file"] == "cgroup.max.depth");
     assert!(pid_is(&w, pid), "pid {pid}: {w}");
     assert_eq!(w["comm"], "sh");
     assert_eq!(w["value"], "5\n");
@@ -50,7 +51,9 @@ fn cgroup_v2_mkdir_write_rmdir() {
     let _ = std::process::Command::new("sh")
         .args(["-c", &format!("echo +nosuchctl > {}", sub.display())])
         .status();
-    let w = t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["file"] == "cgroup.subtree_control");
+    let w = t.wait_event("cgroup_write", |v| {
+        v["cgroup"] == cg.rel.as_str() && v["file"] == "cgroup.subtree_control"
+    });
     assert_eq!(w["value"], "+nosuchctl\n");
     assert!(w["result"].as_i64().unwrap() < 0, "{w}");
     assert!(w["controllers_before"].is_array(), "{w}");

@@ -31,15 +31,8 @@ fn expect_finding(t: &mut Tracer, step: &Step, pred: impl Fn(&Value) -> bool) ->
     let id = step.expect.expect("step expects a finding");
     let at = step.at.unwrap_or_else(Instant::now);
     let left = FINDING_WITHIN.saturating_sub(at.elapsed());
-    let f = t.wait_for(&format!("finding {id} for {}", step.id), left, |v| {
-        is_finding(v, id) && pred(v)
-    });
-    eprintln!(
-        "{}: {id} after {:?}: {}",
-        step.id,
-        at.elapsed(),
-        f["summary"]
-    );
+    let f = t.wait_for(&format!("finding {id} for {}", step.id), left, |v| is_finding(v, id) && pred(v));
+    eprintln!("{}: {id} after {:?}: {}", step.id, at.elapsed(), f["summary"]);
     if let Some(a) = step.actor {
         assert_eq!(f["actor"], a, "{f}");
     }
@@ -52,19 +45,13 @@ fn expect_finding(t: &mut Tracer, step: &Step, pred: impl Fn(&Value) -> bool) ->
 /// A line that is certainly after everything before it: a signal to a child of ours.
 /// Returns the index in `t.seen` of that signal's event.
 fn barrier(t: &mut Tracer) -> usize {
-    let mut child = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .unwrap();
+    let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
     let target = child.id();
     // SAFETY: our own child.
     unsafe { libc::kill(target as i32, libc::SIGTERM) };
     let _ = child.wait();
     t.wait_event("signal", |v| u(&v["target_pid"]) == Some(target as u64));
-    t.seen
-        .iter()
-        .rposition(|v| v["kind"] == "signal" && u(&v["target_pid"]) == Some(target as u64))
-        .unwrap()
+    t.seen.iter().rposition(|v| v["kind"] == "signal" && u(&v["target_pid"]) == Some(target as u64)).unwrap()
 }
 
 /// No finding matching `pred` among the lines seen from `from` up to a barrier.
@@ -75,21 +62,12 @@ fn expect_no_finding(t: &mut Tracer, step: &Step, from: usize, pred: impl Fn(&Va
         .filter(|v| v["type"] == "finding" && pred(v))
         .map(|v| v.to_string())
         .collect();
-    assert!(
-        bad.is_empty(),
-        "{}: expected no finding, got:\n{}",
-        step.id,
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "{}: expected no finding, got:\n{}", step.id, bad.join("\n"));
 }
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
@@ -152,10 +130,7 @@ fn rp_filter_by_real_systemd_sysctl() {
                     .filter(|v| !s.devs.iter().any(|d| v["dev"] == d.as_str()))
                     .map(|v| v.to_string())
                     .collect();
-                assert!(
-                    others.is_empty(),
-                    "findings on other interfaces: {others:?}"
-                );
+                assert!(others.is_empty(), "findings on other interfaces: {others:?}");
                 mark = end;
             }
             "rp_filter/cilium-override" => {
@@ -184,13 +159,7 @@ fn kubepods_controller_removed_by_systemd_stand_in() {
     let mut removal = Value::Null;
     scenarios::kubepods(&mut |s: &Step| {
         let cg = s.cgroup.clone().unwrap();
-        let extra = |k: &str| {
-            s.extra
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
+        let extra = |k: &str| s.extra.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()).unwrap();
         match s.id {
             "kubepods/removed" => {
                 let f = expect_finding(&mut t, s, |v| {
@@ -213,13 +182,9 @@ fn kubepods_controller_removed_by_systemd_stand_in() {
                 assert_eq!(sig["signal"], "SIGKILL", "{sig}");
                 let rm = t.wait_event("cgroup_rmdir", |v| v["cgroup"] == extra("pod").as_str());
                 // dash has no rmdir builtin: /usr/bin/rmdir acts for kubelet.
-                assert!(
-                    rm["actor"] == "kubelet" || rm["on_behalf_of"] == "kubelet",
-                    "{rm}"
-                );
+                assert!(rm["actor"] == "kubelet" || rm["on_behalf_of"] == "kubelet", "{rm}");
                 let w = t.wait_event("cgroup_write", |v| {
-                    v["cgroup"] == cg.as_str()
-                        && v["value"].as_str().is_some_and(|x| x.starts_with('+'))
+                    v["cgroup"] == cg.as_str() && v["value"].as_str().is_some_and(|x| x.starts_with('+'))
                 });
                 assert_eq!(w["actor"], "kubelet", "{w}");
             }
@@ -229,11 +194,8 @@ fn kubepods_controller_removed_by_systemd_stand_in() {
     // The window's follow-up: at the latest when tracer stops.
     assert_eq!(t.stop(), 0);
     let id = "kubepods-controller-removed";
-    let closed: Vec<&Value> = t
-        .seen
-        .iter()
-        .filter(|v| is_finding(v, id) && v["details"]["phase"] == "window_closed")
-        .collect();
+    let closed: Vec<&Value> =
+        t.seen.iter().filter(|v| is_finding(v, id) && v["details"]["phase"] == "window_closed").collect();
     assert_eq!(closed.len(), 1, "one follow-up finding: {closed:?}");
     let f = closed[0];
     assert_eq!(f["cgroup"], removal["cgroup"], "{f}");
@@ -248,10 +210,7 @@ fn kubepods_controller_removed_by_systemd_stand_in() {
         serde_json::json!(["8a3e1d2c-5b7f-4c9a-9e0d-1f2a3b4c5d6e"]),
         "{f}"
     );
-    assert!(
-        f["evidence"].as_array().unwrap().len() >= 4,
-        "removal, kill, rmdir and restore: {f}"
-    );
+    assert!(f["evidence"].as_array().unwrap().len() >= 4, "removal, kill, rmdir and restore: {f}");
     eprintln!("kubepods/window_closed: {}", f["summary"]);
 }
 
@@ -260,24 +219,10 @@ fn networkd_findings(t: &mut Tracer, s: &Step) -> Vec<Value> {
     let mine = |v: &Value| u(&v["details"]["netns"]) == netns;
     let mut out = Vec::new();
     for prio in [9u64, 10, 100] {
-        let f = expect_finding(t, s, |v| {
-            mine(v) && u(&v["details"]["priority"]) == Some(prio)
-        });
+        let f = expect_finding(t, s, |v| mine(v) && u(&v["details"]["priority"]) == Some(prio));
         assert_eq!(pid_of(&f), s.pid.map(u64::from), "{f}");
-        assert!(
-            f["details"]["exe"]
-                .as_str()
-                .unwrap_or("")
-                .ends_with("/systemd/systemd-networkd"),
-            "{f}"
-        );
-        assert!(
-            f["remediation"]
-                .as_str()
-                .unwrap()
-                .contains("ManageForeignRoutingPolicyRules=no"),
-            "{f}"
-        );
+        assert!(f["details"]["exe"].as_str().unwrap_or("").ends_with("/systemd/systemd-networkd"), "{f}");
+        assert!(f["remediation"].as_str().unwrap().contains("ManageForeignRoutingPolicyRules=no"), "{f}");
         out.push(f);
     }
     out
@@ -289,18 +234,12 @@ fn networkd_findings(t: &mut Tracer, s: &Step) -> Vec<Value> {
 #[test]
 fn networkd_reconfigure_deletes_cilium_rules() {
     let mut t = tail();
-    scenarios::networkd(
-        scenarios::Networkd {
-            manage_foreign: true,
-            catch_all: false,
-        },
-        &mut |s: &Step| {
-            eprintln!("{}", s.text);
-            let f = networkd_findings(&mut t, s);
-            assert_eq!(f[0]["details"]["fwmark"], "0x200/0xf00", "{}", f[0]);
-            assert_eq!(f[0]["details"]["table"], 2004, "{}", f[0]);
-        },
-    );
+    scenarios::networkd(scenarios::Networkd { manage_foreign: true, catch_all: false }, &mut |s: &Step| {
+        eprintln!("{}", s.text);
+        let f = networkd_findings(&mut t, s);
+        assert_eq!(f[0]["details"]["fwmark"], "0x200/0xf00", "{}", f[0]);
+        assert_eq!(f[0]["details"]["table"], 2004, "{}", f[0]);
+    });
     assert_eq!(t.stop(), 0);
 }
 
@@ -309,30 +248,18 @@ fn networkd_reconfigure_deletes_cilium_rules() {
 #[test]
 fn networkd_with_manage_foreign_no_leaves_cilium_alone() {
     let mut t = tail();
-    scenarios::networkd(
-        scenarios::Networkd {
-            manage_foreign: false,
-            catch_all: false,
-        },
-        &mut |s: &Step| {
-            let netns = s.netns;
-            expect_no_finding(&mut t, s, 0, |v| u(&v["details"]["netns"]) == netns);
-            // networkd re-adds its own address on nd0 (a delete of its own); nothing else.
-            let deletions: Vec<&Value> = t
-                .seen
-                .iter()
-                .filter(|v| {
-                    v["type"] == "event"
-                        && u(&v["netns"]) == netns
-                        && v["actor"] == "systemd-networkd"
-                })
-                .filter(|v| {
-                    v["kind"].as_str().is_some_and(|k| k.ends_with("_delete")) && v["dev"] != "nd0"
-                })
-                .collect();
-            assert!(deletions.is_empty(), "networkd deleted: {deletions:?}");
-        },
-    );
+    scenarios::networkd(scenarios::Networkd { manage_foreign: false, catch_all: false }, &mut |s: &Step| {
+        let netns = s.netns;
+        expect_no_finding(&mut t, s, 0, |v| u(&v["details"]["netns"]) == netns);
+        // networkd re-adds its own address on nd0 (a delete of its own); nothing else.
+        let deletions: Vec<&Value> = t
+            .seen
+            .iter()
+            .filter(|v| v["type"] == "event" && u(&v["netns"]) == netns && v["actor"] == "systemd-networkd")
+            .filter(|v| v["kind"].as_str().is_some_and(|k| k.ends_with("_delete")) && v["dev"] != "nd0")
+            .collect();
+        assert!(deletions.is_empty(), "networkd deleted: {deletions:?}");
+    });
     assert_eq!(t.stop(), 0);
 }
 
@@ -342,29 +269,18 @@ fn networkd_with_manage_foreign_no_leaves_cilium_alone() {
 #[test]
 fn networkd_catch_all_deletes_routes_via_cilium_host() {
     let mut t = tail();
-    scenarios::networkd(
-        scenarios::Networkd {
-            manage_foreign: true,
-            catch_all: true,
-        },
-        &mut |s: &Step| {
-            eprintln!("{}", s.text);
-            networkd_findings(&mut t, s);
-            let netns = s.netns;
-            let route = Step {
-                expect: Some("cilium-route-deleted"),
-                ..s.clone()
-            };
-            for want in ["10.1.0.0/24", "default"] {
-                let f = expect_finding(&mut t, &route, |v| {
-                    u(&v["details"]["netns"]) == netns
-                        && v["dev"] == "cilium_host"
-                        && v["details"]["dst"] == want
-                });
-                assert_eq!(pid_of(&f), s.pid.map(u64::from), "{f}");
-            }
-        },
-    );
+    scenarios::networkd(scenarios::Networkd { manage_foreign: true, catch_all: true }, &mut |s: &Step| {
+        eprintln!("{}", s.text);
+        networkd_findings(&mut t, s);
+        let netns = s.netns;
+        let route = Step { expect: Some("cilium-route-deleted"), ..s.clone() };
+        for want in ["10.1.0.0/24", "default"] {
+            let f = expect_finding(&mut t, &route, |v| {
+                u(&v["details"]["netns"]) == netns && v["dev"] == "cilium_host" && v["details"]["dst"] == want
+            });
+            assert_eq!(pid_of(&f), s.pid.map(u64::from), "{f}");
+        }
+    });
     assert_eq!(t.stop(), 0);
 }
 
@@ -377,8 +293,7 @@ fn runc_container_cgroups_are_attributed_to_runc() {
     scenarios::runc(&mut |s: &Step| {
         let evs = runtime_cgroup_events(&mut t, s);
         assert!(
-            evs.iter()
-                .any(|v| v["kind"] == "cgroup_write" && v["file"] == "pids.max"),
+            evs.iter().any(|v| v["kind"] == "cgroup_write" && v["file"] == "pids.max"),
             "no pids.max write"
         );
         for v in &evs {
@@ -392,47 +307,27 @@ fn runc_container_cgroups_are_attributed_to_runc() {
 /// rmdir of the container's cgroup; no finding there.
 fn runtime_cgroup_events(t: &mut Tracer, s: &Step) -> Vec<Value> {
     let cg = s.cgroup.clone().unwrap();
-    let prefix = s
-        .extra
-        .iter()
-        .find(|(k, _)| *k == "prefix")
-        .unwrap()
-        .1
-        .clone();
+    let prefix = s.extra.iter().find(|(k, _)| *k == "prefix").unwrap().1.clone();
     t.wait_event("cgroup_mkdir", |v| v["cgroup"] == cg.as_str());
-    t.wait_event("cgroup_write", |v| {
-        v["cgroup"] == cg.as_str() && v["file"] == "cgroup.procs"
-    });
+    t.wait_event("cgroup_write", |v| v["cgroup"] == cg.as_str() && v["file"] == "cgroup.procs");
     t.wait_event("cgroup_rmdir", |v| v["cgroup"] == cg.as_str());
     let end = barrier(t);
-    let under = |v: &Value| {
-        v["cgroup"]
-            .as_str()
-            .is_some_and(|c| c == prefix || c.starts_with(&format!("{prefix}/")))
-    };
+    let under =
+        |v: &Value| v["cgroup"].as_str().is_some_and(|c| c == prefix || c.starts_with(&format!("{prefix}/")));
     let evs: Vec<Value> = t.seen[..end]
         .iter()
-        .filter(|v| {
-            v["type"] == "event" && v["kind"].as_str().is_some_and(|k| k.starts_with("cgroup_"))
-        })
+        .filter(|v| v["type"] == "event" && v["kind"].as_str().is_some_and(|k| k.starts_with("cgroup_")))
         .filter(|v| under(v))
         .cloned()
         .collect();
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for v in &evs {
         *kinds
-            .entry(format!(
-                "{}:{}",
-                v["kind"].as_str().unwrap(),
-                v["file"].as_str().unwrap_or("")
-            ))
+            .entry(format!("{}:{}", v["kind"].as_str().unwrap(), v["file"].as_str().unwrap_or("")))
             .or_default() += 1;
     }
     eprintln!("{}: {} cgroup events: {kinds:?}", s.id, evs.len());
-    let bad: Vec<&Value> = t.seen[..end]
-        .iter()
-        .filter(|v| v["type"] == "finding" && under(v))
-        .collect();
+    let bad: Vec<&Value> = t.seen[..end].iter().filter(|v| v["type"] == "finding" && under(v)).collect();
     assert!(bad.is_empty(), "findings on a plain container: {bad:?}");
     evs
 }
@@ -453,16 +348,10 @@ fn containerd_runc_events_carry_the_shim_and_containerd() {
                 assert_eq!(v["file"], "cgroup.event_control", "{v}");
             } else {
                 assert_eq!(v["actor"], "runc", "{v}");
-                assert!(
-                    anc.iter().any(|a| a == "containerd-shim"),
-                    "no shim in the ancestry: {v}"
-                );
+                assert!(anc.iter().any(|a| a == "containerd-shim"), "no shim in the ancestry: {v}");
             }
             assert_eq!(v["on_behalf_of"], "containerd", "{v}");
-            assert!(
-                anc.iter().any(|a| a == "containerd"),
-                "no containerd in the ancestry: {v}"
-            );
+            assert!(anc.iter().any(|a| a == "containerd"), "no containerd in the ancestry: {v}");
         }
         let by_runc = evs.iter().filter(|v| v["actor"] == "runc").count();
         assert!(by_runc >= 3, "runc's mkdir, write and rmdir: {by_runc}");

@@ -62,11 +62,7 @@ impl Recorder {
                 b.push('\n');
             }
         });
-        Recorder {
-            child,
-            stderr,
-            ready,
-        }
+        Recorder { child, stderr, ready }
     }
 
     fn wait_ready(&mut self) {
@@ -171,11 +167,7 @@ fn read_lines(path: &Path) -> Lines {
             })
         })
         .collect();
-    Lines {
-        complete,
-        partial,
-        bytes,
-    }
+    Lines { complete, partial, bytes }
 }
 
 /// The values of our writes among `lines` (events on our cgroup's file), in file order.
@@ -206,10 +198,7 @@ fn replay(args: &[&str]) -> (i32, Vec<Value>, String) {
         .output()
         .expect("run tracer replay");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !stderr.contains("panicked"),
-        "tracer replay panicked:\n{stderr}"
-    );
+    assert!(!stderr.contains("panicked"), "tracer replay panicked:\n{stderr}");
     let code = out.status.code().unwrap_or(-1);
     let lines = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -228,16 +217,9 @@ struct Rng(u64);
 
 impl Rng {
     fn new() -> Rng {
-        let seed = std::env::var("RECORDING_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
+        let seed = std::env::var("RECORDING_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
         eprintln!("RECORDING_SEED={seed}");
         Rng(seed)
     }
@@ -281,20 +263,10 @@ fn sigterm_keeps_every_event_and_a_final_stats_line() {
     assert_eq!(code, 0, "tracer record exit code; stderr:\n{}", r.stderr());
 
     let l = read_lines(Path::new(&out));
-    assert!(
-        l.partial.is_none(),
-        "the file ends with a partial line after SIGTERM"
-    );
-    assert_eq!(
-        l.complete[0]["type"], "header",
-        "first line: {}",
-        l.complete[0]
-    );
+    assert!(l.partial.is_none(), "the file ends with a partial line after SIGTERM");
+    assert_eq!(l.complete[0]["type"], "header", "first line: {}", l.complete[0]);
     let last = l.complete.last().unwrap();
-    assert_eq!(
-        last["type"], "stats",
-        "last line must be the final stats: {last}"
-    );
+    assert_eq!(last["type"], "stats", "last line must be the final stats: {last}");
     assert_eq!(last["lost"], 0, "events lost: {last}");
     let got = our_values(&l.complete, &t);
     let want: Vec<u64> = (0..N).collect();
@@ -317,11 +289,7 @@ fn sigterm_keeps_every_event_and_a_final_stats_line() {
 
     let (code, lines, stderr) = replay(&["--strict", "--json", &out]);
     assert_eq!(code, 0, "replay --strict failed:\n{stderr}");
-    assert_eq!(
-        our_values(&lines, &t),
-        want,
-        "replay did not read back every event"
-    );
+    assert_eq!(our_values(&lines, &t), want, "replay did not read back every event");
     assert!(stderr.contains("bad lines: 0"), "replay summary: {stderr}");
 }
 
@@ -356,21 +324,13 @@ fn sigkill_during_a_burst_loses_at_most_the_cut_last_line() {
         r.signal(libc::SIGKILL);
         let code = r.wait(Duration::from_secs(10));
         let took = writer.join().unwrap();
-        assert_eq!(
-            code,
-            -libc::SIGKILL,
-            "tracer record exit; stderr:\n{}",
-            r.stderr()
-        );
+        assert_eq!(code, -libc::SIGKILL, "tracer record exit; stderr:\n{}", r.stderr());
 
         let l = read_lines(Path::new(&out));
         let got = our_values(&l.complete, &t);
         let got_rel: Vec<u64> = got.iter().map(|v| v - base).collect();
         let prefix: Vec<u64> = (0..got.len() as u64).collect();
-        assert_eq!(
-            got_rel, prefix,
-            "round {round}: recorded events are not a gap-free prefix of the writes"
-        );
+        assert_eq!(got_rel, prefix, "round {round}: recorded events are not a gap-free prefix of the writes");
         eprintln!(
             "sigkill round {round}: killed {delay:?} into a burst of {N} writes ({took:?}); {} events, {} complete lines, {} bytes, partial tail {:?} bytes",
             got.len(),
@@ -381,13 +341,10 @@ fn sigkill_during_a_burst_loses_at_most_the_cut_last_line() {
 
         if l.complete.is_empty() && l.partial.is_none() {
             // Killed before the header reached the disk: an empty file, which replay
-            // reports as such.
-            let (code, _, stderr) = replay(&[&out]);
-            assert_eq!(code, 0, "{stderr}");
-            assert!(
-                stderr.contains(&out) || stderr.contains("empty"),
-                "{stderr}"
-            );
+            // reports as no recording (non-zero exit, the file named).
+            let (code, _, stderr) = replay(&["--json", &out]);
+            assert_ne!(code, 0, "{stderr}");
+            assert!(stderr.contains(&format!("{out} is not a tracer recording")), "{stderr}");
             continue;
         }
         let (code, lines, stderr) = replay(&["--json", &out]);
@@ -410,20 +367,13 @@ fn sigkill_during_a_burst_loses_at_most_the_cut_last_line() {
         }
         // --strict stops at the cut line (and only there).
         let (code, _, stderr) = replay(&["--strict", "--json", &out]);
-        assert_eq!(
-            code != 0,
-            l.partial.is_some(),
-            "round {round}: replay --strict: {stderr}"
-        );
+        assert_eq!(code != 0, l.partial.is_some(), "round {round}: replay --strict: {stderr}");
 
         // The recorder flushes whole lines, so a SIGKILL rarely cuts one; a crash of the
         // node (or a copy taken while it writes) does. Cut this real recording at a
         // random byte after its header and check the same promises on it.
         let raw = std::fs::read(&out).unwrap();
-        let header_end = raw
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(raw.len(), |i| i + 1);
+        let header_end = raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1);
         if raw.len() > header_end + 1 {
             let at = header_end + rng.below((raw.len() - header_end) as u64) as usize;
             let cut_path = tmp_path(&dir, &format!("rec{round}-cut.jsonl"));
@@ -444,12 +394,13 @@ fn sigkill_during_a_burst_loses_at_most_the_cut_last_line() {
                     "round {round}, cut at byte {at}: want {where_}:\n{stderr}"
                 );
             } else {
-                assert!(
-                    stderr.contains("bad lines: 0"),
-                    "round {round}, cut at byte {at}: {stderr}"
-                );
+                assert!(stderr.contains("bad lines: 0"), "round {round}, cut at byte {at}: {stderr}");
             }
-            eprintln!("sigkill round {round}: copy cut at byte {at} of {}: {} events read back, cut line reported", raw.len(), want.len());
+            eprintln!(
+                "sigkill round {round}: copy cut at byte {at} of {}: {} events read back, cut line reported",
+                raw.len(),
+                want.len()
+            );
         }
     }
 }
@@ -463,26 +414,13 @@ fn rotated_parts_merge_into_one_timeline() {
     let t = Target::new("rec-rot");
     let dir = TempDir::new("rec-rot");
     let out = tmp_path(&dir, "rec.jsonl");
-    let mut r = Recorder::start(&[
-        "-o",
-        &out,
-        "--cgroup",
-        &t.cg.rel,
-        "--rotate-size",
-        "64K",
-        "--max-files",
-        "100",
-    ]);
+    let mut r =
+        Recorder::start(&["-o", &out, "--cgroup", &t.cg.rel, "--rotate-size", "64K", "--max-files", "100"]);
     for v in 0..N {
         t.write(v);
     }
     r.signal(libc::SIGTERM);
-    assert_eq!(
-        r.wait(Duration::from_secs(20)),
-        0,
-        "stderr:\n{}",
-        r.stderr()
-    );
+    assert_eq!(r.wait(Duration::from_secs(20)), 0, "stderr:\n{}", r.stderr());
 
     let mut parts = vec![PathBuf::from(&out)];
     for i in 1.. {
@@ -492,34 +430,16 @@ fn rotated_parts_merge_into_one_timeline() {
         }
         parts.push(p);
     }
-    assert!(
-        parts.len() >= 3,
-        "expected several parts of 64K, got {}",
-        parts.len()
-    );
+    assert!(parts.len() >= 3, "expected several parts of 64K, got {}", parts.len());
     // Oldest part first.
     parts.reverse();
     let mut all = Vec::new();
     let mut last_time = String::new();
     for p in &parts {
         let l = read_lines(p);
-        assert!(
-            l.partial.is_none(),
-            "{} ends with a partial line",
-            p.display()
-        );
-        assert_eq!(
-            l.complete[0]["type"],
-            "header",
-            "{} does not start with a header",
-            p.display()
-        );
-        assert!(
-            l.bytes <= 64 * 1024,
-            "{} is {} bytes, over --rotate-size",
-            p.display(),
-            l.bytes
-        );
+        assert!(l.partial.is_none(), "{} ends with a partial line", p.display());
+        assert_eq!(l.complete[0]["type"], "header", "{} does not start with a header", p.display());
+        assert!(l.bytes <= 64 * 1024, "{} is {} bytes, over --rotate-size", p.display(), l.bytes);
         for v in our_values(&l.complete, &t) {
             all.push(v);
         }
@@ -533,11 +453,7 @@ fn rotated_parts_merge_into_one_timeline() {
             last_time = time;
         }
     }
-    assert_eq!(
-        all,
-        (0..N).collect::<Vec<_>>(),
-        "parts, oldest first, do not hold every write in order"
-    );
+    assert_eq!(all, (0..N).collect::<Vec<_>>(), "parts, oldest first, do not hold every write in order");
 
     // Replay with the parts given newest first (as a shell glob would not sort them).
     let mut args: Vec<String> = vec!["--strict".into(), "--json".into()];
@@ -545,20 +461,10 @@ fn rotated_parts_merge_into_one_timeline() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, lines, stderr) = replay(&args);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(
-        our_values(&lines, &t),
-        (0..N).collect::<Vec<_>>(),
-        "merged replay"
-    );
+    assert_eq!(our_values(&lines, &t), (0..N).collect::<Vec<_>>(), "merged replay");
     let headers = lines.iter().filter(|v| v["type"] == "header").count();
-    assert_eq!(
-        headers, 1,
-        "one recording session, one header in the merged output"
-    );
-    eprintln!(
-        "rotation: {N} writes in {} parts of at most 64K",
-        parts.len()
-    );
+    assert_eq!(headers, 1, "one recording session, one header in the merged output");
+    eprintln!("rotation: {N} writes in {} parts of at most 64K", parts.len());
 }
 
 /// `--max-files` bounds the parts kept: the oldest are deleted, the newest are whole.
@@ -568,34 +474,19 @@ fn rotation_keeps_at_most_max_files() {
     let t = Target::new("rec-max");
     let dir = TempDir::new("rec-max");
     let out = tmp_path(&dir, "rec.jsonl");
-    let mut r = Recorder::start(&[
-        "-o",
-        &out,
-        "--cgroup",
-        &t.cg.rel,
-        "--rotate-size",
-        "32K",
-        "--max-files",
-        "3",
-    ]);
+    let mut r =
+        Recorder::start(&["-o", &out, "--cgroup", &t.cg.rel, "--rotate-size", "32K", "--max-files", "3"]);
     for v in 0..N {
         t.write(v);
     }
     r.signal(libc::SIGTERM);
-    assert_eq!(
-        r.wait(Duration::from_secs(20)),
-        0,
-        "stderr:\n{}",
-        r.stderr()
-    );
+    assert_eq!(r.wait(Duration::from_secs(20)), 0, "stderr:\n{}", r.stderr());
     let names: BTreeSet<String> = std::fs::read_dir(&dir.path)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    let want: BTreeSet<String> = ["rec.jsonl", "rec.jsonl.1", "rec.jsonl.2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want: BTreeSet<String> =
+        ["rec.jsonl", "rec.jsonl.1", "rec.jsonl.2"].iter().map(|s| s.to_string()).collect();
     assert_eq!(names, want, "parts kept with --max-files 3");
     // The newest parts hold the last writes, ending with the last one.
     let mut vals = Vec::new();
@@ -604,11 +495,7 @@ fn rotation_keeps_at_most_max_files() {
     }
     assert_eq!(vals.last(), Some(&(N - 1)));
     let first = vals[0];
-    assert_eq!(
-        vals,
-        (first..N).collect::<Vec<_>>(),
-        "kept parts are not the newest, contiguous"
-    );
+    assert_eq!(vals, (first..N).collect::<Vec<_>>(), "kept parts are not the newest, contiguous");
 }
 
 /// The recording is created mode 0600, also over an existing world-readable file (events
@@ -618,27 +505,12 @@ fn recording_is_mode_0600_even_over_an_existing_file() {
     let dir = TempDir::new("rec-mode");
     let out = dir.write("rec.jsonl", "old contents\n");
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut r = Recorder::start(&[
-        "-o",
-        out.to_str().unwrap(),
-        "--duration",
-        "1s",
-        "--kind",
-        "cgroup_mkdir",
-    ]);
-    assert_eq!(
-        r.wait(Duration::from_secs(20)),
-        0,
-        "stderr:\n{}",
-        r.stderr()
-    );
+    let mut r = Recorder::start(&["-o", out.to_str().unwrap(), "--duration", "1s", "--kind", "cgroup_mkdir"]);
+    assert_eq!(r.wait(Duration::from_secs(20)), 0, "stderr:\n{}", r.stderr());
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
     let l = read_lines(&out);
-    assert_eq!(
-        l.complete[0]["type"], "header",
-        "the old contents were not truncated"
-    );
+    assert_eq!(l.complete[0]["type"], "header", "the old contents were not truncated");
     assert_eq!(l.complete.last().unwrap()["type"], "stats");
 }
 
@@ -662,8 +534,7 @@ fn unwritable_path_is_a_clear_error() {
             "read-only",
             {
                 let mut c = Command::new("unshare");
-                c.args(["-m", "--propagation", "private", "sh", "-c", &script])
-                    .arg(tracer_bin());
+                c.args(["-m", "--propagation", "private", "sh", "-c", &script]).arg(tracer_bin());
                 c
             },
             ro_file.as_str(),
@@ -695,10 +566,7 @@ fn unwritable_path_is_a_clear_error() {
         eprintln!("{what}: exit {code} after {:?}", started.elapsed());
         assert!(code > 0, "{what}: exit code {code}; stderr:\n{err}");
         assert!(!err.contains("panicked"), "{what}: {err}");
-        assert!(
-            err.contains(path),
-            "{what}: the error does not name {path}:\n{err}"
-        );
+        assert!(err.contains(path), "{what}: the error does not name {path}:\n{err}");
         assert!(err.contains("error"), "{what}: {err}");
     }
     assert!(!Path::new(&proc_file).exists());
@@ -726,8 +594,7 @@ fn disk_full_stops_with_a_clear_error_and_a_readable_file() {
         copy = copy.display()
     );
     let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .arg(tracer_bin());
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]).arg(tracer_bin());
     let mut r = Recorder::spawn(&mut cmd);
     r.wait_ready();
     let started = Instant::now();
@@ -747,21 +614,12 @@ fn disk_full_stops_with_a_clear_error_and_a_readable_file() {
     assert_ne!(code, 99, "could not mount the tmpfs:\n{err}");
     assert!(code > 0, "exit code {code}:\n{err}");
     let lower = err.to_lowercase();
-    assert!(
-        lower.contains("no space"),
-        "the error does not say the disk is full:\n{err}"
-    );
-    assert!(
-        err.contains(&inner),
-        "the error does not name the file:\n{err}"
-    );
+    assert!(lower.contains("no space"), "the error does not say the disk is full:\n{err}");
+    assert!(err.contains(&inner), "the error does not name the file:\n{err}");
     assert!(!err.contains("panicked"), "{err}");
 
     let l = read_lines(&copy);
-    assert!(
-        l.partial.is_none(),
-        "the file was not cut back to its last complete line"
-    );
+    assert!(l.partial.is_none(), "the file was not cut back to its last complete line");
     assert!(l.bytes <= 256 * 1024);
     let got = our_values(&l.complete, &t);
     assert_eq!(
@@ -776,9 +634,34 @@ fn disk_full_stops_with_a_clear_error_and_a_readable_file() {
         l.bytes
     );
     let (code, lines, stderr) = replay(&["--strict", "--json", copy.to_str().unwrap()]);
-    assert_eq!(
-        code, 0,
-        "replay --strict of the full disk's file:\n{stderr}"
-    );
+    assert_eq!(code, 0, "replay --strict of the full disk's file:\n{stderr}");
     assert_eq!(our_values(&lines, &t), got);
+}
+
+/// A file that is not a recording at all (text, or empty) is an error the caller sees:
+/// exit non-zero with the reason, not "0 events" and success. Beside a real recording it
+/// is skipped, named, and the exit is still non-zero.
+#[test]
+fn replay_of_something_that_is_not_a_recording_fails_with_the_reason() {
+    let dir = TempDir::new("notrec");
+    let text = dir.write("notes.txt", "root:x:0:0:root:/root:/bin/bash\n");
+    let empty = dir.write("empty.jsonl", "");
+    let (code, _, stderr) = replay(&["--json", text.to_str().unwrap()]);
+    assert_ne!(code, 0, "replay of a text file succeeded:\n{stderr}");
+    assert!(
+        stderr.contains("notes.txt is not a tracer recording") && stderr.contains("tracer record -o FILE"),
+        "no reason given:\n{stderr}"
+    );
+    let (code, _, stderr) = replay(&["--json", empty.to_str().unwrap(), text.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("none of the 2 inputs is a tracer recording"), "{stderr}");
+
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tracer-user/testdata/golden/runc.jsonl");
+    let (code, lines, stderr) = replay(&["--json", golden.to_str().unwrap(), text.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(lines.iter().any(|l| l["type"] == "event"), "the real recording was not replayed:\n{stderr}");
+    assert!(stderr.contains("1 of 2 inputs are not tracer recordings and were skipped"), "{stderr}");
+    // The real recording alone still replays with success.
+    let (code, _, stderr) = replay(&["--json", golden.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
 }

@@ -359,5 +359,5 @@ const _: () = {
     assert!(core::mem::size_of::<ProcExec>() == 96 + 8 + FILENAME_LEN);
     assert!(core::mem::size_of::<ProcFork>() == 96 + 16);
     assert!(core::mem::size_of::<ProcExit>() == 96 + 8);
-    assert!(core::mem::size_of::<Offsets>() % 4 == 0);
+    assert!(core::mem::size_of::<Offsets>().is_multiple_of(4));
 };

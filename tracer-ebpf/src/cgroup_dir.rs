@@ -2,7 +2,9 @@
 //! (include/trace/events/cgroup.h: TP_PROTO(struct cgroup *cgrp, const char *path)).
 //! The path is built by the kernel from the hierarchy root (`cgroup_path`), so it is
 //! host-absolute even when the tracer runs in a private cgroup namespace.
-use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel_str_bytes, macros::raw_tracepoint, programs::RawTracePointContext,
+};
 use tracer_common::{kind, CgroupDir};
 
 use crate::kernel::{self, off, read};

@@ -62,7 +62,7 @@ pub fn is_write(nr: u64) -> bool {
 /// through a descriptor still open (userspace forgets it too).
 #[inline(always)]
 pub fn forget_cgroup(hierarchy_id: u32, id: u64) {
-    let _ = SENT.remove(&SentKey { id, hierarchy_id, _pad: 0 });
+    let _ = SENT.remove(SentKey { id, hierarchy_id, _pad: 0 });
 }
 
 /// Entry of a write-family syscall. `regs` is the user `struct pt_regs`.
@@ -96,7 +96,7 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
     r.hierarchy_id = kernel::hierarchy_id(cgrp);
     r.subtree_before = read::<u16>(cgrp, off!(cgroup_subtree_control)).unwrap_or(0);
     let key = SentKey { id: r.cgroup_id, hierarchy_id: r.hierarchy_id, _pad: 0 };
-    let sent = r.cgroup_id != 0 && unsafe { SENT.get(&key) }.is_some();
+    let sent = r.cgroup_id != 0 && unsafe { SENT.get(key) }.is_some();
     if sent {
         r.flags |= flags::PATH_OMITTED;
         r.path_len = 0;
@@ -111,9 +111,8 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
         (arg1, arg2)
     } else {
         let mut iov = [0u64; 2];
-        let ok = unsafe {
-            bpf_probe_read_user(iov.as_mut_ptr().cast(), 16, arg1 as *const core::ffi::c_void)
-        };
+        let ok =
+            unsafe { bpf_probe_read_user(iov.as_mut_ptr().cast(), 16, arg1 as *const core::ffi::c_void) };
         if ok != 0 {
             r.flags |= flags::VALUE_UNREADABLE;
         }
@@ -137,7 +136,7 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
 
     // Park the cgroup for the exit before sending, so the record says whether a
     // result will follow.
-    let parked = PENDING.insert(&tid, &(cgrp as u64), 0).is_ok();
+    let parked = PENDING.insert(tid, cgrp as u64, 0).is_ok();
     if !parked {
         bump(&SEEN, counter::PENDING_FULL);
         r.flags |= flags::NO_RESULT;
@@ -163,13 +162,13 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
     account(kind::CGROUP_WRITE, ok);
     if ok {
         if !sent && r.cgroup_id != 0 {
-            let _ = SENT.insert(&key, &1, 0);
+            let _ = SENT.insert(key, 1, 0);
         }
         if parked {
             crate::openers::exit_work_begin();
         }
     } else if parked {
-        let _ = PENDING.remove(&tid);
+        let _ = PENDING.remove(tid);
     }
     Ok(())
 }
@@ -207,10 +206,10 @@ fn walk_path(dir: *const u8, r: &mut CgroupWriteEnter) {
 /// Exit of a write-family syscall: send the result of a write parked at entry.
 #[inline(always)]
 pub fn exit(tid: u32, ret: i64) -> Result<(), i64> {
-    let Some(cgrp) = (unsafe { PENDING.get(&tid) }).copied() else {
+    let Some(cgrp) = (unsafe { PENDING.get(tid) }).copied() else {
         return Ok(());
     };
-    let _ = PENDING.remove(&tid);
+    let _ = PENDING.remove(tid);
     crate::openers::exit_work_end();
     let Some(mut entry) = EVENTS.reserve::<CgroupWriteExit>(0) else {
         bump(&SEEN, counter::CGROUP_WRITE_RESULT);

@@ -1,7 +1,7 @@
 //! Reading kernel memory at offsets resolved from BTF, and the common record header.
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_probe_read_kernel,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    bpf_probe_read_kernel,
     generated::{bpf_get_current_task, bpf_ktime_get_boot_ns},
 };
 use tracer_common::{Header, Offsets};
@@ -163,7 +163,11 @@ pub fn read_user_bounded(dst: &mut [u8], src: u64, len: u64) -> Option<u32> {
     }
     // SAFETY: `n` is at most `dst.len()`; the helper checks `src`.
     let ok = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), n as u32, src as *const core::ffi::c_void)
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            dst.as_mut_ptr().cast(),
+            n as u32,
+            src as *const core::ffi::c_void,
+        )
     };
     (ok == 0).then_some(n as u32)
 }

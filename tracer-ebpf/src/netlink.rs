@@ -23,7 +23,11 @@ fn user_read<T: Copy + Default>(addr: u64) -> Result<T, i64> {
             addr as *const core::ffi::c_void,
         )
     };
-    if r == 0 { Ok(v) } else { Err(r) }
+    if r == 0 {
+        Ok(v)
+    } else {
+        Err(r)
+    }
 }
 
 pub fn enter(regs: *const u8, nr: u64) -> Result<(), i64> {

@@ -7,7 +7,10 @@
 //! at start-up (processes that opened cgroup files before tracer started), and its forked
 //! children inherit the mark (they inherit the fds). Exit removes it. Not covered: a
 //! cgroupfs fd received over SCM_RIGHTS by a process that never opened one itself.
-use aya_ebpf::{macros::map, maps::{Array, HashMap}};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap},
+};
 use tracer_common::{sysno, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
 
 use crate::kernel;
@@ -34,7 +37,7 @@ pub fn is_open(nr: u64) -> bool {
 
 #[inline(always)]
 pub fn is_opener(tgid: u32) -> bool {
-    unsafe { CG_OPENERS.get(&tgid) }.is_some()
+    unsafe { CG_OPENERS.get(tgid) }.is_some()
 }
 
 /// Atomic add on the shared counter. The BPF target has no Rust atomics with fetch
@@ -74,7 +77,7 @@ pub fn no_exit_work() -> bool {
 /// At the entry of an open.
 #[inline(always)]
 pub fn open_enter(tid: u32) {
-    if OPENING.insert(&tid, &1, 0).is_ok() {
+    if OPENING.insert(tid, 1, 0).is_ok() {
         exit_work_begin();
     }
 }
@@ -82,7 +85,7 @@ pub fn open_enter(tid: u32) {
 /// At the exit of an open: mark the process when the new fd is on cgroupfs.
 #[inline(always)]
 pub fn open_exit(tid: u32, tgid: u32, ret: i64) {
-    if OPENING.remove(&tid).is_err() {
+    if OPENING.remove(tid).is_err() {
         return; // entered before tracer attached
     }
     exit_work_end();
@@ -92,7 +95,7 @@ pub fn open_exit(tid: u32, tgid: u32, ret: i64) {
     let Ok(file) = kernel::file_of_fd(ret as u64) else { return };
     let Ok((magic, _)) = kernel::file_magic(file) else { return };
     if magic == CGROUP_SUPER_MAGIC || magic == CGROUP2_SUPER_MAGIC {
-        let _ = CG_OPENERS.insert(&tgid, &1, 0);
+        let _ = CG_OPENERS.insert(tgid, 1, 0);
     }
 }
 
@@ -100,11 +103,11 @@ pub fn open_exit(tid: u32, tgid: u32, ret: i64) {
 #[inline(always)]
 pub fn inherit(parent_tgid: u32, child_tgid: u32) {
     if is_opener(parent_tgid) {
-        let _ = CG_OPENERS.insert(&child_tgid, &1, 0);
+        let _ = CG_OPENERS.insert(child_tgid, 1, 0);
     }
 }
 
 #[inline(always)]
 pub fn forget(tgid: u32) {
-    let _ = CG_OPENERS.remove(&tgid);
+    let _ = CG_OPENERS.remove(tgid);
 }

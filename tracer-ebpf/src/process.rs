@@ -1,7 +1,9 @@
 //! Process lifecycle for the userspace process table: `sched_process_exec`,
 //! `sched_process_fork` (new processes only, not threads) and `sched_process_exit`
 //! (thread-group leaders only). include/trace/events/sched.h.
-use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel_str_bytes, macros::raw_tracepoint, programs::RawTracePointContext,
+};
 use tracer_common::{kind, ProcExec, ProcExit, ProcFork};
 
 use crate::kernel::{self, off, read, read_ptr};

@@ -46,8 +46,12 @@ fn try_sysctl(ctx: &SysctlContext) -> Result<(), i64> {
     kernel::fill_header(&mut r.header, kind::SYSCTL_WRITE, core::mem::size_of::<SysctlWrite>());
     unsafe {
         r.name_ret = bpf_sysctl_get_name(ctx.sysctl, r.name.as_mut_ptr().cast(), r.name.len() as _, 0) as i32;
-        r.old_ret = bpf_sysctl_get_current_value(ctx.sysctl, r.old_value.as_mut_ptr().cast(), r.old_value.len() as _) as i32;
-        r.new_ret = bpf_sysctl_get_new_value(ctx.sysctl, r.new_value.as_mut_ptr().cast(), r.new_value.len() as _) as i32;
+        r.old_ret =
+            bpf_sysctl_get_current_value(ctx.sysctl, r.old_value.as_mut_ptr().cast(), r.old_value.len() as _)
+                as i32;
+        r.new_ret =
+            bpf_sysctl_get_new_value(ctx.sysctl, r.new_value.as_mut_ptr().cast(), r.new_value.len() as _)
+                as i32;
     }
     r._pad = 0;
     entry.submit(0);

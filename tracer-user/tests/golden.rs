@@ -61,9 +61,9 @@ fn glob(pat: &str, s: &str) -> bool {
 fn matches(want: &Value, got: &Value) -> bool {
     match (want, got) {
         (Value::String(w), Value::String(g)) => glob(w, g),
-        (Value::Object(w), Value::Object(g)) => w
-            .iter()
-            .all(|(k, v)| g.get(k).is_some_and(|gv| matches(v, gv))),
+        (Value::Object(w), Value::Object(g)) => {
+            w.iter().all(|(k, v)| g.get(k).is_some_and(|gv| matches(v, gv)))
+        }
         (Value::Array(w), Value::Array(g)) => {
             if w.len() != g.len() {
                 return false;
@@ -92,36 +92,25 @@ fn replay_golden(name: &str) -> Replayed {
     let path = golden_dir().join(format!("{name}.jsonl"));
     // Every line must read back: a golden file with a bad line is a broken fixture.
     let mut events = Vec::new();
-    for l in RecordingReader::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-    {
+    for l in RecordingReader::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display())) {
         match l {
             Ok(Line::Event(e)) => events.push(serde_json::to_value(&*e).unwrap()),
             Ok(_) => {}
             Err(bad) => panic!("{bad}"),
         }
     }
-    let args = ReplayArgs {
-        files: vec![path.clone()],
-        json: true,
-        strict: true,
-        ..Default::default()
-    };
+    let args = ReplayArgs { files: vec![path.clone()], json: true, strict: true, ..Default::default() };
     let summary = replay::replay_with(&args, std::io::sink(), false, &default_correlator)
         .unwrap_or_else(|e| panic!("replay {}: {e:#}", path.display()));
     assert_eq!(summary.bad_lines, 0);
     assert_eq!(summary.events as usize, events.len());
-    let findings = summary
-        .findings
-        .iter()
-        .map(|f| serde_json::to_value(f).unwrap())
-        .collect();
+    let findings = summary.findings.iter().map(|f| serde_json::to_value(f).unwrap()).collect();
     Replayed { events, findings }
 }
 
 fn expected(name: &str) -> Value {
     let path = golden_dir().join(format!("{name}.expected.json"));
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -146,10 +135,8 @@ fn mismatch(want: &Value, f: &Value, events: &[Value]) -> Option<String> {
             return Some(format!("details: want {w}, got {}", f["details"]));
         }
     }
-    let seqs: Vec<u64> = f["evidence"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
+    let seqs: Vec<u64> =
+        f["evidence"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
     if seqs.is_empty() {
         return Some("no evidence".into());
     }
@@ -159,9 +146,7 @@ fn mismatch(want: &Value, f: &Value, events: &[Value]) -> Option<String> {
         .collect::<Option<Vec<_>>>()
         .unwrap_or_default();
     if evs.len() != seqs.len() {
-        return Some(format!(
-            "evidence {seqs:?} names events not in the recording"
-        ));
+        return Some(format!("evidence {seqs:?} names events not in the recording"));
     }
     if let Some(Value::Array(matchers)) = want.get("evidence") {
         for e in &evs {
@@ -181,9 +166,8 @@ fn mismatch(want: &Value, f: &Value, events: &[Value]) -> Option<String> {
 fn check(name: &str) {
     let want = expected(name);
     let got = replay_golden(name);
-    let wants = want["findings"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{name}.expected.json has no findings list"));
+    let wants =
+        want["findings"].as_array().unwrap_or_else(|| panic!("{name}.expected.json has no findings list"));
     let mut used = vec![false; got.findings.len()];
     let mut problems = Vec::new();
     for (wi, w) in wants.iter().enumerate() {
@@ -196,13 +180,7 @@ fn check(name: &str) {
                     .findings
                     .iter()
                     .filter(|f| f["id"] == w["id"])
-                    .map(|f| {
-                        format!(
-                            "    {} -> {}",
-                            mismatch(w, f, &got.events).unwrap_or_default(),
-                            f
-                        )
-                    })
+                    .map(|f| format!("    {} -> {}", mismatch(w, f, &got.events).unwrap_or_default(), f))
                     .collect();
                 problems.push(format!(
                     "expected finding #{wi} missing: {w}\n  same-id findings and why they differ:\n{}",
@@ -240,34 +218,20 @@ fn every_golden_trace_has_expectations() {
     }
     traces.sort();
     expects.sort();
-    assert_eq!(
-        traces, expects,
-        "golden traces and expectations must pair up"
-    );
+    assert_eq!(traces, expects, "golden traces and expectations must pair up");
     assert!(traces.len() >= 5, "golden traces: {traces:?}");
-    let negatives = expects
-        .iter()
-        .filter(|n| expected(n)["findings"] == json!([]))
-        .count();
+    let negatives = expects.iter().filter(|n| expected(n)["findings"] == json!([])).count();
     assert!(negatives >= 1, "no negative golden scenario");
     for n in &traces {
-        let size = std::fs::metadata(golden_dir().join(format!("{n}.jsonl")))
-            .unwrap()
-            .len();
-        assert!(
-            size < 64 * 1024,
-            "{n}.jsonl is {size} bytes: keep golden traces small"
-        );
+        let size = std::fs::metadata(golden_dir().join(format!("{n}.jsonl"))).unwrap().len();
+        assert!(size < 64 * 1024, "{n}.jsonl is {size} bytes: keep golden traces small");
     }
 }
 
 #[test]
 fn glob_matches() {
     assert!(glob("lxc*", "lxc1a2b3c4d"));
-    assert!(glob(
-        "/*/kubepods.slice/*",
-        "/tt1-2-kp/kubepods.slice/kubepods-burstable.slice"
-    ));
+    assert!(glob("/*/kubepods.slice/*", "/tt1-2-kp/kubepods.slice/kubepods-burstable.slice"));
     assert!(!glob("/*/kubepods.slice", "/tt1-2-kp/kubepods.slice/x"));
     assert!(glob("a*b*c", "axxbyyc"));
     assert!(!glob("a*b*c", "axxc"));

@@ -115,16 +115,12 @@ impl Setup {
 /// strace stops the writer twice per write: a fraction of the writes is enough.
 const STRACE_DIVISOR: u64 = 20;
 
-const BPFTRACE_PROG: &str =
-    "tracepoint:raw_syscalls:sys_enter /args->id == 1/ { @[comm] = count(); }";
+const BPFTRACE_PROG: &str = "tracepoint:raw_syscalls:sys_enter /args->id == 1/ { @[comm] = count(); }";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The hidden `bench-writer N` subcommand: prints the mean ns per write.
 pub fn writer(writes: u64) -> Result<()> {
-    let null = fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/null")
-        .context("opening /dev/null")?;
+    let null = fs::OpenOptions::new().write(true).open("/dev/null").context("opening /dev/null")?;
     let fd = null.as_raw_fd();
     let byte = b"x";
     let write = || {
@@ -169,9 +165,7 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     }
     if want(Section::Replay) {
-        let events = opts
-            .replay_events
-            .unwrap_or(if opts.quick { 20_000 } else { 1_000_000 });
+        let events = opts.replay_events.unwrap_or(if opts.quick { 20_000 } else { 1_000_000 });
         match replay::run(&tracer, events) {
             Ok(r) => replay::print_table(&r),
             Err(e) => {
@@ -201,9 +195,7 @@ fn print_machine() {
     let model = cpuinfo
         .lines()
         .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|v| v.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
+            l.strip_prefix("model name").and_then(|v| v.split_once(':')).map(|(_, v)| v.trim().to_owned())
         })
         .unwrap_or_else(|| "?".to_owned());
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
@@ -219,10 +211,7 @@ fn print_machine() {
         "machine: {cpus} CPU(s), {model}, {:.1} GiB, kernel {}; load average at start {}",
         mem_kib as f64 / (1024.0 * 1024.0),
         kernel.trim(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
 }
 
@@ -248,19 +237,13 @@ fn warn_foreign_hooks() {
         }
     }
     if !foreign.is_empty() {
-        println!(
-            "note: programs attached by other processes tax every setup alike: {}",
-            foreign.join(", ")
-        );
+        println!("note: programs attached by other processes tax every setup alike: {}", foreign.join(", "));
     }
 }
 
 fn write_tax(opts: &Options, tracer: &Path) -> Result<()> {
     let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 5 }).max(1);
-    let writes = opts
-        .writes
-        .unwrap_or(if opts.quick { 100_000 } else { 1_000_000 })
-        .max(1);
+    let writes = opts.writes.unwrap_or(if opts.quick { 100_000 } else { 1_000_000 }).max(1);
     let mut setups = vec![Setup::None, Setup::Floor, Setup::Tracer];
     let mut notes = Vec::new();
     if opts.no_bpftrace {
@@ -306,17 +289,8 @@ fn write_tax(opts: &Options, tracer: &Path) -> Result<()> {
             }
             match measure(setup, tracer, writes, audit.as_ref()) {
                 Ok(ns) => {
-                    eprintln!(
-                        "xtask: bench: round {} {:<20} {ns:>8.1} ns/write",
-                        round + 1,
-                        setup.name()
-                    );
-                    samples
-                        .iter_mut()
-                        .find(|(s, _)| *s == setup)
-                        .unwrap()
-                        .1
-                        .push(ns);
+                    eprintln!("xtask: bench: round {} {:<20} {ns:>8.1} ns/write", round + 1, setup.name());
+                    samples.iter_mut().find(|(s, _)| *s == setup).unwrap().1.push(ns);
                 }
                 Err(e) => {
                     eprintln!("xtask: bench: {}: {e:#}", setup.name());
@@ -325,10 +299,7 @@ fn write_tax(opts: &Options, tracer: &Path) -> Result<()> {
             }
         }
     }
-    let findings = audit
-        .as_ref()
-        .map(|a| a.findings.clone())
-        .unwrap_or_default();
+    let findings = audit.as_ref().map(|a| a.findings.clone()).unwrap_or_default();
     // Rules deleted, audit put back as it was, our auditd stopped.
     drop(audit);
 
@@ -357,11 +328,7 @@ fn write_tax(opts: &Options, tracer: &Path) -> Result<()> {
         println!("could not measure {}: {why}", setup.name());
     }
     // The alternatives are comparisons; the tracer and the floor are ours and must work.
-    let ours: Vec<&str> = failed
-        .iter()
-        .filter(|(s, _)| s.ours())
-        .map(|(s, _)| s.name())
-        .collect();
+    let ours: Vec<&str> = failed.iter().filter(|(s, _)| s.ours()).map(|(s, _)| s.name()).collect();
     if !ours.is_empty() {
         bail!("could not measure: {}", ours.join(", "));
     }
@@ -375,11 +342,7 @@ fn median(v: &[f64]) -> Option<f64> {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len().is_multiple_of(2) {
-        (v[m - 1] + v[m]) / 2.0
-    } else {
-        v[m]
-    })
+    Some(if v.len().is_multiple_of(2) { (v[m - 1] + v[m]) / 2.0 } else { v[m] })
 }
 
 fn min(v: &[f64]) -> Option<f64> {
@@ -388,10 +351,7 @@ fn min(v: &[f64]) -> Option<f64> {
 
 fn print_table(samples: &[(Setup, Vec<f64>)], rounds: u32, writes: u64) {
     let get = |s: Setup, f: fn(&[f64]) -> Option<f64>| {
-        samples
-            .iter()
-            .find(|(x, _)| *x == s)
-            .and_then(|(_, v)| f(v))
+        samples.iter().find(|(x, _)| *x == s).and_then(|(_, v)| f(v))
     };
     let (none_med, none_min) = (get(Setup::None, median), get(Setup::None, min));
     let floor_med = none_med.zip(get(Setup::Floor, median)).map(|(n, f)| f - n);
@@ -468,11 +428,8 @@ fn measure(setup: Setup, tracer: &Path, writes: u64, audit: Option<&audit::Audit
         ),
         Setup::AuditSyscall | Setup::AuditWatch => {
             let audit = audit.context("audit not prepared")?;
-            let rule = if setup == Setup::AuditSyscall {
-                audit::Rule::SyscallWrite
-            } else {
-                audit::Rule::WatchDir
-            };
+            let rule =
+                if setup == Setup::AuditSyscall { audit::Rule::SyscallWrite } else { audit::Rule::WatchDir };
             audit.begin(rule)?;
             let r = run_writer(writes, None);
             audit.end()?;
@@ -509,16 +466,10 @@ fn run_writer(writes: u64, wrapper: Option<&[&str]>) -> Result<f64> {
         .output()
         .context("starting the bench writer")?;
     if !out.status.success() {
-        bail!(
-            "bench writer failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("bench writer failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     let s = String::from_utf8_lossy(&out.stdout);
-    s.trim()
-        .parse()
-        .with_context(|| format!("bench writer printed {s:?}"))
+    s.trim().parse().with_context(|| format!("bench writer printed {s:?}"))
 }
 
 /// A setup process the bench started; stopped (by pid) when dropped.
@@ -537,13 +488,9 @@ impl Running {
     /// attached to hooks (asked of the kernel with BPF_TASK_FD_QUERY on its fds)
     /// and, with `want_line`, has printed its first stdout line.
     fn start(setup: Setup, mut cmd: Command, want_line: bool, min_attached: usize) -> Result<Self> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let spawned = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
+        let mut child = cmd.spawn().with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (line_tx, line_rx) = mpsc::channel();
         // Drain both pipes for the whole run so that the setup never blocks on them.
@@ -566,14 +513,8 @@ impl Running {
                 t.drain(..extra);
             }
         });
-        let mut running = Running {
-            setup,
-            child,
-            stderr,
-            prog_ids: Vec::new(),
-            startup: None,
-            first_line: None,
-        };
+        let mut running =
+            Running { setup, child, stderr, prog_ids: Vec::new(), startup: None, first_line: None };
 
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut got_line = !want_line;
@@ -581,10 +522,7 @@ impl Running {
             if let Some(status) = running.child.try_wait()? {
                 // Let the stderr reader catch up before quoting it.
                 thread::sleep(Duration::from_millis(100));
-                bail!(
-                    "exited before it was ready ({status}){}",
-                    running.stderr_tail()
-                );
+                bail!("exited before it was ready ({status}){}", running.stderr_tail());
             }
             if !got_line {
                 if let Ok((at, line)) = line_rx.try_recv() {
@@ -656,10 +594,7 @@ impl Running {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        eprintln!(
-            "xtask: bench: {} ignored SIGTERM for 10 s; killing pid {pid}",
-            self.setup.name()
-        );
+        eprintln!("xtask: bench: {} ignored SIGTERM for 10 s; killing pid {pid}", self.setup.name());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -679,10 +614,7 @@ fn fds(pid: u32) -> Vec<(String, String)> {
     dir.filter_map(|e| {
         let e = e.ok()?;
         let target = fs::read_link(e.path()).ok()?;
-        Some((
-            e.file_name().to_string_lossy().into_owned(),
-            target.to_string_lossy().into_owned(),
-        ))
+        Some((e.file_name().to_string_lossy().into_owned(), target.to_string_lossy().into_owned()))
     })
     .collect()
 }
@@ -706,10 +638,7 @@ fn prog_ids(pid: u32) -> Vec<u32> {
         .filter_map(|(fd, _)| fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok())
         .flat_map(|info| {
             info.lines()
-                .filter_map(|l| {
-                    l.strip_prefix("prog_id:")
-                        .and_then(|v| v.trim().parse().ok())
-                })
+                .filter_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok()))
                 .collect::<Vec<u32>>()
         })
         .collect();
@@ -741,11 +670,7 @@ fn task_fd_query(pid: u32, fd: u32) -> bool {
         probe_offset: u64,
         probe_addr: u64,
     }
-    let mut attr = TaskFdQuery {
-        pid,
-        fd,
-        ..Default::default()
-    };
+    let mut attr = TaskFdQuery { pid, fd, ..Default::default() };
     sys_bpf(BPF_TASK_FD_QUERY, &mut attr) == 0 && attr.prog_id != 0
 }
 
@@ -757,11 +682,7 @@ fn prog_exists(id: u32) -> bool {
         next_id: u32,
         open_flags: u32,
     }
-    let mut attr = GetFdById {
-        prog_id: id,
-        next_id: 0,
-        open_flags: 0,
-    };
+    let mut attr = GetFdById { prog_id: id, next_id: 0, open_flags: 0 };
     let fd = sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr);
     if fd >= 0 {
         // SAFETY: the kernel just gave us this fd.

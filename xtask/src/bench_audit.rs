@@ -75,35 +75,17 @@ pub struct Audit {
 }
 
 fn auditctl(args: &[&str]) -> Result<String> {
-    let out = Command::new("auditctl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running auditctl")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new("auditctl").args(args).stdin(Stdio::null()).output().context("running auditctl")?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
-        bail!(
-            "`auditctl {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            text.trim()
-        );
+        bail!("`auditctl {}` failed ({}): {}", args.join(" "), out.status, text.trim());
     }
     Ok(text)
 }
 
 fn status_field(status: &str, name: &str) -> Option<u32> {
-    status.lines().find_map(|l| {
-        l.strip_prefix(name)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    status.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
 }
 
 impl Audit {
@@ -114,10 +96,7 @@ impl Audit {
             eprintln!("xtask: bench: installing auditd (apt-get install auditd)");
             let install = |update: bool| -> bool {
                 if update {
-                    let _ = Command::new("apt-get")
-                        .args(["update", "-q"])
-                        .stdout(Stdio::null())
-                        .status();
+                    let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status();
                 }
                 Command::new("apt-get")
                     .args(["install", "-y", "-q", "--no-install-recommends", "auditd"])
@@ -140,16 +119,9 @@ impl Audit {
         }
         let running = status_field(&status, "pid").unwrap_or(0);
         let dir = cgroup2_mount().context("no cgroup2 mount for the rules to watch")?;
-        let mut audit = Audit {
-            dir,
-            daemon: None,
-            prior_enabled,
-            findings: Vec::new(),
-        };
+        let mut audit = Audit { dir, daemon: None, prior_enabled, findings: Vec::new() };
         if running != 0 {
-            eprintln!(
-                "xtask: bench: auditd already runs (pid {running}); using it, leaving it running"
-            );
+            eprintln!("xtask: bench: auditd already runs (pid {running}); using it, leaving it running");
         } else {
             fs::create_dir_all("/var/log/audit").ok();
             let child = Command::new("auditd")
@@ -180,12 +152,8 @@ impl Audit {
         // Audit stays off except while an audit setup is measured.
         auditctl(&["-e", "0"])?;
         for rule in [Rule::SyscallWrite, Rule::WatchDir] {
-            let seen = audit
-                .what_it_records(rule)
-                .unwrap_or_else(|e| format!("check failed: {e:#}"));
-            audit
-                .findings
-                .push(format!("{}: {seen}", audit.shown(rule)));
+            let seen = audit.what_it_records(rule).unwrap_or_else(|e| format!("check failed: {e:#}"));
+            audit.findings.push(format!("{}: {seen}", audit.shown(rule)));
         }
         Ok(audit)
     }
@@ -228,14 +196,10 @@ impl Audit {
         let log = fs::read(LOG).with_context(|| format!("reading {LOG}"))?;
         let new = String::from_utf8_lossy(&log[(before as usize).min(log.len())..]).into_owned();
         let mut counts: Vec<(String, u32)> = Vec::new();
-        for l in new
-            .lines()
-            .filter(|l| l.starts_with("type=SYSCALL") && l.contains(&format!("key=\"{KEY}\"")))
+        for l in
+            new.lines().filter(|l| l.starts_with("type=SYSCALL") && l.contains(&format!("key=\"{KEY}\"")))
         {
-            let sc = l
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("syscall="))
-                .unwrap_or("?");
+            let sc = l.split_whitespace().find_map(|w| w.strip_prefix("syscall=")).unwrap_or("?");
             let name = match sc {
                 "1" => "write",
                 "2" => "open",
@@ -256,11 +220,7 @@ impl Audit {
         } else {
             format!(
                 "mkdir + open + write(\"2\") + rmdir of a cgroup: records for {}",
-                counts
-                    .iter()
-                    .map(|(n, c)| format!("{n} x{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                counts.iter().map(|(n, c)| format!("{n} x{c}")).collect::<Vec<_>>().join(", ")
             )
         })
     }

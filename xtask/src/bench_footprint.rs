@@ -32,10 +32,7 @@ pub fn run(tracer: &Path, launches: u32, idle: Duration) -> Result<Footprint> {
         cmd.args(["tail", "--json"]);
         let r = Running::start(Setup::Tracer, cmd, true, 1)?;
         let ms = r.startup.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
-        eprintln!(
-            "xtask: bench: footprint: launch {} to header line: {ms:.0} ms",
-            i + 1
-        );
+        eprintln!("xtask: bench: footprint: launch {} to header line: {ms:.0} ms", i + 1);
         startups_ms.push(ms);
         if i + 1 < launches {
             r.stop()?;
@@ -57,8 +54,7 @@ pub fn run(tracer: &Path, launches: u32, idle: Duration) -> Result<Footprint> {
     thread::sleep(idle);
     let after = cpu_ticks(pid)?;
     let idle_forks = forks().saturating_sub(forks_before);
-    let status =
-        fs::read_to_string(format!("/proc/{pid}/status")).context("reading the tracer's status")?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).context("reading the tracer's status")?;
     let field = |name: &str| -> u64 {
         status
             .lines()
@@ -96,20 +92,13 @@ fn forks() -> u64 {
 
 /// utime + stime, in clock ticks, of the whole process (all threads).
 fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat =
-        fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the tracer's stat")?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the tracer's stat")?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')').context("malformed stat")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state); utime is field 14, stime 15.
-    let utime: u64 = f
-        .get(11)
-        .and_then(|v| v.parse().ok())
-        .context("no utime in stat")?;
-    let stime: u64 = f
-        .get(12)
-        .and_then(|v| v.parse().ok())
-        .context("no stime in stat")?;
+    let utime: u64 = f.get(11).and_then(|v| v.parse().ok()).context("no utime in stat")?;
+    let stime: u64 = f.get(12).and_then(|v| v.parse().ok()).context("no stime in stat")?;
     Ok(utime + stime)
 }
 

@@ -41,30 +41,13 @@ pub fn run(tracer: &Path, events: u64) -> Result<Vec<ReplayResult>> {
     let path = recording(events)?;
     let bytes = fs::metadata(&path)?.len();
     let mut out = Vec::new();
-    for (format, args) in [
-        ("--json", &["--json"][..]),
-        ("human", &["--color", "never"][..]),
-    ] {
+    for (format, args) in [("--json", &["--json"][..]), ("human", &["--color", "never"][..])] {
         let mut cmd = Command::new(tracer);
         cmd.arg("replay").args(args).arg(&path);
         let (wall_s, cpu_s, max_rss_kib, stderr) = time_child(&mut cmd)?;
-        let summary = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_owned();
+        let summary = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
         eprintln!("xtask: bench: replay {format}: {events} events in {wall_s:.2} s");
-        out.push(ReplayResult {
-            format,
-            events,
-            bytes,
-            wall_s,
-            cpu_s,
-            max_rss_kib,
-            summary,
-        });
+        out.push(ReplayResult { format, events, bytes, wall_s, cpu_s, max_rss_kib, summary });
     }
     Ok(out)
 }
@@ -106,9 +89,7 @@ fn time_child(cmd: &mut Command) -> Result<(f64, f64, u64, String)> {
     let err = fs::File::create(&errfile)?;
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
     let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting `{}`", util::describe(cmd)))?;
+    let child = cmd.spawn().with_context(|| format!("starting `{}`", util::describe(cmd)))?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: zeroed rusage is a valid value; wait4 fills it.
@@ -125,27 +106,14 @@ fn time_child(cmd: &mut Command) -> Result<(f64, f64, u64, String)> {
     let wall = start.elapsed().as_secs_f64();
     drop(child);
     if r != pid {
-        bail!(
-            "wait4 on `{}`: {}",
-            util::describe(cmd),
-            std::io::Error::last_os_error()
-        );
+        bail!("wait4 on `{}`: {}", util::describe(cmd), std::io::Error::last_os_error());
     }
     let stderr = fs::read_to_string(&errfile).unwrap_or_default();
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!(
-            "`{}` failed (wait status {status}): {}",
-            util::describe(cmd),
-            stderr.trim()
-        );
+        bail!("`{}` failed (wait status {status}): {}", util::describe(cmd), stderr.trim());
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok((
-        wall,
-        tv(ru.ru_utime) + tv(ru.ru_stime),
-        ru.ru_maxrss as u64,
-        stderr,
-    ))
+    Ok((wall, tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64, stderr))
 }
 
 /// The generated recording for `events` events, written if missing.
@@ -254,32 +222,10 @@ const NETWORKD: Proc = Proc {
 };
 
 const QOS: [&str; 3] = ["burstable", "besteffort", "guaranteed"];
-const POD_FILES: [&str; 6] = [
-    "cpu.max",
-    "cpu.weight",
-    "memory.max",
-    "memory.min",
-    "pids.max",
-    "cpuset.cpus",
-];
-const CTR_FILES: [&str; 5] = [
-    "cgroup.procs",
-    "memory.max",
-    "cpu.max",
-    "pids.max",
-    "memory.swap.max",
-];
+const POD_FILES: [&str; 6] = ["cpu.max", "cpu.weight", "memory.max", "memory.min", "pids.max", "cpuset.cpus"];
+const CTR_FILES: [&str; 5] = ["cgroup.procs", "memory.max", "cpu.max", "pids.max", "memory.swap.max"];
 const SIGNALS: [(&str, i32); 3] = [("SIGTERM", 15), ("SIGKILL", 9), ("SIGINT", 2)];
-const TARGETS: [&str; 8] = [
-    "nginx",
-    "java",
-    "envoy",
-    "python3",
-    "node",
-    "redis-server",
-    "postgres",
-    "pause",
-];
+const TARGETS: [&str; 8] = ["nginx", "java", "envoy", "python3", "node", "redis-server", "postgres", "pause"];
 
 fn pod_slice(rng: &mut Rng, pod: u64) -> String {
     let qos = QOS[(pod % 3) as usize];
@@ -294,11 +240,7 @@ fn pod_slice(rng: &mut Rng, pod: u64) -> String {
 }
 
 fn container_scope(pod_slice: &str, ctr: u64) -> String {
-    format!(
-        "{pod_slice}/cri-containerd-{ctr:016x}{:016x}{ctr:016x}{:016x}.scope",
-        ctr ^ 0xa5a5,
-        ctr ^ 0x5a5a
-    )
+    format!("{pod_slice}/cri-containerd-{ctr:016x}{:016x}{ctr:016x}{:016x}.scope", ctr ^ 0xa5a5, ctr ^ 0x5a5a)
 }
 
 /// JSON string escaping for the few characters generated values contain.
@@ -342,18 +284,11 @@ fn generate(w: &mut impl std::io::Write, events: u64) -> Result<()> {
     let mut next_pid: u32 = 30_000;
     for seq in 1..=events {
         // ~300 events/s of event time on average, bursty: a million events span ~1 h.
-        t += if rng.below(10) == 0 {
-            rng.below(30_000_000)
-        } else {
-            rng.below(1_500_000)
-        };
+        t += if rng.below(10) == 0 { rng.below(30_000_000) } else { rng.below(1_500_000) };
         let pod = rng.below(400);
         let slice = pod_slice(&mut rng, pod);
         let ctr = pod * 4 + rng.below(3);
-        let lxc = format!(
-            "lxc{:012x}",
-            pod.wrapping_mul(0x9e37_79b9) & 0xffff_ffff_ffff
-        );
+        let lxc = format!("lxc{:012x}", pod.wrapping_mul(0x9e37_79b9) & 0xffff_ffff_ffff);
         let roll = rng.below(10_000);
         let (p, body): (Proc, String) = if seq % 250_000 == 0 {
             // The incident patterns, rarely.
@@ -422,11 +357,7 @@ fn generate(w: &mut impl std::io::Write, events: u64) -> Result<()> {
                 ),
             )
         } else if roll < 6_500 {
-            let kind = if rng.below(2) == 0 {
-                "cgroup_mkdir"
-            } else {
-                "cgroup_rmdir"
-            };
+            let kind = if rng.below(2) == 0 { "cgroup_mkdir" } else { "cgroup_rmdir" };
             let (p, cg) = if rng.below(3) == 0 {
                 (KUBELET, slice.clone())
             } else {

@@ -41,20 +41,15 @@ pub fn toolchain() -> Result<()> {
 
 /// Ensures the nightly toolchain has `rust-src` (for `-Z build-std=core`).
 pub fn rust_src() -> Result<()> {
-    let installed = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
-        NIGHTLY,
-    ]))
-    .with_context(|| {
-        format!(
-            "`rustup component list --toolchain {NIGHTLY}` failed: is rustup installed and the \
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]))
+            .with_context(|| {
+                format!(
+                    "`rustup component list --toolchain {NIGHTLY}` failed: is rustup installed and the \
              nightly toolchain present? Install it with `rustup toolchain install {NIGHTLY} \
              --profile minimal --component rust-src`"
-        )
-    })?;
+                )
+            })?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
@@ -66,16 +61,14 @@ pub fn rust_src() -> Result<()> {
 /// The nightly's libLLVM, e.g. `<sysroot>/lib/libLLVM.so.22.1-rust-1.97.0-nightly`.
 fn nightly_libllvm() -> Result<(PathBuf, PathBuf)> {
     let sysroot = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))
-        .with_context(|| format!("`rustc +{NIGHTLY} --print sysroot` failed: is the {NIGHTLY} toolchain installed?"))?;
+        .with_context(|| {
+            format!("`rustc +{NIGHTLY} --print sysroot` failed: is the {NIGHTLY} toolchain installed?")
+        })?;
     let lib = Path::new(&sysroot).join("lib");
     let mut found: Vec<PathBuf> = fs::read_dir(&lib)
         .with_context(|| format!("reading {}", lib.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so."))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
         .collect();
     found.sort();
     match found.pop() {
@@ -152,9 +145,8 @@ pub fn bpf_linker() -> Result<()> {
     run(&mut cmd).context(
         "building bpf-linker failed; see the cargo output above (TOOLCHAIN.md has the manual recipe)",
     )?;
-    output(Command::new(&bin).arg("--version")).with_context(|| {
-        format!("{} was installed but does not run (`--version` failed)", bin.display())
-    })?;
+    output(Command::new(&bin).arg("--version"))
+        .with_context(|| format!("{} was installed but does not run (`--version` failed)", bin.display()))?;
     fs::write(&stamp, &want).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
 }
@@ -171,12 +163,8 @@ pub fn apt_packages() -> Result<()> {
         eprintln!("xtask: warning: no dpkg-query: not a Debian system, skipping apt packages");
         return check_required_tools();
     }
-    let missing: Vec<&str> = APT_REQUIRED
-        .iter()
-        .chain(APT_OPTIONAL)
-        .copied()
-        .filter(|p| !dpkg_installed(p))
-        .collect();
+    let missing: Vec<&str> =
+        APT_REQUIRED.iter().chain(APT_OPTIONAL).copied().filter(|p| !dpkg_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -204,14 +192,16 @@ pub fn apt_packages() -> Result<()> {
         if pkg == "bpftool" {
             candidates.extend(BPFTOOL_FALLBACKS);
         }
-        let ok = candidates.iter().any(|c| {
-            run(&mut apt(&["install", "-y", "-q", "--no-install-recommends", c])).is_ok()
-        });
+        let ok = candidates
+            .iter()
+            .any(|c| run(&mut apt(&["install", "-y", "-q", "--no-install-recommends", c])).is_ok());
         if !ok {
             if APT_REQUIRED.contains(&pkg) {
                 bail!("could not install the required package {pkg}: run `apt-get install {pkg}` and read its error");
             }
-            eprintln!("xtask: warning: could not install optional package {pkg}; tests that need it will say so");
+            eprintln!(
+                "xtask: warning: could not install optional package {pkg}; tests that need it will say so"
+            );
         }
     }
     Ok(())

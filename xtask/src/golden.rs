@@ -28,10 +28,7 @@ pub fn run(opts: &Options) -> Result<i32> {
     let cargo_bin = util::which("cargo").unwrap_or_else(|| "cargo".into());
     let mut cmd = crate::as_root(&cargo_bin, "record the golden traces")?;
     if !util::is_root() {
-        cmd.arg("env").arg(format!(
-            "PATH={}",
-            util::path_with_tools().to_string_lossy()
-        ));
+        cmd.arg("env").arg(format!("PATH={}", util::path_with_tools().to_string_lossy()));
         if let Some(only) = &opts.only {
             cmd.arg(format!("GOLDEN_ONLY={only}"));
         }
@@ -39,21 +36,13 @@ pub fn run(opts: &Options) -> Result<i32> {
         cmd.arg(&cargo_bin);
     }
     util::scrub_cargo_env(&mut cmd);
-    cmd.env("PATH", util::path_with_tools())
-        .env("TRACER_BIN", &bin);
+    cmd.env("PATH", util::path_with_tools()).env("TRACER_BIN", &bin);
     if let Some(only) = &opts.only {
         cmd.env("GOLDEN_ONLY", only);
     }
-    cmd.args([
-        "test",
-        "--release",
-        "-p",
-        "tracer-tests",
-        "--test",
-        "golden_record",
-    ])
-    .args(["--", "--ignored", "--test-threads=1", "--nocapture"])
-    .args(&opts.args);
+    cmd.args(["test", "--release", "-p", "tracer-tests", "--test", "golden_record"])
+        .args(["--", "--ignored", "--test-threads=1", "--nocapture"])
+        .args(&opts.args);
     let status = util::status_foreground(&mut cmd)?;
     if status.success() {
         eprintln!(

@@ -10,7 +10,10 @@ mod demo;
 mod golden;
 mod util;
 
-use std::{ffi::OsString, process::{Command, ExitCode}};
+use std::{
+    ffi::OsString,
+    process::{Command, ExitCode},
+};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -101,6 +104,9 @@ enum Cmd {
     /// Re-record the golden traces (tracer-user/testdata/golden) with the real tracer
     /// while the incident scenarios play (as root).
     Golden(golden::Options),
+    /// Check formatting and lints: `cargo fmt --check`, then clippy with `-D warnings` on
+    /// the userspace crates and on the eBPF crate (its own target, the nightly).
+    Lint,
     /// Only install what is missing (rust-src, bpf-linker, and with --apt the apt packages).
     Bootstrap {
         /// Also install the apt packages the tests use (needs root).
@@ -149,6 +155,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             build("release")?;
             golden::run(&opts)
         }
+        Cmd::Lint => lint(),
         Cmd::Bootstrap { apt } => {
             bootstrap::toolchain()?;
             if apt {
@@ -184,6 +191,58 @@ fn build(profile: &str) -> Result<()> {
     }
     eprintln!("xtask: built {}", bin.display());
     Ok(())
+}
+
+/// `cargo fmt --check` and clippy on every crate; the first failure stops it.
+fn lint() -> Result<i32> {
+    bootstrap::toolchain()?;
+    let steps: [(&str, Option<&str>, &[&str]); 3] = [
+        ("rustfmt", None, &["fmt", "--all", "--check"]),
+        (
+            "clippy (userspace)",
+            None,
+            &[
+                "clippy",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "tracer-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            "clippy (eBPF)",
+            Some("nightly"),
+            &[
+                "clippy",
+                "--release",
+                "-p",
+                "tracer-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    ];
+    for (what, toolchain, args) in steps {
+        eprintln!("xtask: lint: {what}");
+        let mut cmd = cargo(toolchain);
+        cmd.args(args).env("PATH", util::path_with_tools());
+        let status = util::status(&mut cmd)?;
+        if !status.success() {
+            eprintln!("xtask: lint: {what} failed ({status}); `cargo fmt --all` fixes formatting");
+            return Ok(exit_code(status));
+        }
+    }
+    eprintln!("xtask: lint: ok");
+    Ok(0)
 }
 
 fn run_tracer(profile: &str, mut args: Vec<OsString>) -> Result<i32> {
@@ -254,7 +313,9 @@ fn need_root(what: &str) -> Result<()> {
 
 fn need_root_or_sudo(what: &str) -> Result<()> {
     if !is_root() && util::which("sudo").is_none() {
-        bail!("`cargo xtask {what}` needs root for the kernel tests and sudo is not installed: run it as root");
+        bail!(
+            "`cargo xtask {what}` needs root for the kernel tests and sudo is not installed: run it as root"
+        );
     }
     Ok(())
 }

@@ -27,6 +27,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A harder storm setup: its label, the number of writers, the environment of the tracer.
+type Setup<'a> = (&'a str, usize, &'a [(&'a str, &'a str)]);
+
 use anyhow::{bail, Context as _, Result};
 
 /// One storm run.
@@ -71,7 +74,8 @@ pub struct Storm {
 /// Runs the storm: no tracer, the tracer (the claim), then harder setups until one loses.
 pub fn run(tracer: &Path, quick: bool) -> Result<Storm> {
     let secs = if quick { 2.0 } else { 5.0 };
-    let root = cgroup2_root().context("no cgroup2 hierarchy mounted at its root (looked in /proc/self/mountinfo)")?;
+    let root = cgroup2_root()
+        .context("no cgroup2 hierarchy mounted at its root (looked in /proc/self/mountinfo)")?;
     let cg = CgroupGuard::new(&root.join(format!("xtask-storm.{}", std::process::id())))?;
     let file = cg.0.join("cgroup.max.depth");
     let rel = format!("/{}", cg.0.strip_prefix(&root).unwrap_or(&cg.0).display());
@@ -93,7 +97,7 @@ pub fn run(tracer: &Path, quick: bool) -> Result<Storm> {
         eprintln!("xtask: bench: storm: the tracer lost events at the rate two writers reach");
     }
     // Harder: more writers, then the tracer without its priority boost.
-    let harder: &[(&str, usize, &[(&str, &str)])] = if quick {
+    let harder: &[Setup] = if quick {
         &[("tracer, nice 0", 2, &[("TRACER_NICE", "0")])]
     } else {
         &[
@@ -156,7 +160,10 @@ fn writers(file: &Path, threads: usize, secs: f64) -> Result<u64> {
         .map(|_| {
             let file = file.clone();
             thread::spawn(move || -> Result<u64> {
-                let f = fs::OpenOptions::new().write(true).open(&*file).with_context(|| format!("open {}", file.display()))?;
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&*file)
+                    .with_context(|| format!("open {}", file.display()))?;
                 let fd = f.as_raw_fd();
                 while Instant::now() < start {}
                 let mut n = 0u64;
@@ -184,7 +191,15 @@ fn writers(file: &Path, threads: usize, secs: f64) -> Result<u64> {
 }
 
 /// One storm with `tracer tail --json --stats-every 1 > file` running.
-fn traced(tracer: &Path, setup: &str, file: &Path, rel: &str, threads: usize, secs: f64, env: &[(&str, &str)]) -> Result<Run> {
+fn traced(
+    tracer: &Path,
+    setup: &str,
+    file: &Path,
+    rel: &str,
+    threads: usize,
+    secs: f64,
+    env: &[(&str, &str)],
+) -> Result<Run> {
     let out_path = std::env::temp_dir().join(format!("xtask-storm.{}.jsonl", std::process::id()));
     let out = fs::File::create(&out_path).with_context(|| format!("create {}", out_path.display()))?;
     let _rm = RemoveOnDrop(out_path.clone());
@@ -215,9 +230,11 @@ fn traced(tracer: &Path, setup: &str, file: &Path, rel: &str, threads: usize, se
         // Let the tracer drain what the kernel handed over.
         thread::sleep(Duration::from_secs(1));
         let cpu1 = cpu_secs(pid)?;
-        let hwm = fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()));
+        let hwm = fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        });
         Ok(Run {
             setup: setup.into(),
             threads,
@@ -252,7 +269,10 @@ fn scan(path: &Path, cgroup: &str) -> Result<(u64, Option<u64>)> {
             }
         } else if line.starts_with("{\"type\":\"stats\"") {
             // The first "lost" of a stats line is the total (per-hook ones follow).
-            lost = line.split("\"lost\":").nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+            lost = line
+                .split("\"lost\":")
+                .nth(1)
+                .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
         }
     }
     Ok((captured, lost))
@@ -263,7 +283,8 @@ fn cpu_secs(pid: u32) -> Result<f64> {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 (utime, stime) are the 12th and 13th after the comm.
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok(ticks as f64 / hz)

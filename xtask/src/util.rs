@@ -11,10 +11,7 @@ use anyhow::{bail, Context as _, Result};
 
 /// The workspace root (the parent of this crate's manifest directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives inside the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives inside the workspace").to_path_buf()
 }
 
 /// The cargo target directory: `$CARGO_TARGET_DIR` if set, else `<workspace>/target`.
@@ -103,16 +100,12 @@ pub fn is_root() -> bool {
 /// Whether `program` is an executable file in `PATH`.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
-    env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
+    env::split_paths(&path).map(|dir| dir.join(program)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// Renders a command the way a user would type it, for messages.
@@ -142,8 +135,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Runs a command with inherited stdio and returns its exit status.
 pub fn status(cmd: &mut Command) -> Result<ExitStatus> {
     eprintln!("xtask: $ {}", describe(cmd));
-    cmd.status()
-        .with_context(|| format!("could not start `{}`", describe(cmd)))
+    cmd.status().with_context(|| format!("could not start `{}`", describe(cmd)))
 }
 
 /// Runs a long-lived foreground command (the tracer, the tests) and returns its
@@ -163,16 +155,11 @@ pub fn status_foreground(cmd: &mut Command) -> Result<ExitStatus> {
 /// Runs a command quietly and returns its trimmed stdout if it succeeded.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Maps an exit status to a process exit code (signals become 128 + signo).
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt as _;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1)
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
 }

@@ -63,15 +63,7 @@ const SCENARIOS: &[Scenario] = &[
         component: "the real systemd-networkd",
         expect: "cilium-rule-deleted and cilium-route-deleted (critical, actor \
                  systemd-networkd)",
-        run: |obs| {
-            scenarios::networkd(
-                Networkd {
-                    manage_foreign: true,
-                    catch_all: true,
-                },
-                obs,
-            )
-        },
+        run: |obs| scenarios::networkd(Networkd { manage_foreign: true, catch_all: true }, obs),
     },
     Scenario {
         name: "networkd_fixed",
@@ -79,15 +71,7 @@ const SCENARIOS: &[Scenario] = &[
                ManageForeignRoutingPolicyRules=no in networkd.conf",
         component: "the real systemd-networkd",
         expect: "no finding: Cilium's rules and routes stay",
-        run: |obs| {
-            scenarios::networkd(
-                Networkd {
-                    manage_foreign: false,
-                    catch_all: false,
-                },
-                obs,
-            )
-        },
+        run: |obs| scenarios::networkd(Networkd { manage_foreign: false, catch_all: false }, obs),
     },
     Scenario {
         name: "runc",
@@ -127,33 +111,22 @@ struct Opts {
     pause: Duration,
 }
 
-const USAGE: &str = "usage: tracer-demo [--only NAME[,NAME...]]... [--list] [--color auto|always|never] [--pause SECS]";
+const USAGE: &str =
+    "usage: tracer-demo [--only NAME[,NAME...]]... [--list] [--color auto|always|never] [--pause SECS]";
 
 fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts {
-        only: Vec::new(),
-        list: false,
-        color: "auto".into(),
-        pause: Duration::from_secs(1),
-    };
+    let mut o = Opts { only: Vec::new(), list: false, color: "auto".into(), pause: Duration::from_secs(1) };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (a.clone(), None),
         };
-        let mut value = |what: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs {what}"))
-        };
+        let mut value =
+            |what: &str| inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{flag} needs {what}"));
         match flag.as_str() {
             "--only" => {
-                for n in value("a scenario name")?
-                    .split(',')
-                    .filter(|n| !n.is_empty())
-                {
+                for n in value("a scenario name")?.split(',').filter(|n| !n.is_empty()) {
                     let n = n.replace('-', "_");
                     if !SCENARIOS.iter().any(|s| s.name == n) {
                         return Err(format!("no scenario {n:?} (--list shows them)"));
@@ -184,11 +157,7 @@ fn parse_args() -> Result<Opts, String> {
 }
 
 fn names() -> String {
-    SCENARIOS
-        .iter()
-        .map(|s| s.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Banner styling: bold cyan for scenarios, dim for steps, red for failures.
@@ -224,10 +193,7 @@ fn tracer_bin() -> Result<PathBuf, String> {
     if p.exists() {
         Ok(p)
     } else {
-        Err(format!(
-            "{} not built: run `cargo xtask demo` (or set TRACER_BIN)",
-            p.display()
-        ))
+        Err(format!("{} not built: run `cargo xtask demo` (or set TRACER_BIN)", p.display()))
     }
 }
 
@@ -239,16 +205,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let chosen: Vec<&Scenario> = SCENARIOS
-        .iter()
-        .filter(|s| opts.only.is_empty() || opts.only.iter().any(|n| n == s.name))
-        .collect();
+    let chosen: Vec<&Scenario> =
+        SCENARIOS.iter().filter(|s| opts.only.is_empty() || opts.only.iter().any(|n| n == s.name)).collect();
     if opts.list {
         for s in &chosen {
-            println!(
-                "{}\n  {}.\n  By {}.\n  Expect: {}.\n",
-                s.name, s.what, s.component, s.expect
-            );
+            println!("{}\n  {}.\n  By {}.\n  Expect: {}.\n", s.name, s.what, s.component, s.expect);
         }
         return ExitCode::SUCCESS;
     }
@@ -286,10 +247,7 @@ fn main() -> ExitCode {
             .cloned()
             .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "panic".into());
-        let at = info
-            .location()
-            .map(|l| format!(" ({}:{})", l.file(), l.line()))
-            .unwrap_or_default();
+        let at = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
         *PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{msg}{at}"));
     }));
 
@@ -332,11 +290,7 @@ fn main() -> ExitCode {
     let quiet = |on: bool| {
         use std::os::fd::AsRawFd;
         let _ = std::io::stderr().flush();
-        let fd = if on {
-            log.as_raw_fd()
-        } else {
-            our_stderr.as_raw_fd()
-        };
+        let fd = if on { log.as_raw_fd() } else { our_stderr.as_raw_fd() };
         // SAFETY: both fds are open for the whole run; dup2 onto stderr.
         unsafe { libc::dup2(fd, 2) };
     };
@@ -360,9 +314,7 @@ fn main() -> ExitCode {
             Ok(()) => break,
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                 if let Ok(Some(status)) = tracer.try_wait() {
-                    eprintln!(
-                        "tracer-demo: the tracer exited before attaching its hooks ({status})"
-                    );
+                    eprintln!("tracer-demo: the tracer exited before attaching its hooks ({status})");
                     return ExitCode::FAILURE;
                 }
             }
@@ -386,13 +338,7 @@ fn main() -> ExitCode {
             break;
         }
         println!();
-        println!(
-            "{}",
-            st.paint(
-                "1;36",
-                &format!("━━ [{}/{n}] {}: {}", i + 1, s.name, s.what)
-            )
-        );
+        println!("{}", st.paint("1;36", &format!("━━ [{}/{n}] {}: {}", i + 1, s.name, s.what)));
         println!("{}", st.paint("36", &format!("   by {}", s.component)));
         println!("{}", st.paint("36", &format!("   expect: {}", s.expect)));
         let _ = std::io::stdout().flush();
@@ -401,13 +347,7 @@ fn main() -> ExitCode {
         let mut observe = |step: &Step| {
             let first = step.text.lines().next().unwrap_or("");
             let expect = step.expect.unwrap_or("no finding");
-            println!(
-                "{}",
-                st.paint(
-                    "2",
-                    &format!("   ↳ {}: {first} (expect: {expect})", step.id)
-                )
-            );
+            println!("{}", st.paint("2", &format!("   ↳ {}: {first} (expect: {expect})", step.id)));
             let _ = std::io::stdout().flush();
             // Let the tracer print this step's lines before the next step's.
             std::thread::sleep(Duration::from_millis(600));
@@ -427,10 +367,7 @@ fn main() -> ExitCode {
                 "{}",
                 st.paint(
                     "1;31",
-                    &format!(
-                        "   ✗ {} could not be played (cleaned up; continuing): {why}",
-                        s.name
-                    )
+                    &format!("   ✗ {} could not be played (cleaned up; continuing): {why}", s.name)
                 )
             );
             failed.push((s.name, why));
@@ -441,13 +378,7 @@ fn main() -> ExitCode {
 
     // SIGINT: the tracer drains, closes its windows and prints its summary.
     println!();
-    println!(
-        "{}",
-        st.paint(
-            "1;36",
-            "━━ stopping the tracer (SIGINT): its summary follows"
-        )
-    );
+    println!("{}", st.paint("1;36", "━━ stopping the tracer (SIGINT): its summary follows"));
     let _ = std::io::stdout().flush();
     // SAFETY: our own child, by pid.
     unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
@@ -474,17 +405,11 @@ fn main() -> ExitCode {
     if failed.is_empty() {
         let _ = std::fs::remove_file(&log_path);
     } else {
-        eprintln!(
-            "tracer-demo: {} of {n} scenarios could not be played:",
-            failed.len()
-        );
+        eprintln!("tracer-demo: {} of {n} scenarios could not be played:", failed.len());
         for (name, why) in &failed {
             eprintln!("  {name}: {why}");
         }
-        eprintln!(
-            "tracer-demo: what they printed is in {}",
-            log_path.display()
-        );
+        eprintln!("tracer-demo: what they printed is in {}", log_path.display());
         code = 1;
     }
     ExitCode::from(code)

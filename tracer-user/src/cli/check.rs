@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::kernel::btf_offsets;
-use crate::session::live::kernel_release;
 use crate::kernel::loader::{self, LoadOptions, HOOKS};
 use crate::kernel::privileges::Privileges;
+use crate::session::live::kernel_release;
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
@@ -37,7 +37,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         Ok(l) => hooks = l.hooks.clone(),
         Err(e) => fatal = Some(format!("{e}")),
     }
-    let attached = hooks.iter().filter(|h| h.state == "attached").count();
+    let attached = hooks.iter().filter(|h| h.state == crate::stream::schema::HookState::Attached).count();
     let ok = load.is_ok() && attached > 0;
     drop(load); // detaches everything
 
@@ -56,13 +56,21 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("kernel      {}", kernel_release());
         match &offsets {
-            Ok(_) => println!("BTF         {} ({} field offsets resolved)", btf_path.display(), btf_offsets::count()),
+            Ok(_) => println!(
+                "BTF         {} ({} field offsets resolved)",
+                btf_path.display(),
+                btf_offsets::count()
+            ),
             Err(e) => println!("BTF         FAILED: {e}"),
         }
         println!("privileges  {}", privs.summary());
         println!(
             "tracefs     {}",
-            if tracefs_mounted() { "mounted (not needed)" } else { "not mounted (not needed: tracer uses raw tracepoints)" }
+            if tracefs_mounted() {
+                "mounted (not needed)"
+            } else {
+                "not mounted (not needed: tracer uses raw tracepoints)"
+            }
         );
         match &cgroup2 {
             Some(p) => println!("cgroup2     {}", p.display()),
@@ -84,7 +92,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         if let Some(e) = &fatal {
             println!("error: {e}");
         }
-        println!("{attached}/{} hooks can run{}", HOOKS.len(), if ok { "" } else { ": tracer cannot run here" });
+        println!(
+            "{attached}/{} hooks can run{}",
+            HOOKS.len(),
+            if ok { "" } else { ": tracer cannot run here" }
+        );
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -2,8 +2,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::session::live::LiveOptions;
 use crate::kernel::loader::LoadOptions;
+use crate::session::live::LiveOptions;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LiveArgs {

@@ -1,13 +1,13 @@
 //! `tracer record` and `tracer replay`: the postmortem pair.
 use std::process::ExitCode;
 
-use anyhow::Context;
-use crate::session::live::Session;
-use crate::stream::metrics::{self, Observed};
 use crate::cli::record_args::RecordArgs;
+use crate::session::live::Session;
 use crate::session::record::run_record;
-use crate::session::signals::Signals;
 use crate::session::replay::{run_replay, ReplayArgs};
+use crate::session::signals::Signals;
+use crate::stream::metrics::{self, Observed};
+use anyhow::Context;
 
 use crate::cli::live_args::LiveArgs;
 
@@ -28,7 +28,12 @@ pub fn record(cmd: RecordCmd) -> anyhow::Result<ExitCode> {
         // Bound before the hooks attach, so a taken port fails the start.
         let metrics = metrics::start(cmd.live.metrics_addr).await?;
         let session = Session::start(&opts).await.context("cannot start tracing")?;
-        let attached = session.header().hooks.iter().filter(|h| h.state == "attached").count();
+        let attached = session
+            .header()
+            .hooks
+            .iter()
+            .filter(|h| h.state == crate::stream::schema::HookState::Attached)
+            .count();
         eprintln!(
             "tracer: {attached}/{} hooks attached; recording to {} (Ctrl-C or SIGTERM to stop)",
             session.header().hooks.len(),
@@ -49,10 +54,27 @@ pub fn record(cmd: RecordCmd) -> anyhow::Result<ExitCode> {
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let summary = run_replay(&args, std::io::BufWriter::new(stdout.lock()))?;
-    // Bad lines were skipped and reported; the replay itself succeeded unless --strict
-    // (which returns an error at the first one).
-    let _ = summary;
-    Ok(ExitCode::SUCCESS)
+    // Bad lines inside a recording were skipped and reported (--strict stops at the
+    // first). An input that is no recording at all is a mistake the caller must see.
+    match summary.not_recordings.len() {
+        0 => Ok(ExitCode::SUCCESS),
+        n if n == summary.files.len() => anyhow::bail!(
+            "{} (a recording starts with a schema-v1 header line, as `tracer record -o FILE` writes it)",
+            if n == 1 {
+                format!("{} is not a tracer recording", summary.not_recordings[0])
+            } else {
+                format!("none of the {n} inputs is a tracer recording")
+            }
+        ),
+        n => {
+            eprintln!(
+                "tracer: error: {n} of {} inputs are not tracer recordings and were skipped: {}",
+                summary.files.len(),
+                summary.not_recordings.join(", ")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Fails before the hooks attach (which takes a second) when the output cannot be

@@ -44,21 +44,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!(
                 "invalid duration {s:?}: expected a number at {rest:?} (examples: 30s, 10m, 1h30m)"
             ));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+        let n: u64 =
+            rest[..digits].parse().map_err(|_| format!("invalid duration {s:?}: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let d = match unit {
@@ -67,11 +62,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" | "min" | "mins" => Duration::from_secs(n.saturating_mul(60)),
             "h" | "hr" | "hours" => Duration::from_secs(n.saturating_mul(3600)),
             "d" | "days" => Duration::from_secs(n.saturating_mul(86400)),
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h, d)"
-                ))
-            }
+            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h, d)")),
         };
         total = total.saturating_add(d);
     }
@@ -88,24 +79,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if digits == 0 {
         return Err(format!("invalid size {s:?} (examples: 100M, 1G)"));
     }
-    let n: u64 = t[..digits]
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: too large"))?;
+    let n: u64 = t[..digits].parse().map_err(|_| format!("invalid size {s:?}: too large"))?;
     let shift = match t[digits..].trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
-        u => {
-            return Err(format!(
-                "invalid size {s:?}: unknown unit {u:?} (use K, M, G)"
-            ))
-        }
+        u => return Err(format!("invalid size {s:?}: unknown unit {u:?} (use K, M, G)")),
     };
-    let v = n
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("invalid size {s:?}: too large"))?;
+    let v = n.checked_mul(1u64 << shift).ok_or_else(|| format!("invalid size {s:?}: too large"))?;
     if v < 4096 {
         return Err(format!("rotate size {s:?} is too small (at least 4K)"));
     }

@@ -2,13 +2,13 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
-use crate::stream::filter::{Filter, FilterArgs};
 use crate::session::live::Session;
+use crate::stream::filter::{Filter, FilterArgs};
 use crate::stream::metrics;
 use crate::stream::output::{Format, Printer};
 use crate::stream::schema::Line;
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::live_args::LiveArgs;
 
@@ -51,7 +51,8 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         let stdout = std::io::stdout();
         let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), format);
         let header = session.header().clone();
-        let attached = header.hooks.iter().filter(|h| h.state == "attached").count();
+        let attached =
+            header.hooks.iter().filter(|h| h.state == crate::stream::schema::HookState::Attached).count();
         if let Some(m) = &metrics {
             m.observe(&Line::Header(header.clone()));
         }

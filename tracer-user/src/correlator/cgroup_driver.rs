@@ -31,19 +31,15 @@ pub struct Detector {
 
 /// Every cgroup path an event names.
 fn paths(ev: &Event) -> impl Iterator<Item = &str> {
-    ev.cgroup
-        .as_deref()
-        .into_iter()
-        .chain(ev.target_cgroup.as_deref())
+    ev.cgroup.as_deref().into_iter().chain(ev.target_cgroup.as_deref())
 }
 
 impl Detector {
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         let first_kube = !self.kubepods_seen.contains(&ev.host) && paths(ev).any(kube::in_kubepods);
         if first_kube && self.kubepods_seen.insert(ev.host.clone()) {
-            let (now, later): (Vec<Event>, Vec<Event>) = std::mem::take(&mut self.pending)
-                .into_iter()
-                .partition(|p| p.host == ev.host);
+            let (now, later): (Vec<Event>, Vec<Event>) =
+                std::mem::take(&mut self.pending).into_iter().partition(|p| p.host == ev.host);
             self.pending = later;
             for p in now {
                 self.report(&p, out);
@@ -59,10 +55,7 @@ impl Detector {
             return;
         }
         // A slice named after a kubepods pod proves kubelet manages kubepods slices.
-        let names_kubepods = cg
-            .rsplit('/')
-            .next()
-            .is_some_and(|leaf| leaf.contains("kubepods"));
+        let names_kubepods = cg.rsplit('/').next().is_some_and(|leaf| leaf.contains("kubepods"));
         if names_kubepods || self.kubepods_seen.contains(&ev.host) {
             self.report(ev, out);
         } else if self.pending.len() < MAX_PENDING {
@@ -80,10 +73,7 @@ impl Detector {
         if !self.reported.insert((ev.host.clone(), key)) {
             return;
         }
-        let pod = uid
-            .as_deref()
-            .map(|u| format!(" for pod {u}"))
-            .unwrap_or_default();
+        let pod = uid.as_deref().map(|u| format!(" for pod {u}")).unwrap_or_default();
         let mut f = finding(
             ID,
             Severity::Warning,
@@ -111,7 +101,8 @@ mod tests {
     use super::super::testutil::*;
     use super::*;
 
-    const BAD: &str = "/system.slice/kubepods-besteffort-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice:cri-containerd:";
+    const BAD: &str =
+        "/system.slice/kubepods-besteffort-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice:cri-containerd:";
 
     #[test]
     fn container_outside_kubepods_once_per_pod() {
@@ -124,13 +115,8 @@ mod tests {
         assert_eq!(ids(&f), vec![ID, ID], "{f:#?}");
         assert_eq!(f[0].severity, Severity::Warning);
         assert_eq!(f[0].evidence, vec![2]);
-        assert_eq!(
-            f[0].details["pod_uid"],
-            "0d4c2c8e-4a6b-4b8e-9d4c-2c8e4a6b4b8e"
-        );
-        assert!(f[0]
-            .summary
-            .starts_with("runc (for containerd) created container cgroup"));
+        assert_eq!(f[0].details["pod_uid"], "0d4c2c8e-4a6b-4b8e-9d4c-2c8e4a6b4b8e");
+        assert!(f[0].summary.starts_with("runc (for containerd) created container cgroup"));
         assert!(f[0].remediation.contains("SystemdCgroup = true"));
     }
 
@@ -146,9 +132,7 @@ mod tests {
 
     #[test]
     fn the_pod_slice_name_is_proof_enough() {
-        let f = run(vec![
-            ev(Kind::CgroupMkdir, "runc").cgroup(&format!("{BAD}aaaa"))
-        ]);
+        let f = run(vec![ev(Kind::CgroupMkdir, "runc").cgroup(&format!("{BAD}aaaa"))]);
         assert_eq!(ids(&f), vec![ID]);
     }
 
@@ -162,9 +146,7 @@ mod tests {
         ]);
         assert!(f.is_empty(), "{f:#?}");
         // The tell-tale on a node without kubepods at all.
-        assert!(run(vec![
-            ev(Kind::CgroupMkdir, "runc").cgroup("/system.slice/app.slice:cri-containerd:aa")
-        ])
-        .is_empty());
+        assert!(run(vec![ev(Kind::CgroupMkdir, "runc").cgroup("/system.slice/app.slice:cri-containerd:aa")])
+            .is_empty());
     }
 }

@@ -36,7 +36,8 @@ const MAX_NAMES: usize = 65_536;
 const OWNERS: &[&str] = &["cilium-agent", "cilium-cni"];
 
 fn remediation(ev: &Event, what: &str) -> String {
-    let networkd = "set `ManageForeignRoutes=no` and `ManageForeignRoutingPolicyRules=no` in the [Network] section of \
+    let networkd =
+        "set `ManageForeignRoutes=no` and `ManageForeignRoutingPolicyRules=no` in the [Network] section of \
                     /etc/systemd/networkd.conf (or a networkd.conf.d drop-in) and restart systemd-networkd";
     let first = match super::actor(ev).as_str() {
         "systemd-networkd" => format!("systemd-networkd removes {what} it did not create: {networkd}."),
@@ -102,11 +103,7 @@ impl Detector {
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         if !matches!(
             ev.kind,
-            Kind::RouteDelete
-                | Kind::RuleDelete
-                | Kind::AddrDelete
-                | Kind::LinkDelete
-                | Kind::LinkSet
+            Kind::RouteDelete | Kind::RuleDelete | Kind::AddrDelete | Kind::LinkDelete | Kind::LinkSet
         ) {
             return;
         }
@@ -150,10 +147,9 @@ impl Detector {
                     return;
                 }
                 let action = match ev.kind {
-                    Kind::AddrDelete => format!(
-                        "deleted address {} from",
-                        ev.dst.as_deref().unwrap_or("an address")
-                    ),
+                    Kind::AddrDelete => {
+                        format!("deleted address {} from", ev.dst.as_deref().unwrap_or("an address"))
+                    }
                     Kind::LinkDelete => "deleted link".into(),
                     _ if ev.up == Some(false) => "set down link".into(),
                     _ => return,
@@ -170,8 +166,7 @@ impl Detector {
                     &remediation(ev, "addresses and links, and with them routes,"),
                 );
                 f.dev = Some(d.to_string());
-                f.details
-                    .insert("flushed_by".into(), ev.kind.as_str().into());
+                f.details.insert("flushed_by".into(), ev.kind.as_str().into());
                 net_details(&mut f, ev);
                 out.push(f);
             }
@@ -191,11 +186,7 @@ impl Detector {
                 if let Some(t) = ev.table {
                     what.push(format!("lookup {}", table_name(t)));
                 }
-                let what = if what.is_empty() {
-                    "a rule".to_string()
-                } else {
-                    what.join(" ")
-                };
+                let what = if what.is_empty() { "a rule".to_string() } else { what.join(" ") };
                 let mut f = finding(
                     RULE_ID,
                     Severity::Critical,
@@ -257,56 +248,29 @@ mod tests {
     #[test]
     fn networkd_deletes_cilium_routes() {
         let f = run(vec![
-            route("systemd-networkd")
-                .table(2004)
-                .dst("0.0.0.0/0")
-                .dev("lo"),
-            route("systemd-networkd")
-                .table(254)
-                .dst("10.0.1.0/24")
-                .dev("cilium_host"),
-            route("systemd-networkd")
-                .table(254)
-                .dst("10.0.1.17/32")
-                .dev("lxcab12"),
+            route("systemd-networkd").table(2004).dst("0.0.0.0/0").dev("lo"),
+            route("systemd-networkd").table(254).dst("10.0.1.0/24").dev("cilium_host"),
+            route("systemd-networkd").table(254).dst("10.0.1.17/32").dev("lxcab12"),
             route("systemd-networkd").table(2005).dst("10.0.1.5/32"),
         ]);
         assert_eq!(ids(&f), vec![ROUTE_ID; 4]);
         assert_eq!(f[0].actor, "systemd-networkd");
         assert!(
             f[0].remediation.contains("ManageForeignRoutes=no")
-                && f[0]
-                    .remediation
-                    .contains("ManageForeignRoutingPolicyRules=no")
+                && f[0].remediation.contains("ManageForeignRoutingPolicyRules=no")
         );
         assert_eq!(f[1].dev.as_deref(), Some("cilium_host"));
-        assert!(
-            f[1].summary
-                .contains("10.0.1.0/24 table main dev cilium_host"),
-            "{}",
-            f[1].summary
-        );
-        assert!(
-            f[0].summary.contains("0.0.0.0/0 table 2004 dev lo"),
-            "{}",
-            f[0].summary
-        );
+        assert!(f[1].summary.contains("10.0.1.0/24 table main dev cilium_host"), "{}", f[1].summary);
+        assert!(f[0].summary.contains("0.0.0.0/0 table 2004 dev lo"), "{}", f[0].summary);
         assert_eq!(f[2].evidence, vec![3]);
     }
 
     #[test]
     fn dev_by_ifindex_and_flushes() {
         let f = run(vec![
-            ev(Kind::LinkSet, "cilium-agent")
-                .netns(1)
-                .dev("cilium_net")
-                .ifindex(4)
-                .up(true),
+            ev(Kind::LinkSet, "cilium-agent").netns(1).dev("cilium_net").ifindex(4).up(true),
             route("ip").netns(1).ifindex(4).dst("10.0.0.0/8"),
-            ev(Kind::AddrDelete, "ip")
-                .netns(1)
-                .dev("cilium_host")
-                .dst("10.0.1.1/32"),
+            ev(Kind::AddrDelete, "ip").netns(1).dev("cilium_host").dst("10.0.1.1/32"),
             ev(Kind::LinkDelete, "sh").netns(1).dev("lxc_health"),
             // An IPv6 address removal flushes no IPv4 route: not counted below.
             ev(Kind::AddrDelete, "systemd-networkd")
@@ -314,10 +278,7 @@ mod tests {
                 .dev("cilium_host")
                 .dst("fe80::1/64")
                 .family("inet6"),
-            ev(Kind::LinkSet, "NetworkManager")
-                .netns(1)
-                .ifindex(4)
-                .up(false),
+            ev(Kind::LinkSet, "NetworkManager").netns(1).ifindex(4).up(false),
         ]);
         assert_eq!(ids(&f), vec![ROUTE_ID; 4], "{f:#?}");
         assert_eq!(f[0].dev.as_deref(), Some("cilium_net"));
@@ -328,30 +289,16 @@ mod tests {
     #[test]
     fn networkd_deletes_cilium_rules() {
         let f = run(vec![
-            rule("systemd-networkd")
-                .priority(9)
-                .fwmark("0x200/0xf00")
-                .table(2004),
-            rule("systemd-networkd")
-                .priority(10)
-                .fwmark("0xa00/0xf00")
-                .table(2005),
+            rule("systemd-networkd").priority(9).fwmark("0x200/0xf00").table(2004),
+            rule("systemd-networkd").priority(10).fwmark("0xa00/0xf00").table(2005),
             rule("systemd-networkd").priority(100).table(255),
             rule("ip").fwmark("0xa00/0xf00"),
             rule("ip").table(2004),
         ]);
         assert_eq!(ids(&f), vec![RULE_ID; 5]);
-        assert!(
-            f[0].summary.contains("9: fwmark 0x200/0xf00 lookup 2004"),
-            "{}",
-            f[0].summary
-        );
+        assert!(f[0].summary.contains("9: fwmark 0x200/0xf00 lookup 2004"), "{}", f[0].summary);
         // The moved local rule reads as `ip rule` prints it.
-        assert!(
-            f[2].summary.contains("rule 100: lookup local:"),
-            "{}",
-            f[2].summary
-        );
+        assert!(f[2].summary.contains("rule 100: lookup local:"), "{}", f[2].summary);
         assert_eq!(f[2].details["table"], 255, "details keep the number");
     }
 
@@ -369,32 +316,18 @@ mod tests {
             route("cilium-agent").table(2004).dst("0.0.0.0/0"),
             route("ip").behalf("cilium-agent").dev("cilium_host"),
             rule("cilium-agent").priority(0).table(255),
-            rule("cilium-agent")
-                .priority(9)
-                .fwmark("0x200/0xf00")
-                .table(2004),
+            rule("cilium-agent").priority(9).fwmark("0x200/0xf00").table(2004),
             ev(Kind::LinkDelete, "cilium-cni").dev("lxc01"),
             // Other tables, devices, priorities and marks.
-            route("systemd-networkd")
-                .table(254)
-                .dst("192.168.0.0/24")
-                .dev("eth0"),
+            route("systemd-networkd").table(254).dst("192.168.0.0/24").dev("eth0"),
             route("systemd-networkd").table(2003).dst("0.0.0.0/0"),
             route("systemd-networkd").table(200).dev("vxlan.calico"),
             rule("systemd-networkd").priority(32766).table(254),
             rule("systemd-networkd").priority(1000).table(100),
-            rule("systemd-networkd")
-                .priority(500)
-                .fwmark("0x100/0xf00")
-                .table(300),
-            rule("systemd-networkd")
-                .priority(500)
-                .fwmark("0x200/0xffffffff")
-                .table(300),
+            rule("systemd-networkd").priority(500).fwmark("0x100/0xf00").table(300),
+            rule("systemd-networkd").priority(500).fwmark("0x200/0xffffffff").table(300),
             ev(Kind::AddrDelete, "systemd-networkd").dev("eth0"),
-            ev(Kind::LinkSet, "systemd-networkd")
-                .dev("cilium_host")
-                .up(true),
+            ev(Kind::LinkSet, "systemd-networkd").dev("cilium_host").up(true),
             ev(Kind::LinkDelete, "ip").dev("veth12"),
         ]);
         assert!(f.is_empty(), "{f:#?}");

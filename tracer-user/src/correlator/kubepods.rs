@@ -34,9 +34,8 @@ Use the systemd driver on both: in /etc/containerd/config.toml set `SystemdCgrou
 set `cgroupDriver: systemd` in the kubelet configuration and restart kubelet (drain the node first).";
 
 /// Signals that do not end a process: routine traffic, not a kill.
-const ROUTINE_SIGNALS: &[&str] = &[
-    "CHLD", "URG", "WINCH", "CONT", "PIPE", "ALRM", "VTALRM", "PROF", "IO", "POLL",
-];
+const ROUTINE_SIGNALS: &[&str] =
+    &["CHLD", "URG", "WINCH", "CONT", "PIPE", "ALRM", "VTALRM", "PROF", "IO", "POLL"];
 
 #[derive(Debug)]
 struct Window {
@@ -76,9 +75,7 @@ fn tokens(value: &str) -> impl Iterator<Item = (bool, &str)> {
     value
         .split(|c: char| c.is_whitespace() || c == '\0')
         .filter_map(|t| {
-            t.strip_prefix('+')
-                .map(|n| (true, n))
-                .or_else(|| t.strip_prefix('-').map(|n| (false, n)))
+            t.strip_prefix('+').map(|n| (true, n)).or_else(|| t.strip_prefix('-').map(|n| (false, n)))
         })
         .filter(|(_, n)| !n.is_empty())
 }
@@ -88,9 +85,7 @@ fn terminating(ev: &Event) -> bool {
     let name = ev.signal.as_deref().unwrap_or("");
     let name = name.strip_prefix("SIG").unwrap_or(name);
     if name.is_empty() {
-        return ev
-            .signo
-            .is_some_and(|s| matches!(s, 1 | 2 | 3 | 6 | 9 | 15));
+        return ev.signo.is_some_and(|s| matches!(s, 1 | 2 | 3 | 6 | 9 | 15));
     }
     !ROUTINE_SIGNALS.contains(&name)
 }
@@ -112,11 +107,7 @@ impl Detector {
                     return;
                 }
                 let uid = k.pod_uid.unwrap_or_else(|| cg.to_string());
-                for w in self
-                    .windows
-                    .iter_mut()
-                    .filter(|w| w.host == ev.host && kube::under(cg, &w.cgroup))
-                {
+                for w in self.windows.iter_mut().filter(|w| w.host == ev.host && kube::under(cg, &w.cgroup)) {
                     w.pods_removed.insert(uid.clone());
                     w.evidence.push(ev.seq);
                 }
@@ -127,11 +118,7 @@ impl Detector {
                 };
                 let Some(k) = kube::kube_path(cg) else { return };
                 let pod = k.pod_uid.unwrap_or_else(|| cg.to_string());
-                for w in self
-                    .windows
-                    .iter_mut()
-                    .filter(|w| w.host == ev.host && kube::under(cg, &w.cgroup))
-                {
+                for w in self.windows.iter_mut().filter(|w| w.host == ev.host && kube::under(cg, &w.cgroup)) {
                     w.pods_signalled.insert(pod.clone());
                     w.evidence.push(ev.seq);
                 }
@@ -164,16 +151,8 @@ impl Detector {
             .or_else(|| self.enabled.get(&key).cloned());
         let (removed, added): (Vec<String>, Vec<String>) = match lists {
             (Some(before), Some(after)) => (
-                before
-                    .iter()
-                    .filter(|c| !after.contains(c))
-                    .cloned()
-                    .collect(),
-                after
-                    .iter()
-                    .filter(|c| !before.contains(c))
-                    .cloned()
-                    .collect(),
+                before.iter().filter(|c| !after.contains(c)).cloned().collect(),
+                after.iter().filter(|c| !before.contains(c)).cloned().collect(),
             ),
             _ if failed => (Vec::new(), Vec::new()),
             _ => {
@@ -194,8 +173,7 @@ impl Detector {
 
         // Keep the cgroup's state current.
         if let Some(after) = lists.1 {
-            self.enabled
-                .insert(key.clone(), after.iter().cloned().collect());
+            self.enabled.insert(key.clone(), after.iter().cloned().collect());
         } else if let Some(mut state) = known.filter(|_| !failed) {
             for c in &removed {
                 state.remove(c);
@@ -205,10 +183,8 @@ impl Detector {
         }
 
         // A restore closes nothing (kills can follow it) but is recorded once.
-        for w in self
-            .windows
-            .iter_mut()
-            .filter(|w| w.host == ev.host && w.cgroup == cg && w.restored.is_none())
+        for w in
+            self.windows.iter_mut().filter(|w| w.host == ev.host && w.cgroup == cg && w.restored.is_none())
         {
             if w.controllers.iter().any(|c| added.contains(c)) {
                 let ms = (ev.time.0 - w.removed_at.0) / 1_000_000;
@@ -217,10 +193,7 @@ impl Detector {
             }
         }
 
-        let removed: Vec<String> = removed
-            .into_iter()
-            .filter(|c| REQUIRED.contains(&c.as_str()))
-            .collect();
+        let removed: Vec<String> = removed.into_iter().filter(|c| REQUIRED.contains(&c.as_str())).collect();
         if removed.is_empty() || k.level == Level::Container || made_by(ev, &["kubelet"]) {
             return;
         }
@@ -248,19 +221,16 @@ impl Detector {
         f.value = ev.value.clone();
         attribution(&mut f, ev);
         f.details.insert("phase".into(), "removed".into());
-        f.details
-            .insert("controllers".into(), removed.clone().into());
+        f.details.insert("controllers".into(), removed.clone().into());
         f.details.insert("level".into(), level.into());
         f.details.insert("occurrence".into(), (*n).into());
         if let Some(uid) = &k.pod_uid {
             f.details.insert("pod_uid".into(), uid.clone().into());
         }
         if lists.0.is_none() {
-            f.details
-                .insert("inferred_from".into(), "written value".into());
+            f.details.insert("inferred_from".into(), "written value".into());
         }
-        f.details
-            .insert("window_s".into(), (WINDOW_NS / 1_000_000_000).into());
+        f.details.insert("window_s".into(), (WINDOW_NS / 1_000_000_000).into());
         out.push(f.clone());
         self.windows.push(Window {
             host: ev.host.clone(),
@@ -316,15 +286,9 @@ fn close(w: Window, time: Timestamp, out: &mut Vec<Finding>) {
         Some((by, ms)) => {
             f.details.insert("restored_by".into(), by.clone().into());
             f.details.insert("restored_after_ms".into(), (*ms).into());
-            parts.push(format!(
-                "{by} restored it after {:.1} s",
-                *ms as f64 / 1000.0
-            ));
+            parts.push(format!("{by} restored it after {:.1} s", *ms as f64 / 1000.0));
         }
-        None => parts.push(format!(
-            "not restored within {} s",
-            WINDOW_NS / 1_000_000_000
-        )),
+        None => parts.push(format!("not restored within {} s", WINDOW_NS / 1_000_000_000)),
     }
     if !w.pods_removed.is_empty() {
         parts.push(format!("{} pod cgroup(s) removed", w.pods_removed.len()));
@@ -332,21 +296,10 @@ fn close(w: Window, time: Timestamp, out: &mut Vec<Finding>) {
     if !w.pods_signalled.is_empty() {
         parts.push(format!("{} pod(s) signalled", w.pods_signalled.len()));
     }
-    f.details.insert(
-        "pods_removed".into(),
-        w.pods_removed.into_iter().collect::<Vec<_>>().into(),
-    );
-    f.details.insert(
-        "pods_signalled".into(),
-        w.pods_signalled.into_iter().collect::<Vec<_>>().into(),
-    );
-    f.summary = format!(
-        "{} removed {} from {}; {}",
-        w.actor,
-        w.controllers.join(", "),
-        w.cgroup,
-        parts.join(", ")
-    );
+    f.details.insert("pods_removed".into(), w.pods_removed.into_iter().collect::<Vec<_>>().into());
+    f.details.insert("pods_signalled".into(), w.pods_signalled.into_iter().collect::<Vec<_>>().into());
+    f.summary =
+        format!("{} removed {} from {}; {}", w.actor, w.controllers.join(", "), w.cgroup, parts.join(", "));
     out.push(f);
 }
 
@@ -360,9 +313,7 @@ mod tests {
     const UID: &str = "0d4c2c8e-4a6b-4b8e-9d4c-2c8e4a6b4b8e";
 
     fn removals(f: &[Finding]) -> Vec<&Finding> {
-        f.iter()
-            .filter(|f| f.id == ID && f.details["phase"] == "removed")
-            .collect()
+        f.iter().filter(|f| f.id == ID && f.details["phase"] == "removed").collect()
     }
 
     #[test]
@@ -374,37 +325,23 @@ mod tests {
             ev(Kind::Signal, "containerd-shim")
                 .signal("SIGKILL", &format!("{POD}/cri-containerd-abc.scope"))
                 .at(1.0),
-            ev(Kind::CgroupRmdir, "containerd")
-                .cgroup(&format!("{POD}/cri-containerd-abc.scope"))
-                .at(1.5),
+            ev(Kind::CgroupRmdir, "containerd").cgroup(&format!("{POD}/cri-containerd-abc.scope")).at(1.5),
             ev(Kind::CgroupRmdir, "kubelet").cgroup(POD).at(2.0),
             cg_write("kubelet", QOS, "+cpuset")
                 .controllers("cpu memory pids", "cpuset cpu memory pids")
                 .at(4.25),
-            ev(Kind::Signal, "containerd-shim")
-                .signal("SIGCHLD", &format!("{POD}/x.scope"))
-                .at(5.0),
-            ev(Kind::CgroupMkdir, "kubelet")
-                .cgroup("/kubepods.slice")
-                .at(61.0),
+            ev(Kind::Signal, "containerd-shim").signal("SIGCHLD", &format!("{POD}/x.scope")).at(5.0),
+            ev(Kind::CgroupMkdir, "kubelet").cgroup("/kubepods.slice").at(61.0),
         ]);
         assert_eq!(ids(&f), vec![ID, ID], "{f:#?}");
         let (first, upd) = (&f[0], &f[1]);
         assert_eq!(first.severity, Severity::Critical);
         assert_eq!(
-            (
-                first.actor.as_str(),
-                first.controller.as_deref(),
-                first.cgroup.as_deref()
-            ),
+            (first.actor.as_str(), first.controller.as_deref(), first.cgroup.as_deref()),
             ("systemd", Some("cpuset"), Some(QOS))
         );
         assert_eq!(first.evidence, vec![1]);
-        assert!(
-            first.summary.starts_with("systemd removed cpuset"),
-            "{}",
-            first.summary
-        );
+        assert!(first.summary.starts_with("systemd removed cpuset"), "{}", first.summary);
         assert!(
             first.remediation.contains("SystemdCgroup = true")
                 && first.remediation.contains("cgroupDriver: systemd")
@@ -419,30 +356,24 @@ mod tests {
 
     #[test]
     fn any_required_controller_at_any_kube_level_counts() {
-        for (cg, v) in [
-            ("/kubepods.slice", "-pids"),
-            (POD, "-memory"),
-            ("/kubepods/besteffort", "+cpu -hugetlb\n"),
-        ] {
+        for (cg, v) in
+            [("/kubepods.slice", "-pids"), (POD, "-memory"), ("/kubepods/besteffort", "+cpu -hugetlb\n")]
+        {
             let f = run(vec![cg_write("systemd", cg, v)]);
             assert_eq!(removals(&f).len(), 1, "{cg} {v}: {f:#?}");
         }
         // Someone else than systemd: still a finding, named.
         let f = run(vec![cg_write("runc", POD, "-cpu").behalf("containerd")]);
-        assert!(
-            f[0].summary
-                .starts_with("runc (for containerd) removed cpu"),
-            "{}",
-            f[0].summary
-        );
+        assert!(f[0].summary.starts_with("runc (for containerd) removed cpu"), "{}", f[0].summary);
     }
 
     #[test]
     fn noop_and_failed_writes_are_not_findings() {
         // -pids when pids was not enabled: the kernel's lists say nothing changed.
         let f =
-            run(vec![cg_write("systemd", QOS, "-pids")
-                .controllers("cpu cpuset memory", "cpu cpuset memory")]);
+            run(
+                vec![cg_write("systemd", QOS, "-pids").controllers("cpu cpuset memory", "cpu cpuset memory")],
+            );
         assert!(f.is_empty(), "{f:#?}");
         // Lists the kernel could not read (both empty): the value decides.
         let f = run(vec![cg_write("systemd", QOS, "-cpuset").controllers("", "")]);
@@ -464,12 +395,9 @@ mod tests {
         assert!(run(vec![cg_write("systemd", "/system.slice", "-cpuset")]).is_empty());
         assert!(run(vec![cg_write("systemd", QOS, "-io -rdma")]).is_empty());
         assert!(run(vec![cg_write("systemd", QOS, "+cpuset")]).is_empty());
-        assert!(run(vec![cg_write(
-            "systemd",
-            &format!("{POD}/cri-containerd-abc.scope"),
-            "-cpuset"
-        )])
-        .is_empty());
+        assert!(
+            run(vec![cg_write("systemd", &format!("{POD}/cri-containerd-abc.scope"), "-cpuset")]).is_empty()
+        );
         assert!(run(vec![cg_write("systemd", QOS, "-cpuset").file("cpuset.cpus")]).is_empty());
     }
 

@@ -15,8 +15,8 @@
 //! State is kept per host (`Event::host`, set when replay merges several nodes), so
 //! merged recordings never mix one node's cgroups or namespaces with another's.
 
-pub mod cilium;
 pub mod cgroup_driver;
+pub mod cilium;
 pub mod kube;
 pub mod kubepods;
 pub mod rp_filter;
@@ -109,8 +109,12 @@ impl Correlate for NoCorrelator {
     }
 }
 
-/// How often time windows are closed when no event comes: live and replay tick alike.
-pub const TICK_NS: i64 = 1_000_000_000;
+/// How often time windows are closed when no event comes: the live session ticks with
+/// the wall clock at this period, replay with the events' time. A held rp_filter finding
+/// (its revert window, [`rp_filter::REVERT_WINDOW_NS`]) is out within two periods.
+pub const TICK_NS: i64 = 250_000_000;
+/// [`TICK_NS`] as a duration.
+pub const TICK: std::time::Duration = std::time::Duration::from_nanos(TICK_NS as u64);
 
 /// State of one node: replay may merge recordings of several.
 type HostKey = Option<String>;
@@ -133,11 +137,7 @@ pub(crate) fn who(ev: &Event) -> String {
 
 /// Whether the event was made by one of `owners`, or by a helper acting for one.
 pub(crate) fn made_by(ev: &Event, owners: &[&str]) -> bool {
-    owners.contains(&actor(ev).as_str())
-        || ev
-            .on_behalf_of
-            .as_deref()
-            .is_some_and(|b| owners.contains(&b))
+    owners.contains(&actor(ev).as_str()) || ev.on_behalf_of.as_deref().is_some_and(|b| owners.contains(&b))
 }
 
 /// A finding on one event, with the common fields filled from it.
@@ -178,8 +178,7 @@ pub(crate) fn attribution(f: &mut Finding, ev: &Event) {
         f.details.insert("on_behalf_of".into(), b.clone().into());
     }
     if !ev.ancestry.is_empty() {
-        f.details
-            .insert("ancestry".into(), ev.ancestry.clone().into());
+        f.details.insert("ancestry".into(), ev.ancestry.clone().into());
     }
 }
 
@@ -206,12 +205,7 @@ pub(crate) mod testutil {
     pub struct B(pub Event);
 
     pub fn ev(kind: Kind, actor: &str) -> B {
-        B(Event {
-            kind,
-            actor: actor.into(),
-            comm: actor.chars().take(15).collect(),
-            ..Default::default()
-        })
+        B(Event { kind, actor: actor.into(), comm: actor.chars().take(15).collect(), ..Default::default() })
     }
     pub fn cg_write(actor: &str, cgroup: &str, value: &str) -> B {
         ev(Kind::CgroupWrite, actor)
@@ -385,26 +379,11 @@ mod tests {
             t.exec(&child, exe);
             child
         };
-        let networkd = spawn(
-            &mut t,
-            &init,
-            600,
-            "systemd-network",
-            "/lib/systemd/systemd-networkd",
-        );
+        let networkd = spawn(&mut t, &init, 600, "systemd-network", "/lib/systemd/systemd-networkd");
         let udevd = spawn(&mut t, &init, 300, "systemd-udevd", "/usr/bin/udevadm");
         let worker = spawn(&mut t, &udevd, 3001, "(udev-worker)", "/proc/self/exe");
-        let sysctl = spawn(
-            &mut t,
-            &worker,
-            3002,
-            "systemd-sysctl",
-            "/lib/systemd/systemd-sysctl",
-        );
-        t.exit(&Task {
-            ktime_ns: 99,
-            ..sysctl.clone()
-        });
+        let sysctl = spawn(&mut t, &worker, 3002, "systemd-sysctl", "/lib/systemd/systemd-sysctl");
+        t.exit(&Task { ktime_ns: 99, ..sysctl.clone() });
 
         let mut c = Correlator::new();
         let mut findings = Vec::new();
@@ -419,28 +398,18 @@ mod tests {
         feed(
             &networkd,
             // Past the rp_filter write's revert window, which this event closes.
-            ev(Kind::RuleDelete, "")
-                .at(1.0)
-                .netns(4026531840)
-                .priority(9)
-                .fwmark("0x200/0xf00")
-                .table(2004),
+            ev(Kind::RuleDelete, "").at(1.0).netns(4026531840).priority(9).fwmark("0x200/0xf00").table(2004),
             2,
         );
         assert_eq!(ids(&findings), vec![rp_filter::ID, cilium::RULE_ID]);
         assert_eq!(findings[0].actor, "systemd-sysctl");
         assert!(
-            findings[0]
-                .summary
-                .starts_with("systemd-sysctl (for systemd-udevd) set"),
+            findings[0].summary.starts_with("systemd-sysctl (for systemd-udevd) set"),
             "{}",
             findings[0].summary
         );
         assert_eq!(findings[1].actor, "systemd-networkd");
-        assert_eq!(
-            findings[1].details["ancestry"],
-            serde_json::json!(["systemd"])
-        );
+        assert_eq!(findings[1].details["ancestry"], serde_json::json!(["systemd"]));
     }
 
     fn sysctl_b(name: &str, value: &str) -> B {
@@ -452,9 +421,7 @@ mod tests {
         let f = run(vec![cg_write("systemd", "/kubepods.slice", "-cpuset")]);
         let line = serde_json::to_string(&crate::stream::schema::Line::Finding(f[0].clone())).unwrap();
         assert!(
-            line.starts_with(
-                r#"{"type":"finding","id":"kubepods-controller-removed","severity":"critical""#
-            ),
+            line.starts_with(r#"{"type":"finding","id":"kubepods-controller-removed","severity":"critical""#),
             "{line}"
         );
         let back: crate::stream::schema::Line = serde_json::from_str(&line).unwrap();

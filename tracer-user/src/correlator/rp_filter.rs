@@ -23,7 +23,7 @@
 //! [`REVERT_WINDOW_NS`] and dropped if the same process (pid and start time) puts 0 back
 //! on the same key in that window (for `default`: on the same key, or explicitly on
 //! every interface it reached); otherwise it is emitted by [`Detector::tick`] (the live
-//! pipeline ticks several times a second, replay per second of event time, and both
+//! pipeline ticks every [`super::TICK_NS`] of wall time, replay of event time, and both
 //! close every window at the end) or by the next event past the window.
 //!
 //! Why hold rather than emit at once and follow with an `info` "reverted" finding: the
@@ -55,8 +55,8 @@ const MAX_NAMES: usize = 65_536;
 const MAX_IFACES: usize = 16_384;
 
 /// How long a non-zero write waits for its writer to put 0 back (one systemd-sysctl or
-/// `sysctl --system` run takes milliseconds). With the live pipeline's tick period
-/// (250 ms) a finding that is not reverted is out within half a second.
+/// `sysctl --system` run takes milliseconds). With the tick period
+/// ([`super::TICK_NS`], 250 ms) a finding that is not reverted is out within half a second.
 pub const REVERT_WINDOW_NS: i64 = 250_000_000;
 /// Held writes kept at most; past this the oldest is emitted at once (never lost).
 const MAX_HELD: usize = 4096;
@@ -90,11 +90,7 @@ impl Netns {
 #[derive(Debug)]
 enum Scope {
     /// One interface (sysctl or rtnetlink).
-    Dev {
-        dev: String,
-        all: u32,
-        via: &'static str,
-    },
+    Dev { dev: String, all: u32, via: &'static str },
     /// `all`, with the Cilium interfaces whose effective value changed.
     All { changed: Vec<String> },
     /// `default`, with the Cilium interfaces it reached that are not yet set back to 0.
@@ -171,9 +167,7 @@ fn conf_sysctl(ev: &Event) -> Option<(String, String, bool)> {
 
 fn parse_value(v: Option<&str>) -> Option<u32> {
     let v = v?.trim().trim_end_matches('\0');
-    v.parse::<i64>()
-        .ok()
-        .map(|n| n.clamp(0, u32::MAX as i64) as u32)
+    v.parse::<i64>().ok().map(|n| n.clamp(0, u32::MAX as i64) as u32)
 }
 
 impl Detector {
@@ -196,9 +190,8 @@ impl Detector {
     /// Emits the held writes whose window closed by `now`.
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
         if self.held.iter().any(|h| h.until <= now.0) {
-            let (done, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
-                .into_iter()
-                .partition(|h| h.until <= now.0);
+            let (done, keep): (Vec<Held>, Vec<Held>) =
+                std::mem::take(&mut self.held).into_iter().partition(|h| h.until <= now.0);
             self.held = keep;
             out.extend(done.into_iter().map(Held::into_finding));
         }
@@ -223,12 +216,11 @@ impl Detector {
 
     /// A write of 0 on `dev` by `ev`'s process: drops what it reverts.
     fn revert(&mut self, ev: &Event, dev: &str) {
-        self.held
-            .retain_mut(|h| !(h.same_writer(ev) && h.revert(dev)));
+        self.held.retain_mut(|h| !(h.same_writer(ev) && h.revert(dev)));
     }
 
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
-        // Events past a window close it even between ticks (replay ticks per second).
+        // Events past a window close it even between ticks (between ticks).
         self.tick(ev.time, out);
         let key = (ev.host.clone(), ev.netns);
         match ev.kind {
@@ -238,8 +230,7 @@ impl Detector {
                 };
                 let ns = self.netns.entry(key.clone()).or_default();
                 if ns.ifaces.len() >= MAX_IFACES {
-                    ns.ifaces
-                        .retain(|d, i| is_cilium_dev(d) && i.explicit.is_none());
+                    ns.ifaces.retain(|d, i| is_cilium_dev(d) && i.explicit.is_none());
                     if ns.ifaces.len() >= MAX_IFACES / 2 {
                         // Still too many: start over rather than pay this on every event.
                         ns.ifaces.clear();
@@ -300,16 +291,7 @@ impl Detector {
                         if v != 0 && is_cilium_dev(&dev) {
                             let all = ns.all.unwrap_or(0);
                             let dev = dev.clone();
-                            self.hold(
-                                ev,
-                                v,
-                                Scope::Dev {
-                                    dev,
-                                    all,
-                                    via: "sysctl",
-                                },
-                                out,
-                            );
+                            self.hold(ev, v, Scope::Dev { dev, all, via: "sysctl" }, out);
                         }
                     }
                 }
@@ -327,16 +309,7 @@ impl Detector {
                 if v == 0 {
                     self.revert(ev, &dev);
                 } else if is_cilium_dev(&dev) {
-                    self.hold(
-                        ev,
-                        v,
-                        Scope::Dev {
-                            dev,
-                            all,
-                            via: "rtnetlink",
-                        },
-                        out,
-                    );
+                    self.hold(ev, v, Scope::Dev { dev, all, via: "rtnetlink" }, out);
                 }
             }
             Kind::LinkDelete => {
@@ -370,10 +343,7 @@ fn base(ev: &Event, dev: &str, v: u32, summary: String, interfaces: Vec<String>)
 }
 
 fn was(ev: &Event) -> String {
-    ev.old_value
-        .as_deref()
-        .map(|o| format!(" (was {})", o.trim()))
-        .unwrap_or_default()
+    ev.old_value.as_deref().map(|o| format!(" (was {})", o.trim())).unwrap_or_default()
 }
 
 fn dev_finding(ev: &Event, dev: &str, v: u32, all: u32, via: &str) -> Finding {
@@ -415,10 +385,7 @@ fn all_finding(ev: &Event, v: u32, changed: Vec<String>) -> Finding {
         ),
         changed,
     );
-    f.details.insert(
-        "interfaces_inferred_from".into(),
-        "events seen in this netns".into(),
-    );
+    f.details.insert("interfaces_inferred_from".into(), "events seen in this netns".into());
     f
 }
 
@@ -436,10 +403,7 @@ fn default_finding(ev: &Event, v: u32, all: u32, affected: Vec<String>) -> Findi
         ),
         affected,
     );
-    f.details.insert(
-        "interfaces_inferred_from".into(),
-        "events seen in this netns".into(),
-    );
+    f.details.insert("interfaces_inferred_from".into(), "events seen in this netns".into());
     f.details.insert("effective".into(), v.max(all).into());
     f
 }
@@ -457,9 +421,7 @@ mod tests {
     fn udev_sysctl_sets_2_on_new_lxc() {
         let f = run(vec![
             sysctl("cilium-agent", &rp("lxc8f3a1"), "0").old("2"),
-            sysctl("systemd-sysctl", &rp("lxc8f3a1"), "2")
-                .old("0")
-                .behalf("systemd-udevd"),
+            sysctl("systemd-sysctl", &rp("lxc8f3a1"), "2").old("0").behalf("systemd-udevd"),
         ]);
         assert_eq!(ids(&f), vec![ID]);
         let f = &f[0];
@@ -468,7 +430,13 @@ mod tests {
             (Some("lxc8f3a1"), Some("2"), &[2][..])
         );
         assert_eq!(f.details["interfaces"], serde_json::json!(["lxc8f3a1"]));
-        assert!(f.summary.starts_with("systemd-sysctl (for systemd-udevd) set net.ipv4.conf.lxc8f3a1.rp_filter = 2 (was 0)"), "{}", f.summary);
+        assert!(
+            f.summary.starts_with(
+                "systemd-sysctl (for systemd-udevd) set net.ipv4.conf.lxc8f3a1.rp_filter = 2 (was 0)"
+            ),
+            "{}",
+            f.summary
+        );
         assert!(
             f.remediation.contains("net.ipv4.conf.lxc*.rp_filter = 0")
                 && f.remediation.contains("restart systemd-sysctl")
@@ -477,25 +445,11 @@ mod tests {
 
     #[test]
     fn cilium_host_and_net_slashed_names_and_rtnetlink() {
-        assert_eq!(
-            run(vec![sysctl(
-                "sh",
-                "net/ipv4/conf/cilium_host/rp_filter",
-                "1"
-            )])
-            .len(),
-            1
-        );
+        assert_eq!(run(vec![sysctl("sh", "net/ipv4/conf/cilium_host/rp_filter", "1")]).len(), 1);
         assert_eq!(run(vec![sysctl("sh", &rp("cilium_net"), "2\n")]).len(), 1);
         let f = run(vec![
-            ev(Kind::LinkSet, "netplan")
-                .netns(1)
-                .dev("cilium_host")
-                .ifindex(7),
-            ev(Kind::LinkSet, "netplan")
-                .netns(1)
-                .ifindex(7)
-                .rp_filter(1),
+            ev(Kind::LinkSet, "netplan").netns(1).dev("cilium_host").ifindex(7),
+            ev(Kind::LinkSet, "netplan").netns(1).ifindex(7).rp_filter(1),
         ]);
         assert_eq!(ids(&f), vec![ID]);
         assert_eq!(f[0].dev.as_deref(), Some("cilium_host"));
@@ -510,34 +464,20 @@ mod tests {
             sysctl("systemd-sysctl", &rp("all"), "2").old("0"),
         ]);
         assert_eq!(ids(&f), vec![ID]);
-        assert_eq!(
-            f[0].details["interfaces"],
-            serde_json::json!(["cilium_host", "lxc01"])
-        );
+        assert_eq!(f[0].details["interfaces"], serde_json::json!(["cilium_host", "lxc01"]));
         assert_eq!(f[0].dev.as_deref(), Some("all"));
         // Even with no Cilium interface seen.
-        assert_eq!(
-            run(vec![sysctl("systemd-sysctl", &rp("all"), "1")]).len(),
-            1
-        );
+        assert_eq!(run(vec![sysctl("systemd-sysctl", &rp("all"), "1")]).len(), 1);
     }
 
     #[test]
     fn default_reaches_interfaces_listed_with_the_write() {
         // No event ever named the interfaces: the write itself carries the inventory.
         let mut w = sysctl("systemd-sysctl", &rp("default"), "2").old("0");
-        w.0.interfaces = Some(vec![
-            "lo".into(),
-            "eth0".into(),
-            "cilium_host".into(),
-            "lxcab12".into(),
-        ]);
+        w.0.interfaces = Some(vec!["lo".into(), "eth0".into(), "cilium_host".into(), "lxcab12".into()]);
         let f = run(vec![w]);
         assert_eq!(ids(&f), vec![ID]);
-        assert_eq!(
-            f[0].details["interfaces"],
-            serde_json::json!(["cilium_host", "lxcab12"])
-        );
+        assert_eq!(f[0].details["interfaces"], serde_json::json!(["cilium_host", "lxcab12"]));
         // The same inventory with a write of 0 (Cilium's override): nothing.
         let mut w = sysctl("systemd-sysctl", &rp("default"), "0");
         w.0.interfaces = Some(vec!["cilium_host".into()]);
@@ -579,14 +519,8 @@ mod tests {
             sysctl("systemd-sysctl", &rp("vxlan.calico"), "1"),
             sysctl("systemd-sysctl", "net.ipv4.conf.lxc01.accept_local", "1"),
             sysctl("systemd-sysctl", "net.ipv4.ip_forward", "1"),
-            ev(Kind::LinkSet, "netplan")
-                .netns(4026531840)
-                .dev("eth0")
-                .rp_filter(2),
-            ev(Kind::LinkSet, "cilium-agent")
-                .netns(4026531840)
-                .dev("lxc01")
-                .rp_filter(0),
+            ev(Kind::LinkSet, "netplan").netns(4026531840).dev("eth0").rp_filter(2),
+            ev(Kind::LinkSet, "cilium-agent").netns(4026531840).dev("lxc01").rp_filter(0),
         ]);
         assert!(f.is_empty(), "{f:#?}");
     }
@@ -595,12 +529,8 @@ mod tests {
     fn deleted_link_comes_back_fresh() {
         let f = run(vec![
             sysctl("cilium-agent", &rp("lxc01"), "0"),
-            ev(Kind::LinkDelete, "cilium-agent")
-                .netns(4026531840)
-                .dev("lxc01"),
-            ev(Kind::RouteDelete, "cilium-agent")
-                .netns(4026531840)
-                .dev("lxc01"),
+            ev(Kind::LinkDelete, "cilium-agent").netns(4026531840).dev("lxc01"),
+            ev(Kind::RouteDelete, "cilium-agent").netns(4026531840).dev("lxc01"),
             sysctl("systemd-sysctl", &rp("default"), "1"),
         ]);
         assert_eq!(ids(&f), vec![ID]);
@@ -651,21 +581,12 @@ mod tests {
         let f = run(vec![d, sd(&rp("cilium_host"), "0", 5.002)]);
         assert_eq!(ids(&f), vec![ID]);
         assert_eq!(f[0].details["interfaces"], serde_json::json!(["lxcab12"]));
-        assert!(
-            f[0].summary.contains("Cilium's lxcab12 "),
-            "{}",
-            f[0].summary
-        );
+        assert!(f[0].summary.contains("Cilium's lxcab12 "), "{}", f[0].summary);
         assert_eq!(f[0].evidence, vec![1]);
         // Both set back: nothing.
         let mut d = sd(&rp("default"), "2", 5.0);
         d.0.interfaces = Some(vec!["cilium_host".into(), "lxcab12".into()]);
-        assert!(run(vec![
-            d,
-            sd(&rp("cilium_host"), "0", 5.002),
-            sd(&rp("lxcab12"), "0", 5.003)
-        ])
-        .is_empty());
+        assert!(run(vec![d, sd(&rp("cilium_host"), "0", 5.002), sd(&rp("lxcab12"), "0", 5.003)]).is_empty());
     }
 
     #[test]
@@ -683,10 +604,7 @@ mod tests {
         ] {
             let f = run(vec![sd(&rp("lxcab12"), "2", 3.0).old("0"), second]);
             assert_eq!(ids(&f), vec![ID], "{f:#?}");
-            assert_eq!(
-                (f[0].dev.as_deref(), f[0].evidence.as_slice()),
-                (Some("lxcab12"), &[1][..])
-            );
+            assert_eq!((f[0].dev.as_deref(), f[0].evidence.as_slice()), (Some("lxcab12"), &[1][..]));
             assert_eq!(f[0].time, at(3.0), "the finding keeps the write's time");
         }
         // 2, 0, 2 again in one run: the last 2 stands.
@@ -696,22 +614,13 @@ mod tests {
             sd(&rp("lxcab12"), "1", 3.002),
         ]);
         assert_eq!(ids(&f), vec![ID]);
-        assert_eq!(
-            (f[0].value.as_deref(), f[0].evidence.as_slice()),
-            (Some("1"), &[3][..])
-        );
+        assert_eq!((f[0].value.as_deref(), f[0].evidence.as_slice()), (Some("1"), &[3][..]));
     }
 
     #[test]
     fn rtnetlink_flap_is_dropped_too() {
         let link = |v: u32, secs: f64| {
-            by(
-                ev(Kind::LinkSet, "netplan").netns(1).dev("cilium_net"),
-                42,
-                7,
-            )
-            .rp_filter(v)
-            .at(secs)
+            by(ev(Kind::LinkSet, "netplan").netns(1).dev("cilium_net"), 42, 7).rp_filter(v).at(secs)
         };
         assert!(run(vec![link(1, 2.0), link(0, 2.01)]).is_empty());
         assert_eq!(ids(&run(vec![link(1, 2.0)])), vec![ID]);
@@ -728,18 +637,12 @@ mod tests {
         assert!(out.is_empty());
         d.tick(at(20.0 + REVERT_WINDOW_NS as f64 / 1e9), &mut out);
         assert_eq!(ids(&out), vec![ID]);
-        assert!(
-            REVERT_WINDOW_NS + 250_000_000 < 1_000_000_000,
-            "window + tick period within a second"
-        );
-        // The next event past the window closes it too (replay ticks per second).
+        const { assert!(REVERT_WINDOW_NS + super::super::TICK_NS <= 500_000_000, "out within half a second") };
+        // The next event past the window closes it too (between ticks).
         let mut d = Detector::default();
         let mut out = Vec::new();
         d.observe(&sd(&rp("lxcab12"), "2", 20.0).0, &mut out);
-        d.observe(
-            &sysctl("sh", "net.ipv4.ip_forward", "1").at(20.3).0,
-            &mut out,
-        );
+        d.observe(&sysctl("sh", "net.ipv4.ip_forward", "1").at(20.3).0, &mut out);
         assert_eq!(ids(&out), vec![ID]);
         // At stop, whatever is held comes out.
         let mut d = Detector::default();
@@ -754,9 +657,7 @@ mod tests {
         let mut d = Detector::default();
         let mut out = Vec::new();
         for i in 0..(MAX_HELD + 10) {
-            let e = by(sysctl("sh", &rp("lxcab12"), "2"), i as u32 + 1, 1)
-                .at(1.0)
-                .0;
+            let e = by(sysctl("sh", &rp("lxcab12"), "2"), i as u32 + 1, 1).at(1.0).0;
             d.observe(&e, &mut out);
         }
         assert_eq!(d.held.len(), MAX_HELD);
@@ -770,12 +671,7 @@ mod tests {
         let mut d = Detector::default();
         let mut out = Vec::new();
         for i in 0..(MAX_IFACES * 3) {
-            let e = sysctl(
-                "cilium-agent",
-                &format!("net.ipv4.conf.lxc{i:x}.forwarding"),
-                "1",
-            )
-            .0;
+            let e = sysctl("cilium-agent", &format!("net.ipv4.conf.lxc{i:x}.forwarding"), "1").0;
             d.observe(&e, &mut out);
         }
         assert!(d.netns.values().all(|ns| ns.ifaces.len() <= MAX_IFACES));

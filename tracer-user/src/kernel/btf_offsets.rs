@@ -63,7 +63,13 @@ const SPECS: &[Spec] = &[
     spec!("task_struct", ["real_parent"], PTR, "parent process", task_real_parent),
     spec!("task_struct", ["group_leader"], PTR, "process start time", task_group_leader),
     spec!("task_struct", ["comm"], 16, "process name", task_comm),
-    spec!("task_struct", ["start_boottime", "real_start_time"], 8, "process key (pid, start time)", task_start_boottime),
+    spec!(
+        "task_struct",
+        ["start_boottime", "real_start_time"],
+        8,
+        "process key (pid, start time)",
+        task_start_boottime
+    ),
     spec!("task_struct", ["nsproxy"], PTR, "network namespace", task_nsproxy),
     spec!("task_struct", ["files"], PTR, "fd -> file", task_files),
     spec!("task_struct", ["cgroups"], PTR, "signal target cgroup", task_cgroups),
@@ -115,10 +121,8 @@ pub fn from_file(path: &Path) -> Result<Offsets, OffsetError> {
 
 /// Parses a BTF file.
 pub fn open(path: &Path) -> Result<Btf, OffsetError> {
-    Btf::from_file(path).map_err(|e| OffsetError::NoBtf {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+    Btf::from_file(path)
+        .map_err(|e| OffsetError::NoBtf { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// Controller names indexed by subsystem id (`enum cgroup_subsys_id`), which is the bit
@@ -149,25 +153,23 @@ pub fn controllers(btf: &Btf) -> Vec<String> {
 pub fn mask_names(controllers: &[String], mask: u16) -> Vec<String> {
     (0..16)
         .filter(|bit| mask & (1 << bit) != 0)
-        .map(|bit| controllers.get(bit).filter(|n| !n.is_empty()).cloned().unwrap_or_else(|| format!("ss{bit}")))
+        .map(|bit| {
+            controllers.get(bit).filter(|n| !n.is_empty()).cloned().unwrap_or_else(|| format!("ss{bit}"))
+        })
         .collect()
 }
 
 pub fn from_bytes(bytes: &[u8]) -> Result<Offsets, OffsetError> {
-    let btf = Btf::from_bytes(bytes).map_err(|e| OffsetError::NoBtf {
-        path: "<bytes>".into(),
-        reason: e.to_string(),
-    })?;
+    let btf = Btf::from_bytes(bytes)
+        .map_err(|e| OffsetError::NoBtf { path: "<bytes>".into(), reason: e.to_string() })?;
     resolve(&btf)
 }
 
 pub fn resolve(btf: &Btf) -> Result<Offsets, OffsetError> {
     let mut o = Offsets::default();
     for spec in SPECS {
-        let st = find_struct(btf, spec.structure).ok_or(OffsetError::MissingStruct {
-            structure: spec.structure,
-            purpose: spec.purpose,
-        })?;
+        let st = find_struct(btf, spec.structure)
+            .ok_or(OffsetError::MissingStruct { structure: spec.structure, purpose: spec.purpose })?;
         let mut found = None;
         for field in spec.fields {
             if let Some(hit) = field_path(btf, &st, field) {
@@ -250,7 +252,9 @@ fn strip(btf: &Btf, mut ty: Type) -> Option<Type> {
     for _ in 0..32 {
         match &ty {
             Type::Typedef(t) => ty = btf.resolve_chained_type(t).ok()?,
-            Type::Volatile(t) | Type::Const(t) | Type::Restrict(t) => ty = btf.resolve_chained_type(t).ok()?,
+            Type::Volatile(t) | Type::Const(t) | Type::Restrict(t) => {
+                ty = btf.resolve_chained_type(t).ok()?
+            }
             Type::TypeTag(t) => ty = btf.resolve_chained_type(t).ok()?,
             _ => return Some(ty),
         }

@@ -61,10 +61,7 @@ pub fn cgroup2_mounts(mountinfo: &str) -> Vec<PathBuf> {
 }
 
 fn unescape_mount(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 /// The host's cgroup2 root: one of our own mounts if it is the hierarchy root, else
@@ -76,14 +73,8 @@ pub fn host_cgroup2_root() -> Option<HostRoot> {
 /// [`host_cgroup2_root`] with another proc root (tests).
 pub fn host_cgroup2_root_in(proc_root: &Path) -> Option<HostRoot> {
     let own = std::fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
-    if let Some(path) = cgroup2_mounts(&own)
-        .into_iter()
-        .find(|m| is_cgroup2_hierarchy_root(m))
-    {
-        return Some(HostRoot {
-            path,
-            via: "own mount",
-        });
+    if let Some(path) = cgroup2_mounts(&own).into_iter().find(|m| is_cgroup2_hierarchy_root(m)) {
+        return Some(HostRoot { path, via: "own mount" });
     }
     let init = std::fs::read_to_string(proc_root.join("1/mountinfo")).ok()?;
     let root = proc_root.join("1/root");
@@ -91,10 +82,7 @@ pub fn host_cgroup2_root_in(proc_root: &Path) -> Option<HostRoot> {
         .into_iter()
         .map(|m| root.join(m.strip_prefix("/").unwrap_or(&m)))
         .find(|p| is_cgroup2_hierarchy_root(p))
-        .map(|path| HostRoot {
-            path,
-            via: "PID 1's mount namespace",
-        })
+        .map(|path| HostRoot { path, via: "PID 1's mount namespace" })
 }
 
 /// Namespace identity (`cgroup:[4026531835]`) of a process, if readable.
@@ -141,9 +129,7 @@ pub fn enter_host_cgroupns() -> CgroupNs {
     // namespace (which paths /proc/*/cgroup and mountinfo show relative to).
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWCGROUP) } != 0 {
         let e = std::io::Error::last_os_error();
-        return CgroupNs::Private(format!(
-            "setns into PID 1's cgroup namespace: {e} (needs CAP_SYS_ADMIN)"
-        ));
+        return CgroupNs::Private(format!("setns into PID 1's cgroup namespace: {e} (needs CAP_SYS_ADMIN)"));
     }
     CgroupNs::Entered
 }
@@ -168,10 +154,7 @@ mod tests {
 31 24 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
 32 24 0:26 /.. /host\\040cg rw,relatime - cgroup2 cgroup2 rw
 ";
-        assert_eq!(
-            cgroup2_mounts(mi),
-            vec![PathBuf::from("/sys/fs/cgroup"), PathBuf::from("/host cg")]
-        );
+        assert_eq!(cgroup2_mounts(mi), vec![PathBuf::from("/sys/fs/cgroup"), PathBuf::from("/host cg")]);
     }
 
     #[test]
@@ -184,9 +167,7 @@ mod tests {
     /// namespace (here a symlink to this machine's root) has the hierarchy root.
     #[test]
     fn falls_back_to_pid_1s_mounts_when_ours_is_a_sub_cgroup() {
-        let real = host_cgroup2_root()
-            .expect("a cgroup2 hierarchy root on this machine")
-            .path;
+        let real = host_cgroup2_root().expect("a cgroup2 hierarchy root on this machine").path;
         let sub = real.join(format!("hostns-test-{}", std::process::id()));
         std::fs::create_dir(&sub).unwrap();
         let fake = std::env::temp_dir().join(format!("hostns-proc-{}", std::process::id()));
@@ -202,10 +183,7 @@ mod tests {
         assert!(!is_cgroup2_hierarchy_root(&sub));
         let found = found.expect("the root through PID 1's mounts");
         assert_eq!(found.via, "PID 1's mount namespace");
-        assert_eq!(
-            found.path,
-            fake.join("1/root").join(real.strip_prefix("/").unwrap())
-        );
+        assert_eq!(found.path, fake.join("1/root").join(real.strip_prefix("/").unwrap()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tracer_common::Offsets;
 
 use crate::kernel::btf_offsets::{self, OffsetError};
 use crate::kernel::privileges::Privileges;
-use crate::stream::schema::HookStatus;
+use crate::stream::schema::{HookState, HookStatus};
 
 /// The programs, built by build.rs from `tracer-ebpf` (aya-build).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -36,7 +36,11 @@ pub const HOOKS: &[Hook] = &[
     Hook { program: "sched_process_fork", attach: "sched_process_fork", produces: "process table (fork)" },
     Hook { program: "sched_process_exit", attach: "sched_process_exit", produces: "process table (exit)" },
     Hook { program: "sys_exit", attach: "sys_exit", produces: "cgroup_write results" },
-    Hook { program: "sys_enter", attach: "sys_enter", produces: "cgroup_write, route/rule/addr/link requests" },
+    Hook {
+        program: "sys_enter",
+        attach: "sys_enter",
+        produces: "cgroup_write, route/rule/addr/link requests",
+    },
     Hook { program: "cgroup_mkdir", attach: "cgroup_mkdir", produces: "cgroup_mkdir" },
     Hook { program: "cgroup_rmdir", attach: "cgroup_rmdir", produces: "cgroup_rmdir" },
     Hook { program: "signal_generate", attach: "signal_generate", produces: "signal" },
@@ -87,7 +91,7 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn attached(&self) -> usize {
-        self.hooks.iter().filter(|h| h.state == "attached").count()
+        self.hooks.iter().filter(|h| h.state == HookState::Attached).count()
     }
 }
 
@@ -107,9 +111,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     // In a pod: see cgroups as the host does, and know our PID as the kernel does.
     match crate::kernel::hostns::enter_host_cgroupns() {
         crate::kernel::hostns::CgroupNs::Host => {}
-        crate::kernel::hostns::CgroupNs::Entered => tracing::info!("joined the host's cgroup namespace (PID 1's)"),
-        crate::kernel::hostns::CgroupNs::Private(why) => tracing::warn!("staying in a private cgroup namespace: {why}"),
-        crate::kernel::hostns::CgroupNs::Unknown(why) => tracing::info!("cgroup namespace left as it is: {why}"),
+        crate::kernel::hostns::CgroupNs::Entered => {
+            tracing::info!("joined the host's cgroup namespace (PID 1's)")
+        }
+        crate::kernel::hostns::CgroupNs::Private(why) => {
+            tracing::warn!("staying in a private cgroup namespace: {why}")
+        }
+        crate::kernel::hostns::CgroupNs::Unknown(why) => {
+            tracing::info!("cgroup namespace left as it is: {why}")
+        }
     }
     let tgid = crate::kernel::hostns::own_kernel_tgid();
     let mut ebpf = EbpfLoader::new()
@@ -127,10 +137,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         }
         let result = attach(&mut ebpf, hook, cgroup2_root.as_deref(), &privs);
         let (state, error) = match result {
-            Ok(()) => ("attached", None),
+            Ok(()) => (HookState::Attached, None),
             Err((stage, msg)) => (stage, Some(msg)),
         };
-        hooks.push(HookStatus { name: hook.program.to_string(), state: state.to_string(), error });
+        hooks.push(HookStatus { name: hook.program.to_string(), state, error });
     }
     let loaded = Loaded { ebpf, hooks, offsets, controllers, cgroup2_root };
     if loaded.attached() == 0 {
@@ -145,14 +155,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     Ok(loaded)
 }
 
-/// Hook states in reports.
-pub const NOT_LOADED: &str = "not loaded";
-pub const NOT_ATTACHED: &str = "not attached";
-
 /// Loads and attaches one hook; on failure, the stage that failed and why.
-fn attach(ebpf: &mut Ebpf, hook: &Hook, cgroup2_root: Option<&Path>, privs: &Privileges) -> Result<(), (&'static str, String)> {
-    let load_err = |e: String| (NOT_LOADED, e);
-    let attach_err = |e: String| (NOT_ATTACHED, e);
+fn attach(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    cgroup2_root: Option<&Path>,
+    privs: &Privileges,
+) -> Result<(), (HookState, String)> {
+    let load_err = |e: String| (HookState::NotLoaded, e);
+    let attach_err = |e: String| (HookState::NotAttached, e);
     let prog = ebpf
         .program_mut(hook.program)
         .ok_or_else(|| load_err(format!("program {} missing from the eBPF object", hook.program)))?;
@@ -160,31 +171,35 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, cgroup2_root: Option<&Path>, privs: &Pri
         let p: &mut CgroupSysctl = prog.try_into().map_err(|e| load_err(error_chain(&e)))?;
         p.load().map_err(|e| load_err(error_chain(&e)))?;
         if !privs.net_admin {
-            return Err(attach_err("attaching a cgroup/sysctl program needs CAP_NET_ADMIN (or CAP_SYS_ADMIN)".into()));
+            return Err(attach_err(
+                "attaching a cgroup/sysctl program needs CAP_NET_ADMIN (or CAP_SYS_ADMIN)".into(),
+            ));
         }
         let root = cgroup2_root.ok_or_else(|| {
             attach_err("no cgroup2 hierarchy root found (looked at our mounts and PID 1's); mount one or pass --cgroup2-root".into())
         })?;
-        let dir = File::open(root).map_err(|e| attach_err(format!("cannot open cgroup2 root {}: {e}", root.display())))?;
+        let dir = File::open(root)
+            .map_err(|e| attach_err(format!("cannot open cgroup2 root {}: {e}", root.display())))?;
         // aya attaches through a bpf_link where the kernel has them (5.7+); links never
         // exclude other programs on the same cgroup, and link_create rejects the
         // BPF_F_ALLOW_MULTI flag (EINVAL), so "Single" is the mode that works here.
         p.attach(dir, CgroupAttachMode::Single)
             .map_err(|e| attach_err(format!("attach at {}: {}", root.display(), error_chain(&e))))?;
     } else {
-        attach_raw(ebpf, hook.program, hook.attach).map_err(|(stage, e)| (stage, e))?;
+        attach_raw(ebpf, hook.program, hook.attach)?;
     }
     Ok(())
 }
 
-fn attach_raw(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), (&'static str, String)> {
+fn attach_raw(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), (HookState, String)> {
     let prog = ebpf
         .program_mut(program)
-        .ok_or_else(|| (NOT_LOADED, format!("program {program} missing from the eBPF object")))?;
-    let p: &mut RawTracePoint = prog.try_into().map_err(|e| (NOT_LOADED, error_chain(&e)))?;
-    p.load().map_err(|e| (NOT_LOADED, error_chain(&e)))?;
-    p.attach(tracepoint)
-        .map_err(|e| (NOT_ATTACHED, format!("attach to raw tracepoint {tracepoint}: {}", error_chain(&e))))?;
+        .ok_or_else(|| (HookState::NotLoaded, format!("program {program} missing from the eBPF object")))?;
+    let p: &mut RawTracePoint = prog.try_into().map_err(|e| (HookState::NotLoaded, error_chain(&e)))?;
+    p.load().map_err(|e| (HookState::NotLoaded, error_chain(&e)))?;
+    p.attach(tracepoint).map_err(|e| {
+        (HookState::NotAttached, format!("attach to raw tracepoint {tracepoint}: {}", error_chain(&e)))
+    })?;
     Ok(())
 }
 

@@ -86,7 +86,10 @@ mod tests {
     fn unprivileged_message_names_each_capability() {
         let p = Privileges::from_status("CapEff:\t0000000000000000\n");
         let msg = p.missing_for_tracing().unwrap();
-        assert!(msg.contains("CAP_BPF no") && msg.contains("CAP_PERFMON no") && msg.contains("CAP_NET_ADMIN no"), "{msg}");
+        assert!(
+            msg.contains("CAP_BPF no") && msg.contains("CAP_PERFMON no") && msg.contains("CAP_NET_ADMIN no"),
+            "{msg}"
+        );
     }
 
     #[test]

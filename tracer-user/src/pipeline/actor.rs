@@ -41,9 +41,8 @@ fn canonical(name: &str) -> Option<&'static str> {
 /// Interpreters and multi-call binaries: the comm (the script or applet) names the
 /// program better than the executable.
 fn is_interpreter(base: &str) -> bool {
-    const EXACT: &[&str] = &[
-        "sh", "bash", "dash", "ash", "zsh", "busybox", "env", "node", "perl", "ruby", "lua",
-    ];
+    const EXACT: &[&str] =
+        &["sh", "bash", "dash", "ash", "zsh", "busybox", "env", "node", "perl", "ruby", "lua"];
     EXACT.contains(&base) || base.starts_with("python") || base.starts_with("perl5")
 }
 
@@ -52,11 +51,7 @@ fn is_interpreter(base: &str) -> bool {
 /// The executable decides when it is known: a process can call itself anything in comm,
 /// but not change what /proc/pid/exe points at.
 pub fn actor_name(exe: Option<&str>, comm: &str) -> String {
-    let comm_name = || {
-        canonical(comm)
-            .map(str::to_string)
-            .unwrap_or_else(|| comm.to_string())
-    };
+    let comm_name = || canonical(comm).map(str::to_string).unwrap_or_else(|| comm.to_string());
     let Some(exe) = exe.filter(|e| !e.is_empty()) else {
         return comm_name();
     };

@@ -56,9 +56,20 @@ pub enum Record {
     SysctlWrite(SysctlWrite),
     Netlink(Netlink),
     Signal(Signal),
-    Exec { task: Task, filename: String, old_pid: u32 },
-    Fork { task: Task, child_pid: u32, child_start_ns: u64 },
-    Exit { task: Task, exit_code: i32 },
+    Exec {
+        task: Task,
+        filename: String,
+        old_pid: u32,
+    },
+    Fork {
+        task: Task,
+        child_pid: u32,
+        child_start_ns: u64,
+    },
+    Exit {
+        task: Task,
+        exit_code: i32,
+    },
     /// The result of a cgroup write sent earlier by the same thread (`task.tid`);
     /// `task` has only the time, pid and tid.
     CgroupWriteResult(CgroupWriteResult),
@@ -214,10 +225,8 @@ fn task(h: &Header) -> Task {
 
 /// The kind number of a record, or an error when it is shorter than a header.
 pub fn peek_kind(buf: &[u8]) -> Result<u16, DecodeError> {
-    let h: Header = read_pod(buf, "header").map_err(|_| DecodeError::TooShortForHeader {
-        len: buf.len(),
-        need: size_of::<Header>(),
-    })?;
+    let h: Header = read_pod(buf, "header")
+        .map_err(|_| DecodeError::TooShortForHeader { len: buf.len(), need: size_of::<Header>() })?;
     Ok(h.kind)
 }
 
@@ -249,7 +258,12 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         kind::CGROUP_WRITE_EXIT => {
             let r: common::CgroupWriteExit = checked(buf, "cgroup_write_exit")?;
             Record::CgroupWriteResult(CgroupWriteResult {
-                task: Task { ktime_ns: r.header.ktime_ns, pid: r.header.pid, tid: r.header.tid, ..Task::default() },
+                task: Task {
+                    ktime_ns: r.header.ktime_ns,
+                    pid: r.header.pid,
+                    tid: r.header.tid,
+                    ..Task::default()
+                },
                 result: r.result,
                 subtree_after: r.subtree_after,
             })
@@ -333,11 +347,21 @@ fn decode_write_enter(buf: &[u8]) -> Result<Record, DecodeError> {
     let copy = buf.len().min(fixed);
     // SAFETY: `copy` bytes are present and fit the record; it is plain old data (see
     // read_pod).
-    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), (&mut r as *mut common::CgroupWriteEnter).cast::<u8>(), copy) };
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            buf.as_ptr(),
+            (&mut r as *mut common::CgroupWriteEnter).cast::<u8>(),
+            copy,
+        )
+    };
     let path_len = r.path_len as usize;
     let value_len = (r.value_len as usize).min(common::VALUE_LEN);
     if path_len > common::MAX_DEPTH {
-        return Err(DecodeError::SizeMismatch { kind: NAME, said: r.header.size as usize, need: size_of::<common::CgroupWriteEnter>() });
+        return Err(DecodeError::SizeMismatch {
+            kind: NAME,
+            said: r.header.size as usize,
+            need: size_of::<common::CgroupWriteEnter>(),
+        });
     }
     // With a path: the whole value field and `path_len` components; without: the value
     // bytes only.
@@ -424,7 +448,11 @@ mod tests {
         let b = write_enter(&["a"]);
         assert_eq!(
             decode(&b[..100]),
-            Err(DecodeError::Truncated { kind: "cgroup_write_enter", len: 100, need: common::CGROUP_WRITE_ENTER_HEAD })
+            Err(DecodeError::Truncated {
+                kind: "cgroup_write_enter",
+                len: 100,
+                need: common::CGROUP_WRITE_ENTER_HEAD
+            })
         );
         assert_eq!(decode(&b[..10]), Err(DecodeError::TooShortForHeader { len: 10, need: 96 }));
         assert_eq!(decode(&[]), Err(DecodeError::TooShortForHeader { len: 0, need: 96 }));
@@ -449,7 +477,11 @@ mod tests {
             r.path[i][..c.len()].copy_from_slice(c.as_bytes());
         }
         r.path_len = path.len() as u16;
-        let size = if path.is_empty() { common::CGROUP_WRITE_ENTER_HEAD + 2 } else { common::CGROUP_WRITE_ENTER_FIXED + path.len() * common::NAME_LEN };
+        let size = if path.is_empty() {
+            common::CGROUP_WRITE_ENTER_HEAD + 2
+        } else {
+            common::CGROUP_WRITE_ENTER_FIXED + path.len() * common::NAME_LEN
+        };
         r.header = header(kind::CGROUP_WRITE_ENTER, size);
         r.file[..16].copy_from_slice(b"cgroup.max.depth");
         r.value[..2].copy_from_slice(b"5\n");

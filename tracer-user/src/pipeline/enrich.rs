@@ -269,7 +269,8 @@ impl EventBuilder {
             Record::CgroupWrite(w) => {
                 let mut ev = self.base(&w.task, Kind::CgroupWrite);
                 let path = self.write_path(w);
-                if w.v2 && (self.last_learned.0 != w.cgroup_id || self.last_learned.1.as_ref() != Some(&path)) {
+                if w.v2 && (self.last_learned.0 != w.cgroup_id || self.last_learned.1.as_ref() != Some(&path))
+                {
                     self.cgroups.learn(w.cgroup_id, &path);
                     self.last_learned = (w.cgroup_id, Some(path.clone()));
                 }
@@ -293,7 +294,8 @@ impl EventBuilder {
                 vec![ev]
             }
             Record::CgroupMkdir(d) | Record::CgroupRmdir(d) => {
-                let kind = if matches!(rec, Record::CgroupMkdir(_)) { Kind::CgroupMkdir } else { Kind::CgroupRmdir };
+                let kind =
+                    if matches!(rec, Record::CgroupMkdir(_)) { Kind::CgroupMkdir } else { Kind::CgroupRmdir };
                 let mut ev = self.base(&d.task, kind);
                 let v2 = d.hierarchy_id == 0;
                 if v2 {
@@ -352,7 +354,10 @@ impl EventBuilder {
                 ev.target_cgroup = self.cgroups.lookup(s.target_cgroup_id);
                 vec![ev]
             }
-            Record::Exec { .. } | Record::Fork { .. } | Record::Exit { .. } | Record::CgroupWriteResult(_) => Vec::new(),
+            Record::Exec { .. }
+            | Record::Fork { .. }
+            | Record::Exit { .. }
+            | Record::CgroupWriteResult(_) => Vec::new(),
         }
     }
 }

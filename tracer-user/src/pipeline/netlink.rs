@@ -163,43 +163,24 @@ pub enum NetlinkError {
     LengthTooSmall { offset: usize, len: u32 },
     /// `nlmsg_len` runs past the end of the buffer (a capture cut short, or a lie); the
     /// walk stops. `msg_type` says what was lost.
-    #[error("offset {offset}: message type {msg_type} has nlmsg_len {len} but only {available} bytes are left")]
-    PastEnd {
-        offset: usize,
-        msg_type: u16,
-        len: u32,
-        available: usize,
-    },
+    #[error(
+        "offset {offset}: message type {msg_type} has nlmsg_len {len} but only {available} bytes are left"
+    )]
+    PastEnd { offset: usize, msg_type: u16, len: u32, available: usize },
     /// The message is too short for its fixed family header (`rtmsg`, `fib_rule_hdr`,
     /// ...). The kernel rejects it with EINVAL; it is not reported. The walk goes on.
     #[error("offset {offset}: {request} needs a {need}-byte header, the message has {have}")]
-    ShortBody {
-        offset: usize,
-        request: &'static str,
-        need: usize,
-        have: usize,
-    },
+    ShortBody { offset: usize, request: &'static str, need: usize, have: usize },
     /// An attribute header whose `nla_len` is below 4 or past its container. Attributes
     /// after it are not read; the request is still reported with those before it.
-    #[error(
-        "offset {offset}: {request}: malformed attribute (nla_len {len}, {available} bytes left)"
-    )]
-    BadAttribute {
-        offset: usize,
-        request: &'static str,
-        len: u16,
-        available: usize,
-    },
+    #[error("offset {offset}: {request}: malformed attribute (nla_len {len}, {available} bytes left)")]
+    BadAttribute { offset: usize, request: &'static str, len: u16, available: usize },
     /// An attribute whose payload has the wrong size for its type: the field is left
     /// out, the request is still reported.
-    #[error("offset {offset}: {request}: attribute type {attr} has a {len}-byte payload, expected {expected}")]
-    AttributeSize {
-        offset: usize,
-        request: &'static str,
-        attr: u16,
-        len: usize,
-        expected: &'static str,
-    },
+    #[error(
+        "offset {offset}: {request}: attribute type {attr} has a {len}-byte payload, expected {expected}"
+    )]
+    AttributeSize { offset: usize, request: &'static str, attr: u16, len: usize, expected: &'static str },
     /// More than [`MAX_MESSAGES`] messages in one buffer; the rest is not decoded.
     #[error("offset {offset}: more than {limit} messages in one buffer, the rest is not decoded")]
     TooManyMessages { offset: usize, limit: usize },
@@ -327,31 +308,19 @@ pub fn decode_requests(buf: &[u8]) -> (Vec<RtRequest>, Vec<NetlinkError>) {
     while offset < buf.len() {
         let rest = &buf[offset..];
         if rest.len() < NLMSG_HDRLEN {
-            errors.push(NetlinkError::TruncatedHeader {
-                offset,
-                available: rest.len(),
-            });
+            errors.push(NetlinkError::TruncatedHeader { offset, available: rest.len() });
             break;
         }
         if count == MAX_MESSAGES {
-            errors.push(NetlinkError::TooManyMessages {
-                offset,
-                limit: MAX_MESSAGES,
-            });
+            errors.push(NetlinkError::TooManyMessages { offset, limit: MAX_MESSAGES });
             break;
         }
         count += 1;
-        let (Some(len), Some(msg_type), Some(flags), Some(seq)) = (
-            read_u32(rest, 0),
-            read_u16(rest, 4),
-            read_u16(rest, 6),
-            read_u32(rest, 8),
-        ) else {
+        let (Some(len), Some(msg_type), Some(flags), Some(seq)) =
+            (read_u32(rest, 0), read_u16(rest, 4), read_u16(rest, 6), read_u32(rest, 8))
+        else {
             // Unreachable: rest holds a whole header. Stop rather than panic.
-            errors.push(NetlinkError::TruncatedHeader {
-                offset,
-                available: rest.len(),
-            });
+            errors.push(NetlinkError::TruncatedHeader { offset, available: rest.len() });
             break;
         };
         let len_usize = len as usize;
@@ -365,20 +334,10 @@ pub fn decode_requests(buf: &[u8]) -> (Vec<RtRequest>, Vec<NetlinkError>) {
             break;
         }
         let Some(msg) = rest.get(..len_usize) else {
-            errors.push(NetlinkError::PastEnd {
-                offset,
-                msg_type,
-                len,
-                available: rest.len(),
-            });
+            errors.push(NetlinkError::PastEnd { offset, msg_type, len, available: rest.len() });
             break;
         };
-        let hdr = Header {
-            offset,
-            msg_type,
-            flags,
-            seq,
-        };
+        let hdr = Header { offset, msg_type, flags, seq };
         if let Some(body) = msg.get(NLMSG_HDRLEN..) {
             decode_message(&hdr, body, &mut requests, &mut errors);
         }
@@ -400,12 +359,7 @@ fn body_offset(hdr: &Header) -> usize {
     hdr.offset.saturating_add(NLMSG_HDRLEN)
 }
 
-fn decode_message(
-    hdr: &Header,
-    body: &[u8],
-    out: &mut Vec<RtRequest>,
-    errors: &mut Vec<NetlinkError>,
-) {
+fn decode_message(hdr: &Header, body: &[u8], out: &mut Vec<RtRequest>, errors: &mut Vec<NetlinkError>) {
     // netlink_rcv_skb skips messages that are not requests, and control messages.
     if hdr.flags & NLM_F_REQUEST == 0 || hdr.msg_type < NLMSG_MIN_TYPE {
         return;
@@ -416,9 +370,7 @@ fn decode_message(
         RTM_DELADDR => decode_addr(hdr, body, errors),
         RTM_DELLINK => decode_link(hdr, body, Kind::LinkDelete, errors),
         RTM_SETLINK => decode_link(hdr, body, Kind::LinkSet, errors),
-        RTM_NEWLINK if hdr.flags & NLM_F_CREATE == 0 => {
-            decode_link(hdr, body, Kind::LinkSet, errors)
-        }
+        RTM_NEWLINK if hdr.flags & NLM_F_CREATE == 0 => decode_link(hdr, body, Kind::LinkSet, errors),
         _ => None,
     };
     if let Some(req) = req {
@@ -457,10 +409,7 @@ fn decode_route(hdr: &Header, body: &[u8], errors: &mut Vec<NetlinkError>) -> Op
     req.protocol = (protocol != 0).then(|| protocol_name(protocol));
     let mut dst_addr = None;
     let base = body_offset(hdr).saturating_add(RTMSG_LEN);
-    let mut a = AttrCtx {
-        request: req.request,
-        errors,
-    };
+    let mut a = AttrCtx { request: req.request, errors };
     for (off, ty, payload) in a.walk(attrs, base) {
         match ty {
             RTA_DST => dst_addr = a.addr(off, ty, payload),
@@ -491,10 +440,7 @@ fn decode_rule(hdr: &Header, body: &[u8], errors: &mut Vec<NetlinkError>) -> Opt
     req.table = nonzero(u32::from(table));
     let (mut dst_addr, mut mark, mut mask, mut iif, mut oif) = (None, None, None, None, None);
     let base = body_offset(hdr).saturating_add(FIB_RULE_HDR_LEN);
-    let mut a = AttrCtx {
-        request: req.request,
-        errors,
-    };
+    let mut a = AttrCtx { request: req.request, errors };
     for (off, ty, payload) in a.walk(attrs, base) {
         match ty {
             FRA_DST => dst_addr = a.addr(off, ty, payload),
@@ -508,12 +454,7 @@ fn decode_rule(hdr: &Header, body: &[u8], errors: &mut Vec<NetlinkError>) -> Opt
             }
             FRA_IIFNAME => iif = a.string(payload),
             FRA_OIFNAME => oif = a.string(payload),
-            FRA_PROTOCOL => {
-                req.protocol = a
-                    .u8(off, ty, payload)
-                    .filter(|p| *p != 0)
-                    .map(protocol_name)
-            }
+            FRA_PROTOCOL => req.protocol = a.u8(off, ty, payload).filter(|p| *p != 0).map(protocol_name),
             _ => {}
         }
     }
@@ -540,10 +481,7 @@ fn decode_addr(hdr: &Header, body: &[u8], errors: &mut Vec<NetlinkError>) -> Opt
     req.ifindex = nonzero(index);
     let (mut local, mut address) = (None, None);
     let base = body_offset(hdr).saturating_add(IFADDRMSG_LEN);
-    let mut a = AttrCtx {
-        request: req.request,
-        errors,
-    };
+    let mut a = AttrCtx { request: req.request, errors };
     for (off, ty, payload) in a.walk(attrs, base) {
         match ty {
             IFA_LOCAL => local = a.addr(off, ty, payload),
@@ -559,12 +497,7 @@ fn decode_addr(hdr: &Header, body: &[u8], errors: &mut Vec<NetlinkError>) -> Opt
     Some(req)
 }
 
-fn decode_link(
-    hdr: &Header,
-    body: &[u8],
-    kind: Kind,
-    errors: &mut Vec<NetlinkError>,
-) -> Option<RtRequest> {
+fn decode_link(hdr: &Header, body: &[u8], kind: Kind, errors: &mut Vec<NetlinkError>) -> Option<RtRequest> {
     let (fixed_hdr, attrs) = fixed(hdr, body, IFINFOMSG_LEN, errors)?;
     let family = byte(fixed_hdr, 0);
     let index = read_u32(fixed_hdr, 4).unwrap_or(0) as i32;
@@ -575,10 +508,7 @@ fn decode_link(
     req.ifindex = u32::try_from(index).ok().filter(|i| *i > 0);
     let (mut name, mut alt_name) = (None, None);
     let base = body_offset(hdr).saturating_add(IFINFOMSG_LEN);
-    let mut a = AttrCtx {
-        request: req.request,
-        errors,
-    };
+    let mut a = AttrCtx { request: req.request, errors };
     for (off, ty, payload) in a.walk(attrs, base) {
         match ty {
             IFLA_IFNAME => name = a.string(payload),
@@ -810,12 +740,7 @@ mod tests {
 
     impl Msg {
         fn new(msg_type: u16, fixed: &[u8]) -> Self {
-            Msg {
-                msg_type,
-                flags: NLM_F_REQUEST | NLM_F_ACK,
-                seq: 7,
-                body: fixed.to_vec(),
-            }
+            Msg { msg_type, flags: NLM_F_REQUEST | NLM_F_ACK, seq: 7, body: fixed.to_vec() }
         }
         fn flags(mut self, flags: u16) -> Self {
             self.flags = flags;
@@ -925,10 +850,7 @@ mod tests {
         assert_eq!(r.gateway.as_deref(), Some("10.0.0.1"));
         assert_eq!(r.priority, Some(100));
         assert_eq!(r.seq, 7);
-        assert_eq!(
-            (r.dev, r.fwmark, r.rp_filter, r.up),
-            (None, None, None, None)
-        );
+        assert_eq!((r.dev, r.fwmark, r.rp_filter, r.up), (None, None, None, None));
     }
 
     #[test]
@@ -986,14 +908,9 @@ mod tests {
         assert_eq!(r.dev.as_deref(), Some("cilium_host"));
         assert_eq!(r.protocol.as_deref(), Some("kernel"));
         assert_eq!(r.table, Some(255), "fib_rule_hdr.table when no FRA_TABLE");
-        assert_eq!(
-            r.fwmark.as_deref(),
-            Some("0xa00"),
-            "no mask: the kernel uses 0xffffffff"
-        );
-        let r = one(&Msg::new(RTM_DELRULE, &rule_hdr(AF_INET6, 0, 0, 1))
-            .attr(FRA_OIFNAME, b"lxc1\0")
-            .bytes());
+        assert_eq!(r.fwmark.as_deref(), Some("0xa00"), "no mask: the kernel uses 0xffffffff");
+        let r =
+            one(&Msg::new(RTM_DELRULE, &rule_hdr(AF_INET6, 0, 0, 1)).attr(FRA_OIFNAME, b"lxc1\0").bytes());
         assert_eq!(r.dev.as_deref(), Some("lxc1"));
         assert_eq!(r.family.as_deref(), Some("inet6"));
     }
@@ -1009,9 +926,7 @@ mod tests {
         assert_eq!(r.dst.as_deref(), Some("10.1.2.3/24"));
         assert_eq!(r.ifindex, Some(3));
         let v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        let r = one(&Msg::new(RTM_DELADDR, &ifaddrmsg(AF_INET6, 64, 4))
-            .attr(IFA_ADDRESS, &v6)
-            .bytes());
+        let r = one(&Msg::new(RTM_DELADDR, &ifaddrmsg(AF_INET6, 64, 4)).attr(IFA_ADDRESS, &v6).bytes());
         assert_eq!(r.dst.as_deref(), Some("2001:db8::1/64"));
     }
 
@@ -1022,13 +937,9 @@ mod tests {
             (r.kind, r.request, r.ifindex, r.dev.clone()),
             (Kind::LinkDelete, "RTM_DELLINK", Some(7), None)
         );
-        let r = one(&Msg::new(RTM_DELLINK, &ifinfomsg(0, 0, 0))
-            .attr(IFLA_IFNAME, b"cilium_net\0")
-            .bytes());
+        let r = one(&Msg::new(RTM_DELLINK, &ifinfomsg(0, 0, 0)).attr(IFLA_IFNAME, b"cilium_net\0").bytes());
         assert_eq!((r.ifindex, r.dev.as_deref()), (None, Some("cilium_net")));
-        let r = one(&Msg::new(RTM_DELLINK, &ifinfomsg(-1, 0, 0))
-            .attr(IFLA_ALT_IFNAME, b"alt\0")
-            .bytes());
+        let r = one(&Msg::new(RTM_DELLINK, &ifinfomsg(-1, 0, 0)).attr(IFLA_ALT_IFNAME, b"alt\0").bytes());
         assert_eq!((r.ifindex, r.dev.as_deref()), (None, Some("alt")));
     }
 
@@ -1036,11 +947,7 @@ mod tests {
     fn link_down_and_up_via_setlink_and_newlink() {
         for t in [RTM_SETLINK, RTM_NEWLINK] {
             let r = one(&Msg::new(t, &ifinfomsg(3, 0, IFF_UP)).bytes());
-            assert_eq!(
-                (r.kind, r.up, r.ifindex),
-                (Kind::LinkSet, Some(false), Some(3)),
-                "type {t}"
-            );
+            assert_eq!((r.kind, r.up, r.ifindex), (Kind::LinkSet, Some(false), Some(3)), "type {t}");
             let r = one(&Msg::new(t, &ifinfomsg(3, IFF_UP, IFF_UP)).bytes());
             assert_eq!(r.up, Some(true));
         }
@@ -1067,10 +974,7 @@ mod tests {
                 AF_INET as u16,
                 &[nest(
                     IFLA_INET_CONF,
-                    &[
-                        attr(1, &1u32.to_ne_bytes()),
-                        attr(IPV4_DEVCONF_RP_FILTER, &2u32.to_ne_bytes()),
-                    ],
+                    &[attr(1, &1u32.to_ne_bytes()), attr(IPV4_DEVCONF_RP_FILTER, &2u32.to_ne_bytes())],
                 )],
             )],
         );
@@ -1084,13 +988,7 @@ mod tests {
         // Without the NLA_F_NESTED bit (older senders) it is the same.
         let spec = attr(
             IFLA_AF_SPEC,
-            &attr(
-                AF_INET as u16,
-                &attr(
-                    IFLA_INET_CONF,
-                    &attr(IPV4_DEVCONF_RP_FILTER, &0u32.to_ne_bytes()),
-                ),
-            ),
+            &attr(AF_INET as u16, &attr(IFLA_INET_CONF, &attr(IPV4_DEVCONF_RP_FILTER, &0u32.to_ne_bytes()))),
         );
         let mut m = Msg::new(RTM_NEWLINK, &ifinfomsg(4, 0, 0));
         m.body.extend(&spec);
@@ -1101,15 +999,9 @@ mod tests {
             &[
                 nest(
                     AF_INET6 as u16,
-                    &[nest(
-                        IFLA_INET_CONF,
-                        &[attr(IPV4_DEVCONF_RP_FILTER, &2u32.to_ne_bytes())],
-                    )],
+                    &[nest(IFLA_INET_CONF, &[attr(IPV4_DEVCONF_RP_FILTER, &2u32.to_ne_bytes())])],
                 ),
-                nest(
-                    AF_INET as u16,
-                    &[nest(IFLA_INET_CONF, &[attr(1, &1u32.to_ne_bytes())])],
-                ),
+                nest(AF_INET as u16, &[nest(IFLA_INET_CONF, &[attr(1, &1u32.to_ne_bytes())])]),
             ],
         );
         let mut m = Msg::new(RTM_SETLINK, &ifinfomsg(4, 0, 0));
@@ -1120,16 +1012,8 @@ mod tests {
     #[test]
     fn rename_mtu_creation_and_other_types_are_ignored() {
         // Rename: index + IFLA_IFNAME; MTU: IFLA_MTU (4).
-        none(
-            &Msg::new(RTM_SETLINK, &ifinfomsg(3, 0, 0))
-                .attr(IFLA_IFNAME, b"new\0")
-                .bytes(),
-        );
-        none(
-            &Msg::new(RTM_NEWLINK, &ifinfomsg(3, 0, 0))
-                .u32(4, 1400)
-                .bytes(),
-        );
+        none(&Msg::new(RTM_SETLINK, &ifinfomsg(3, 0, 0)).attr(IFLA_IFNAME, b"new\0").bytes());
+        none(&Msg::new(RTM_NEWLINK, &ifinfomsg(3, 0, 0)).u32(4, 1400).bytes());
         // Creation, even one that comes up.
         none(
             &Msg::new(RTM_NEWLINK, &ifinfomsg(0, IFF_UP, IFF_UP))
@@ -1138,18 +1022,10 @@ mod tests {
                 .bytes(),
         );
         // Additions, dumps, control messages, unknown types.
-        none(
-            &Msg::new(RTM_NEWROUTE, &rtmsg(AF_INET, 0, 254, 4))
-                .flags(NLM_F_REQUEST | NLM_F_CREATE)
-                .bytes(),
-        );
+        none(&Msg::new(RTM_NEWROUTE, &rtmsg(AF_INET, 0, 254, 4)).flags(NLM_F_REQUEST | NLM_F_CREATE).bytes());
         none(&Msg::new(RTM_NEWRULE, &rule_hdr(AF_INET, 0, 0, 1)).bytes());
         none(&Msg::new(RTM_NEWADDR, &ifaddrmsg(AF_INET, 24, 3)).bytes());
-        none(
-            &Msg::new(RTM_GETLINK, &ifinfomsg(0, 0, 0))
-                .flags(NLM_F_REQUEST | 0x300)
-                .bytes(),
-        );
+        none(&Msg::new(RTM_GETLINK, &ifinfomsg(0, 0, 0)).flags(NLM_F_REQUEST | 0x300).bytes());
         none(&Msg::new(3, &[]).bytes());
         none(&Msg::new(0x1234, &[1, 2, 3, 4]).bytes());
         // Not a request: the kernel skips it.
@@ -1163,18 +1039,13 @@ mod tests {
         buf.extend(cilium_route().bytes());
         let (reqs, errs) = decode_requests(&buf);
         assert!(errs.is_empty(), "{errs:?}");
-        assert_eq!(
-            reqs.iter().map(|r| r.kind).collect::<Vec<_>>(),
-            [Kind::RuleDelete, Kind::RouteDelete]
-        );
+        assert_eq!(reqs.iter().map(|r| r.kind).collect::<Vec<_>>(), [Kind::RuleDelete, Kind::RouteDelete]);
     }
 
     #[test]
     fn batch_with_an_unaligned_length_in_the_middle() {
         // nlmsg_len 39 (16 + 16 + a 7-byte IFLA_IFNAME): the next message starts at 40.
-        let mut first = Msg::new(RTM_DELLINK, &ifinfomsg(9, 0, 0))
-            .attr(IFLA_IFNAME, b"ab\0")
-            .bytes();
+        let mut first = Msg::new(RTM_DELLINK, &ifinfomsg(9, 0, 0)).attr(IFLA_IFNAME, b"ab\0").bytes();
         assert_eq!(first.len(), 40);
         first[0..4].copy_from_slice(&39u32.to_ne_bytes());
         first.extend(cilium_rule().bytes());
@@ -1191,16 +1062,7 @@ mod tests {
         buf.extend(&second[..second.len() - 4]);
         let (reqs, errs) = decode_requests(&buf);
         assert_eq!(reqs.len(), 1);
-        assert!(
-            matches!(
-                errs[..],
-                [NetlinkError::PastEnd {
-                    msg_type: RTM_DELROUTE,
-                    ..
-                }]
-            ),
-            "{errs:?}"
-        );
+        assert!(matches!(errs[..], [NetlinkError::PastEnd { msg_type: RTM_DELROUTE, .. }]), "{errs:?}");
     }
 
     #[test]
@@ -1239,12 +1101,7 @@ mod tests {
         assert_eq!(reqs.len(), 1);
         assert_eq!(
             errs,
-            [NetlinkError::ShortBody {
-                offset: 0,
-                request: "RTM_DELROUTE",
-                need: RTMSG_LEN,
-                have: 3
-            }]
+            [NetlinkError::ShortBody { offset: 0, request: "RTM_DELROUTE", need: RTMSG_LEN, have: 3 }]
         );
     }
 
@@ -1255,26 +1112,13 @@ mod tests {
         let (reqs, errs) = decode_requests(&m.bytes());
         assert_eq!(reqs.len(), 1);
         assert_eq!(reqs[0].priority, Some(10));
-        assert!(
-            matches!(
-                errs[..],
-                [NetlinkError::BadAttribute {
-                    len: 255,
-                    offset: 36,
-                    ..
-                }]
-            ),
-            "{errs:?}"
-        );
+        assert!(matches!(errs[..], [NetlinkError::BadAttribute { len: 255, offset: 36, .. }]), "{errs:?}");
         // nla_len below the attribute header.
         let mut m = Msg::new(RTM_DELRULE, &rule_hdr(AF_INET, 0, 0, 1));
         m.body.extend([2, 0, 6, 0]);
         let (reqs, errs) = decode_requests(&m.bytes());
         assert_eq!(reqs.len(), 1);
-        assert!(
-            matches!(errs[..], [NetlinkError::BadAttribute { len: 2, .. }]),
-            "{errs:?}"
-        );
+        assert!(matches!(errs[..], [NetlinkError::BadAttribute { len: 2, .. }]), "{errs:?}");
     }
 
     #[test]
@@ -1299,45 +1143,32 @@ mod tests {
         assert_eq!(reqs.len(), MAX_MESSAGES);
         assert_eq!(
             errs,
-            [NetlinkError::TooManyMessages {
-                offset: one_msg.len() * MAX_MESSAGES,
-                limit: MAX_MESSAGES
-            }]
+            [NetlinkError::TooManyMessages { offset: one_msg.len() * MAX_MESSAGES, limit: MAX_MESSAGES }]
         );
     }
 
     #[test]
     fn every_prefix_of_valid_messages_is_safe() {
-        let mut spec_msg =
-            Msg::new(RTM_SETLINK, &ifinfomsg(0, 0, IFF_UP)).attr(IFLA_IFNAME, b"lxc0\0");
+        let mut spec_msg = Msg::new(RTM_SETLINK, &ifinfomsg(0, 0, IFF_UP)).attr(IFLA_IFNAME, b"lxc0\0");
         spec_msg.body.extend(nest(
             IFLA_AF_SPEC,
             &[nest(
                 AF_INET as u16,
-                &[nest(
-                    IFLA_INET_CONF,
-                    &[attr(IPV4_DEVCONF_RP_FILTER, &1u32.to_ne_bytes())],
-                )],
+                &[nest(IFLA_INET_CONF, &[attr(IPV4_DEVCONF_RP_FILTER, &1u32.to_ne_bytes())])],
             )],
         ));
         let mut batch = cilium_rule().bytes();
         batch.extend(cilium_route().bytes());
         batch.extend(spec_msg.bytes());
-        batch.extend(
-            Msg::new(RTM_DELADDR, &ifaddrmsg(AF_INET, 24, 3))
-                .attr(IFA_LOCAL, &[1, 2, 3, 4])
-                .bytes(),
-        );
+        batch
+            .extend(Msg::new(RTM_DELADDR, &ifaddrmsg(AF_INET, 24, 3)).attr(IFA_LOCAL, &[1, 2, 3, 4]).bytes());
         for n in 0..=batch.len() {
             let (reqs, errs) = decode_requests(&batch[..n]);
             assert!(reqs.len() <= 4);
             if n < batch.len() && n > 0 {
                 // Anything cut short says so, unless the cut falls on a message boundary.
                 let boundary = [0usize, 60, 128, 192].contains(&n);
-                assert!(
-                    boundary || !errs.is_empty(),
-                    "prefix {n}: no error, {reqs:?}"
-                );
+                assert!(boundary || !errs.is_empty(), "prefix {n}: no error, {reqs:?}");
             }
         }
         let (reqs, errs) = decode_requests(&batch);
@@ -1377,10 +1208,7 @@ mod tests {
     #[test]
     fn apply_to_fills_the_event() {
         let r = one(&cilium_rule().bytes());
-        let mut ev = Event {
-            dev: Some("resolved-elsewhere".into()),
-            ..Default::default()
-        };
+        let mut ev = Event { dev: Some("resolved-elsewhere".into()), ..Default::default() };
         r.apply_to(&mut ev);
         assert_eq!(ev.kind, Kind::RuleDelete);
         assert_eq!(ev.request.as_deref(), Some("RTM_DELRULE"));
@@ -1388,11 +1216,7 @@ mod tests {
         assert_eq!(ev.fwmark.as_deref(), Some("0x200/0xf00"));
         assert_eq!(ev.table, Some(2004));
         assert_eq!(ev.family.as_deref(), Some("inet"));
-        assert_eq!(
-            ev.dev.as_deref(),
-            Some("resolved-elsewhere"),
-            "None in the request leaves the field"
-        );
+        assert_eq!(ev.dev.as_deref(), Some("resolved-elsewhere"), "None in the request leaves the field");
         let json = serde_json::to_string(&ev).unwrap();
         assert!(json.contains(r#""kind":"rule_delete""#), "{json}");
     }
@@ -1404,9 +1228,7 @@ mod tests {
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .map(|l| {
                 let l = l.trim();
-                (0..l.len() / 2)
-                    .map(|i| u8::from_str_radix(&l[2 * i..2 * i + 2], 16).unwrap())
-                    .collect()
+                (0..l.len() / 2).map(|i| u8::from_str_radix(&l[2 * i..2 * i + 2], 16).unwrap()).collect()
             })
             .collect()
     }
@@ -1425,11 +1247,7 @@ mod tests {
     #[test]
     fn iproute2_route_del_v4() {
         let r = decode_fixture(include_str!("../../testdata/netlink/route_del_v4.hex"));
-        assert_eq!(
-            r.len(),
-            1,
-            "the GETLINK to resolve `dev v0` is not reported"
-        );
+        assert_eq!(r.len(), 1, "the GETLINK to resolve `dev v0` is not reported");
         let r = &r[0];
         assert_eq!(r.kind, Kind::RouteDelete);
         assert_eq!(r.dst.as_deref(), Some("10.9.0.0/16"));
@@ -1502,13 +1320,7 @@ mod tests {
         let r = decode_fixture(include_str!("../../testdata/netlink/rp_filter_setlink.hex"));
         assert_eq!(r.len(), 1);
         assert_eq!(
-            (
-                r[0].kind,
-                r[0].request,
-                r[0].rp_filter,
-                r[0].up,
-                r[0].ifindex
-            ),
+            (r[0].kind, r[0].request, r[0].rp_filter, r[0].up, r[0].ifindex),
             (Kind::LinkSet, "RTM_SETLINK", Some(0), None, Some(3))
         );
     }
@@ -1524,11 +1336,7 @@ mod tests {
             for buf in fixture(text) {
                 for n in 0..buf.len() {
                     let (reqs, errs) = decode_requests(&buf[..n]);
-                    assert!(
-                        reqs.is_empty() || !errs.is_empty() || n == 0,
-                        "prefix {n} of {}",
-                        buf.len()
-                    );
+                    assert!(reqs.is_empty() || !errs.is_empty() || n == 0, "prefix {n} of {}", buf.len());
                 }
             }
         }

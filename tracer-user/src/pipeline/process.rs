@@ -144,13 +144,7 @@ impl ProcessTable {
             .enumerate()
             .filter(|(_, p)| p.start_ns == 0 || p.start_ns.abs_diff(start_ns) <= self.tick_ns)
             // Prefer an exact start over an unknown one.
-            .min_by_key(|(_, p)| {
-                if p.start_ns == 0 {
-                    u64::MAX
-                } else {
-                    p.start_ns.abs_diff(start_ns)
-                }
-            })
+            .min_by_key(|(_, p)| if p.start_ns == 0 { u64::MAX } else { p.start_ns.abs_diff(start_ns) })
             .map(|(i, _)| i)
     }
 
@@ -199,10 +193,7 @@ impl ProcessTable {
             let exited_at = self
                 .by_pid
                 .get(&pid)
-                .and_then(|v| {
-                    v.iter()
-                        .find(|p| p.start_ns == start && p.exited_ns.is_some())
-                })
+                .and_then(|v| v.iter().find(|p| p.start_ns == start && p.exited_ns.is_some()))
                 .and_then(|p| p.exited_ns);
             let expired = match exited_at {
                 Some(t) => t.saturating_add(self.grace_ns) < self.now_ns,
@@ -214,10 +205,7 @@ impl ProcessTable {
             self.exited.pop_front();
             self.memo = None;
             if let Some(v) = self.by_pid.get_mut(&pid) {
-                if let Some(i) = v
-                    .iter()
-                    .position(|p| p.start_ns == start && p.exited_ns.is_some())
-                {
+                if let Some(i) = v.iter().position(|p| p.start_ns == start && p.exited_ns.is_some()) {
                     v.remove(i);
                 }
                 if v.is_empty() {
@@ -251,15 +239,11 @@ impl ProcessTable {
             if st.pid != pid {
                 continue;
             }
-            let exe = std::fs::read_link(base.join("exe"))
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned());
+            let exe = std::fs::read_link(base.join("exe")).ok().map(|p| p.to_string_lossy().into_owned());
             seeded.push((st, exe));
         }
-        let starts: HashMap<u32, u64> = seeded
-            .iter()
-            .map(|(st, _)| (st.pid, st.starttime_ticks * self.tick_ns))
-            .collect();
+        let starts: HashMap<u32, u64> =
+            seeded.iter().map(|(st, _)| (st.pid, st.starttime_ticks * self.tick_ns)).collect();
         let n = seeded.len();
         for (st, exe) in seeded {
             let start_ns = st.starttime_ticks * self.tick_ns;
@@ -318,11 +302,7 @@ impl ProcessTable {
             start_ns: child_start_ns,
             ppid: parent.pid,
             parent_start_ns: parent.start_ns,
-            comm: if parent.comm.is_empty() {
-                pcomm
-            } else {
-                parent.comm.clone()
-            },
+            comm: if parent.comm.is_empty() { pcomm } else { parent.comm.clone() },
             exe: pexe,
             exited_ns: None,
         };
@@ -411,11 +391,7 @@ impl ProcessTable {
         };
         // The thread's comm at the event is the freshest name (udev workers rename
         // themselves without exec); the exe still decides when it is known.
-        let comm = if task.comm.is_empty() {
-            comm
-        } else {
-            task.comm.clone()
-        };
+        let comm = if task.comm.is_empty() { comm } else { task.comm.clone() };
         let actor = actor_name(exe.as_deref(), &comm);
         let ancestry = self.ancestry(task.pid, ppid, pstart);
         ev.on_behalf_of = on_behalf_of(&actor, &ancestry);
@@ -483,12 +459,7 @@ pub fn parse_stat(s: &str) -> Option<Stat> {
     let rest: Vec<&str> = s[close + 1..].split_whitespace().collect();
     let ppid = rest.get(1)?.parse().ok()?;
     let starttime_ticks = rest.get(22 - 3)?.parse().ok()?;
-    Some(Stat {
-        pid,
-        comm,
-        ppid,
-        starttime_ticks,
-    })
+    Some(Stat { pid, comm, ppid, starttime_ticks })
 }
 
 #[cfg(test)]
@@ -508,14 +479,7 @@ mod tests {
     }
 
     /// A task as the kernel reports it: exact ns start, within one tick of /proc's.
-    fn task(
-        pid: u32,
-        start_ticks: u64,
-        ppid: u32,
-        pstart_ticks: u64,
-        comm: &str,
-        pcomm: &str,
-    ) -> Task {
+    fn task(pid: u32, start_ticks: u64, ppid: u32, pstart_ticks: u64, comm: &str, pcomm: &str) -> Task {
         Task {
             ktime_ns: 1_000_000_000_000,
             pid,
@@ -530,11 +494,7 @@ mod tests {
     }
 
     fn attribute(t: &mut ProcessTable, task: &Task) -> Event {
-        let mut ev = Event {
-            pid: task.pid,
-            comm: task.comm.clone(),
-            ..Default::default()
-        };
+        let mut ev = Event { pid: task.pid, comm: task.comm.clone(), ..Default::default() };
         t.attribute(task, &mut ev);
         ev
     }
@@ -548,12 +508,7 @@ mod tests {
         let s = "42 (a) b (c)) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
         assert_eq!(
             parse_stat(s),
-            Some(Stat {
-                pid: 42,
-                comm: "a) b (c)".into(),
-                ppid: 7,
-                starttime_ticks: 12345
-            })
+            Some(Stat { pid: 42, comm: "a) b (c)".into(), ppid: 7, starttime_ticks: 12345 })
         );
         assert_eq!(parse_stat("garbage"), None);
     }
@@ -563,10 +518,7 @@ mod tests {
         let t = seeded();
         let net = t.get(612, 500 * TICK + 5).unwrap();
         assert_eq!(net.comm, "systemd-network");
-        assert_eq!(
-            net.exe.as_deref(),
-            Some("/usr/lib/systemd/systemd-networkd")
-        );
+        assert_eq!(net.exe.as_deref(), Some("/usr/lib/systemd/systemd-networkd"));
         assert_eq!(net.ppid, 1);
         assert_eq!(net.parent_start_ns, 2 * TICK);
         // Kernel thread: no exe.
@@ -591,31 +543,13 @@ mod tests {
     fn a_process_calling_itself_kubelet_is_not_kubelet() {
         assert_eq!(actor_name(Some("/tmp/evil"), "kubelet"), "evil");
         assert_eq!(actor_name(None, "kubelet"), "kubelet");
-        assert_eq!(
-            actor_name(Some("/usr/bin/python3.11"), "networkd-dispat"),
-            "networkd-dispat"
-        );
-        assert_eq!(
-            actor_name(Some("/usr/bin/udevadm"), "systemd-udevd"),
-            "systemd-udevd"
-        );
-        assert_eq!(
-            actor_name(Some("/usr/bin/udevadm"), "(udev-worker)"),
-            "systemd-udevd"
-        );
+        assert_eq!(actor_name(Some("/usr/bin/python3.11"), "networkd-dispat"), "networkd-dispat");
+        assert_eq!(actor_name(Some("/usr/bin/udevadm"), "systemd-udevd"), "systemd-udevd");
+        assert_eq!(actor_name(Some("/usr/bin/udevadm"), "(udev-worker)"), "systemd-udevd");
         assert_eq!(actor_name(Some("/usr/bin/udevadm"), "udevadm"), "udevadm");
+        assert_eq!(actor_name(Some("/memfd:runc_cloned:/proc/self/exe (deleted)"), "runc:[2:INIT]"), "runc");
         assert_eq!(
-            actor_name(
-                Some("/memfd:runc_cloned:/proc/self/exe (deleted)"),
-                "runc:[2:INIT]"
-            ),
-            "runc"
-        );
-        assert_eq!(
-            actor_name(
-                Some("/usr/bin/containerd-shim-runc-v2 (deleted)"),
-                "containerd-shim"
-            ),
+            actor_name(Some("/usr/bin/containerd-shim-runc-v2 (deleted)"), "containerd-shim"),
             "containerd-shim"
         );
         assert_eq!(actor_name(Some("/sbin/init"), "systemd"), "systemd");
@@ -633,58 +567,27 @@ mod tests {
             ..task(5000, 0, 700, 0, "containerd", "containerd")
         };
         t.fork(&containerd, start.pid, start.start_ns);
-        t.exec(
-            &Task {
-                comm: "containerd-shim".into(),
-                ..start.clone()
-            },
-            "/usr/bin/containerd-shim-runc-v2",
-        );
+        t.exec(&Task { comm: "containerd-shim".into(), ..start.clone() }, "/usr/bin/containerd-shim-runc-v2");
         let shim = Task {
             start_ns: 9_001 * TICK,
             parent_start_ns: start.start_ns,
             ..task(5001, 0, 5000, 0, "containerd-shim", "containerd-shim")
         };
         t.fork(&start, shim.pid, shim.start_ns);
-        t.exit(&Task {
-            ktime_ns: 3,
-            ..start.clone()
-        });
+        t.exit(&Task { ktime_ns: 3, ..start.clone() });
         let runc = Task {
             start_ns: 9_002 * TICK,
             parent_start_ns: shim.start_ns,
             ppid: 5001,
             ..task(5002, 0, 1, 0, "containerd-shim", "containerd-shim")
         };
-        t.fork(
-            &Task {
-                ppid: 1,
-                ..shim.clone()
-            },
-            runc.pid,
-            runc.start_ns,
-        );
+        t.fork(&Task { ppid: 1, ..shim.clone() }, runc.pid, runc.start_ns);
         t.exec(&runc, "/usr/bin/runc");
-        t.exec(
-            &Task {
-                comm: "exe".into(),
-                ..runc.clone()
-            },
-            "/proc/self/exe",
-        );
-        let ev = attribute(
-            &mut t,
-            &Task {
-                comm: "runc:[2:INIT]".into(),
-                ..runc
-            },
-        );
+        t.exec(&Task { comm: "exe".into(), ..runc.clone() }, "/proc/self/exe");
+        let ev = attribute(&mut t, &Task { comm: "runc:[2:INIT]".into(), ..runc });
         assert_eq!(ev.actor, "runc");
         assert_eq!(ev.exe.as_deref(), Some("/usr/bin/runc"));
-        assert_eq!(
-            ev.ancestry,
-            strings(&["containerd-shim", "containerd", "systemd"])
-        );
+        assert_eq!(ev.ancestry, strings(&["containerd-shim", "containerd", "systemd"]));
         assert_eq!(ev.on_behalf_of.as_deref(), Some("containerd"));
     }
 
@@ -704,26 +607,11 @@ mod tests {
         };
         t.fork(&shim, runc.pid, runc.start_ns);
         t.exec(&runc, "/usr/sbin/runc");
-        let ev = attribute(
-            &mut t,
-            &Task {
-                comm: "runc".into(),
-                ..runc
-            },
-        );
-        assert_eq!(
-            (ev.actor.as_str(), ev.on_behalf_of.as_deref()),
-            ("runc", Some("containerd"))
-        );
+        let ev = attribute(&mut t, &Task { comm: "runc".into(), ..runc });
+        assert_eq!((ev.actor.as_str(), ev.on_behalf_of.as_deref()), ("runc", Some("containerd")));
         // cilium-agent runs in a pod under that shim: it is a principal of its own.
-        let ev = attribute(
-            &mut t,
-            &task(1500, 1400, 900, 800, "cilium-agent", "containerd-shim"),
-        );
-        assert_eq!(
-            (ev.actor.as_str(), ev.on_behalf_of.as_deref()),
-            ("cilium-agent", None)
-        );
+        let ev = attribute(&mut t, &task(1500, 1400, 900, 800, "cilium-agent", "containerd-shim"));
+        assert_eq!((ev.actor.as_str(), ev.on_behalf_of.as_deref()), ("cilium-agent", None));
         assert_eq!(ev.ancestry, strings(&["containerd-shim", "systemd"]));
     }
 
@@ -744,20 +632,8 @@ mod tests {
             parent_start_ns: worker.start_ns,
             ..task(6001, 0, 6000, 0, "(udev-worker)", "(udev-worker)")
         };
-        t.exec(
-            &Task {
-                comm: "systemd-sysctl".into(),
-                ..sysctl.clone()
-            },
-            "/usr/lib/systemd/systemd-sysctl",
-        );
-        let ev = attribute(
-            &mut t,
-            &Task {
-                comm: "systemd-sysctl".into(),
-                ..sysctl
-            },
-        );
+        t.exec(&Task { comm: "systemd-sysctl".into(), ..sysctl.clone() }, "/usr/lib/systemd/systemd-sysctl");
+        let ev = attribute(&mut t, &Task { comm: "systemd-sysctl".into(), ..sysctl });
         assert_eq!(ev.actor, "systemd-sysctl");
         assert_eq!(ev.ancestry, strings(&["systemd-udevd", "systemd"]));
         assert_eq!(ev.on_behalf_of.as_deref(), Some("systemd-udevd"));
@@ -779,26 +655,10 @@ mod tests {
             parent_start_ns: kubelet.start_ns,
             ..task(7000, 0, 800, 0, "kubelet", "kubelet")
         };
-        t.exec(
-            &Task {
-                comm: "ip".into(),
-                ..child.clone()
-            },
-            "/usr/sbin/ip",
-        );
-        t.exit(&Task {
-            ktime_ns: base + 10,
-            ..child.clone()
-        });
+        t.exec(&Task { comm: "ip".into(), ..child.clone() }, "/usr/sbin/ip");
+        t.exit(&Task { ktime_ns: base + 10, ..child.clone() });
         // Its event is read after the exit record (another CPU's ring-buffer order).
-        let ev = attribute(
-            &mut t,
-            &Task {
-                ktime_ns: base + 9,
-                comm: "ip".into(),
-                ..child.clone()
-            },
-        );
+        let ev = attribute(&mut t, &Task { ktime_ns: base + 9, comm: "ip".into(), ..child.clone() });
         assert_eq!(ev.actor, "ip");
         assert_eq!(ev.exe.as_deref(), Some("/usr/sbin/ip"));
         assert_eq!(ev.ancestry, strings(&["kubelet", "systemd"]));
@@ -814,10 +674,7 @@ mod tests {
     fn reused_pid_never_inherits_the_old_entry() {
         let mut t = seeded();
         // pid 612 (systemd-networkd in the fixture) exits, a shell gets the same pid.
-        t.exit(&Task {
-            ktime_ns: 100,
-            ..task(612, 500, 1, 2, "systemd-network", "systemd")
-        });
+        t.exit(&Task { ktime_ns: 100, ..task(612, 500, 1, 2, "systemd-network", "systemd") });
         let newcomer = task(612, 50_000, 1, 2, "evil", "systemd");
         let ev = attribute(&mut t, &newcomer);
         assert_eq!(ev.actor, "evil");
@@ -828,27 +685,18 @@ mod tests {
         // A reuse whose exit we missed: the old entry is retired, never matched again.
         let again = task(612, 90_000, 1, 2, "sh", "systemd");
         t.exec(&again, "/bin/sh");
-        assert_eq!(
-            t.get(612, newcomer.start_ns).unwrap().exited_ns,
-            Some(t.now_ns)
-        );
+        assert_eq!(t.get(612, newcomer.start_ns).unwrap().exited_ns, Some(t.now_ns));
         assert_eq!(attribute(&mut t, &again).actor, "sh");
     }
 
     #[test]
     fn unknown_process_falls_back_to_comm_and_is_remembered() {
         let mut t = ProcessTable::with_limits(TICK, DEFAULT_GRACE_NS, DEFAULT_MAX_EXITED);
-        let ev = attribute(
-            &mut t,
-            &task(4242, 1, 4000, 1, "systemd-network", "systemd"),
-        );
+        let ev = attribute(&mut t, &task(4242, 1, 4000, 1, "systemd-network", "systemd"));
         assert_eq!(ev.actor, "systemd-networkd");
         assert_eq!(ev.ancestry, strings(&["systemd"]));
         assert_eq!(t.len(), 2);
-        let ev = attribute(
-            &mut t,
-            &task(4243, 2, 4100, 1, "containerd-shim", "containerd"),
-        );
+        let ev = attribute(&mut t, &task(4243, 2, 4100, 1, "containerd-shim", "containerd"));
         assert_eq!(ev.actor, "containerd-shim");
         assert_eq!(ev.ancestry, strings(&["containerd"]));
         assert_eq!(ev.on_behalf_of.as_deref(), Some("containerd"));
@@ -871,14 +719,8 @@ mod tests {
         let anc = strings(&["sh", "containerd-shim", "containerd", "systemd"]);
         assert_eq!(on_behalf_of("ip", &anc), None);
         let anc = strings(&["runc", "containerd-shim", "containerd", "systemd"]);
-        assert_eq!(
-            on_behalf_of("nvidia-hook", &anc).as_deref(),
-            Some("containerd")
-        );
-        assert_eq!(
-            on_behalf_of("runc", &strings(&["conmon", "systemd"])).as_deref(),
-            Some("crio")
-        );
+        assert_eq!(on_behalf_of("nvidia-hook", &anc).as_deref(), Some("containerd"));
+        assert_eq!(on_behalf_of("runc", &strings(&["conmon", "systemd"])).as_deref(), Some("crio"));
         assert_eq!(on_behalf_of("sh", &strings(&["sshd", "systemd"])), None);
     }
 }

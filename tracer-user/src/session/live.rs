@@ -26,10 +26,10 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::sync::mpsc;
 use tracer_common::{counter, kind};
 
-use crate::correlator::Correlator;
+use crate::correlator::{Correlator, TICK};
+use crate::kernel::loader::{self, LoadError, LoadOptions, Loaded};
 use crate::pipeline::decode::{self, Record};
 use crate::pipeline::enrich::EventBuilder;
-use crate::kernel::loader::{self, LoadError, LoadOptions, Loaded};
 use crate::pipeline::process::ProcessTable;
 use crate::stream::schema::{Event, HeaderLine, HookCounts, Line, Stats, Timestamp, SCHEMA_VERSION};
 
@@ -63,6 +63,8 @@ fn boost_priority() {
 /// `STORM_PAUSE` before it polls again, so it reads in large batches (at 300k records/s
 /// a pause of 2 ms is 600 records, 400 KB of the ring buffer).
 const STORM_RECORDS: usize = 64;
+/// Correlator ticks per housekeeping round (about a second).
+const HOUSEKEEPING_TICKS: u64 = 4;
 const STORM_PAUSE: Duration = Duration::from_millis(2);
 
 /// Lines per batch handed to the consumer.
@@ -82,7 +84,11 @@ pub struct LiveOptions {
 
 impl Default for LiveOptions {
     fn default() -> Self {
-        LiveOptions { load: LoadOptions::default(), stats_every: Duration::from_secs(10), proc_root: PathBuf::from("/proc") }
+        LiveOptions {
+            load: LoadOptions::default(),
+            stats_every: Duration::from_secs(10),
+            proc_root: PathBuf::from("/proc"),
+        }
     }
 }
 
@@ -148,7 +154,9 @@ impl Session {
         // After attaching, so that nothing opened in between is missed.
         match crate::kernel::openers::seed(&mut loaded.ebpf, &opts.proc_root) {
             Ok(n) => tracing::debug!("{n} processes already hold cgroupfs files"),
-            Err(e) => tracing::warn!("cannot seed the cgroupfs openers: {e}; writes through fds opened before start may be missed"),
+            Err(e) => tracing::warn!(
+                "cannot seed the cgroupfs openers: {e}; writes through fds opened before start may be missed"
+            ),
         }
         let header = HeaderLine {
             schema: SCHEMA_VERSION,
@@ -180,6 +188,7 @@ impl Session {
             out: Vec::with_capacity(BATCH),
             tx,
             closed: false,
+            ticks: 0,
         };
         let stats_every = opts.stats_every;
         let stop_rx = stop.clone();
@@ -254,6 +263,8 @@ struct Pipeline {
     tx: mpsc::Sender<Vec<Line>>,
     /// The consumer is gone.
     closed: bool,
+    /// Ticks so far (housekeeping runs every [`HOUSEKEEPING_TICKS`]).
+    ticks: u64,
 }
 
 impl Pipeline {
@@ -268,7 +279,9 @@ impl Pipeline {
         };
         match &rec {
             Record::Exec { task, filename, .. } => self.table.exec(task, filename),
-            Record::Fork { task, child_pid, child_start_ns } => self.table.fork(task, *child_pid, *child_start_ns),
+            Record::Fork { task, child_pid, child_start_ns } => {
+                self.table.fork(task, *child_pid, *child_start_ns)
+            }
             Record::Exit { task, .. } => self.table.exit(task),
             Record::CgroupWriteResult(r) => {
                 // No entry: the write record was lost (counted), or waited too long.
@@ -330,8 +343,12 @@ impl Pipeline {
         }
         let now = self.builder.clock.wall(boot_ns());
         let wait = RESULT_WAIT.as_nanos() as i64;
-        let mut late: Vec<u32> =
-            self.writes.iter().filter(|(_, ev)| all || now.0 - ev.time.0 >= wait).map(|(tid, _)| *tid).collect();
+        let mut late: Vec<u32> = self
+            .writes
+            .iter()
+            .filter(|(_, ev)| all || now.0 - ev.time.0 >= wait)
+            .map(|(tid, _)| *tid)
+            .collect();
         late.sort_by_key(|tid| self.writes[tid].time);
         for tid in late {
             if let Some(ev) = self.writes.remove(&tid) {
@@ -341,8 +358,13 @@ impl Pipeline {
     }
 
     fn tick(&mut self) {
+        self.ticks += 1;
         self.expire_writes(false);
-        self.builder.expire_removed();
+        // The path cache's grace is counted in seconds-long housekeeping rounds, not in
+        // correlator ticks: records of a removed cgroup can trail its rmdir under load.
+        if self.ticks.is_multiple_of(HOUSEKEEPING_TICKS) {
+            self.builder.expire_removed();
+        }
         for f in self.correlator.tick(Timestamp::now()) {
             self.push(Line::Finding(f));
         }
@@ -414,7 +436,7 @@ fn run(
     stop: Arc<StopFd>,
     stats_every: Duration,
 ) {
-    let mut next_tick = Instant::now() + Duration::from_secs(1);
+    let mut next_tick = Instant::now() + TICK;
     let mut last_stats = Instant::now();
     let mut last_lost = 0u64;
     loop {
@@ -434,9 +456,9 @@ fn run(
             std::thread::sleep(STORM_PAUSE);
         }
         if Instant::now() >= next_tick {
-            next_tick += Duration::from_secs(1);
+            next_tick += TICK;
             if next_tick < Instant::now() {
-                next_tick = Instant::now() + Duration::from_secs(1);
+                next_tick = Instant::now() + TICK;
             }
             p.tick();
             let s = stats(&p, &seen, &lost);
@@ -544,6 +566,7 @@ mod tests {
             out: Vec::new(),
             tx,
             closed: false,
+            ticks: 0,
         };
         (p, rx)
     }
@@ -571,7 +594,11 @@ mod tests {
         p.handle(&exit(10, 103, 2));
         let ev = events(&mut p, &mut rx);
         assert_eq!(ev.len(), 2);
-        assert_eq!((ev[0].tid, ev[0].result, ev[0].cgroup.as_deref()), (11, Some(-22), Some("/a/b")), "path from the cache");
+        assert_eq!(
+            (ev[0].tid, ev[0].result, ev[0].cgroup.as_deref()),
+            (11, Some(-22), Some("/a/b")),
+            "path from the cache"
+        );
         assert_eq!(ev[0].controllers_after, None);
         assert_eq!((ev[1].tid, ev[1].result), (10, Some(2)));
         assert_eq!(ev[1].controllers_before, Some(vec!["cpuset".to_string()]));

@@ -21,20 +21,10 @@ pub async fn run_record<S: LineSource>(
     source: S,
     signals: Signals,
 ) -> anyhow::Result<RecordSummary> {
-    let opts = WriterOptions {
-        rotate_size: args.rotate_size,
-        max_files: args.max_files,
-        ..Default::default()
-    };
+    let opts =
+        WriterOptions { rotate_size: args.rotate_size, max_files: args.max_files, ..Default::default() };
     let writer = RecordWriter::create(&args.output, source.header(), opts)?;
-    let summary = record_loop(
-        writer,
-        &Filter::new(&args.filter),
-        source,
-        args.duration,
-        signals,
-    )
-    .await?;
+    let summary = record_loop(writer, &Filter::new(&args.filter), source, args.duration, signals).await?;
     Ok(summary)
 }
 

@@ -24,11 +24,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 
 pub use crate::cli::replay_args::ReplayArgs;
+use crate::correlator::default_correlator;
 use crate::correlator::{Correlate, TICK_NS};
 use crate::stream::filter::Filter;
-use crate::correlator::default_correlator;
 use crate::stream::output::{Format, Printer};
-use crate::stream::reader::RecordingReader;
+use crate::stream::reader::{BadReason, RecordingReader};
 use crate::stream::schema::{Finding, Line, Timestamp};
 pub use summary::{ReplaySummary, MAX_BAD_KEPT};
 
@@ -85,6 +85,9 @@ impl Merge<'_> {
                         bail!("{bad} (--strict)");
                     }
                     self.summary.bad_lines += 1;
+                    if matches!(bad.reason, BadReason::Empty | BadReason::NotARecording(_)) {
+                        self.summary.not_recordings.push(bad.file.clone());
+                    }
                     if self.summary.bad.len() < MAX_BAD_KEPT {
                         self.summary.bad.push(bad);
                     }
@@ -95,10 +98,7 @@ impl Merge<'_> {
                         let next = self.sessions.len();
                         let idx = *self.session_index.entry(key).or_insert(next);
                         if idx == next {
-                            self.sessions.push(Session {
-                                host: h.hostname.clone(),
-                                ..Default::default()
-                            });
+                            self.sessions.push(Session { host: h.hostname.clone(), ..Default::default() });
                         }
                         self.inputs[i].session = idx;
                         self.inputs[i].host = Some(h.hostname.clone());
@@ -129,14 +129,9 @@ pub fn replay_with<W: Write>(
 ) -> anyhow::Result<ReplaySummary> {
     let mut readers = Vec::new();
     let stdin_only = args.files.is_empty();
-    let paths: Vec<PathBuf> = if stdin_only {
-        vec![PathBuf::from("-")]
-    } else {
-        args.files.clone()
-    };
+    let paths: Vec<PathBuf> = if stdin_only { vec![PathBuf::from("-")] } else { args.files.clone() };
     for p in &paths {
-        let r = RecordingReader::open(p)
-            .with_context(|| format!("cannot read recording {}", p.display()))?;
+        let r = RecordingReader::open(p).with_context(|| format!("cannot read recording {}", p.display()))?;
         readers.push(r);
     }
     replay_readers(args, readers, out, color, new_correlator)
@@ -151,27 +146,15 @@ pub fn replay_readers<W: Write>(
     new_correlator: &dyn Fn() -> Box<dyn Correlate>,
 ) -> anyhow::Result<ReplaySummary> {
     let filter = Filter::new(&args.filter);
-    let format = if args.json {
-        Format::Json
-    } else {
-        Format::Human { color }
-    };
+    let format = if args.json { Format::Json } else { Format::Human { color } };
     let mut printer = Printer::new(io::BufWriter::with_capacity(256 << 10, out), format);
-    let mut summary = ReplaySummary {
-        files: readers.iter().map(|r| r.name().to_string()).collect(),
-        ..Default::default()
-    };
-    let in_range =
-        |t: Timestamp| args.since.is_none_or(|s| t >= s) && args.until.is_none_or(|u| t <= u);
+    let mut summary =
+        ReplaySummary { files: readers.iter().map(|r| r.name().to_string()).collect(), ..Default::default() };
+    let in_range = |t: Timestamp| args.since.is_none_or(|s| t >= s) && args.until.is_none_or(|u| t <= u);
 
     let inputs = readers
         .into_iter()
-        .map(|reader| Input {
-            reader,
-            pending: None,
-            session: usize::MAX,
-            host: None,
-        })
+        .map(|reader| Input { reader, pending: None, session: usize::MAX, host: None })
         .collect();
     let mut m = Merge {
         inputs,
@@ -225,11 +208,10 @@ pub fn replay_readers<W: Write>(
                     e.host = host.clone();
                 }
                 let key = e.host.clone().or(host).unwrap_or_default();
-                let (corr, last_tick) = correlators
-                    .entry(key.clone())
-                    .or_insert_with(|| (new_correlator(), Timestamp(i64::MIN)));
-                // Close the windows that ended, about once a second of event time, as
-                // the live pipeline does.
+                let (corr, last_tick) =
+                    correlators.entry(key.clone()).or_insert_with(|| (new_correlator(), Timestamp(i64::MIN)));
+                // Close the windows that ended, every tick of event time, as the live
+                // session does with the wall clock.
                 if e.time.0.saturating_sub(last_tick.0) >= TICK_NS {
                     new_findings.extend(corr.tick(e.time));
                     *last_tick = e.time;
@@ -297,15 +279,7 @@ pub fn replay_readers<W: Write>(
         if let Some((c, _)) = correlators.get_mut(&key) {
             new_findings.extend(c.finish());
         }
-        emit_findings(
-            &mut printer,
-            &mut new_findings,
-            multi_host,
-            &key,
-            &filter,
-            &in_range,
-            m.summary,
-        )?;
+        emit_findings(&mut printer, &mut new_findings, multi_host, &key, &filter, &in_range, m.summary)?;
     }
     printer.finish()?;
     let sessions = std::mem::take(&mut m.sessions);

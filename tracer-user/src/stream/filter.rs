@@ -90,24 +90,9 @@ impl Filter {
     pub fn new(a: &FilterArgs) -> Self {
         Filter {
             kinds: a.kinds.clone(),
-            actors: a
-                .actors
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            cgroups: a
-                .cgroups
-                .iter()
-                .map(|p| normalize_cgroup_prefix(p))
-                .collect(),
-            devs: a
-                .devs
-                .iter()
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .map(DevPattern::new)
-                .collect(),
+            actors: a.actors.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            cgroups: a.cgroups.iter().map(|p| normalize_cgroup_prefix(p)).collect(),
+            devs: a.devs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(DevPattern::new).collect(),
             findings_only: a.findings_only,
         }
     }
@@ -139,10 +124,7 @@ impl Filter {
             return false;
         }
         if !self.actors.is_empty()
-            && !self
-                .actors
-                .iter()
-                .any(|a| *a == e.actor || e.on_behalf_of.as_deref() == Some(a.as_str()))
+            && !self.actors.iter().any(|a| *a == e.actor || e.on_behalf_of.as_deref() == Some(a.as_str()))
         {
             return false;
         }
@@ -153,10 +135,7 @@ impl Filter {
             }
         }
         if !self.devs.is_empty() {
-            let dev = e
-                .dev
-                .as_deref()
-                .or_else(|| e.name.as_deref().and_then(sysctl_dev));
+            let dev = e.dev.as_deref().or_else(|| e.name.as_deref().and_then(sysctl_dev));
             if !dev.is_some_and(|d| self.dev_matches(d)) {
                 return false;
             }
@@ -170,12 +149,7 @@ impl Filter {
         if !self.actors.is_empty() && !self.actors.contains(&f.actor) {
             return false;
         }
-        if !self.cgroups.is_empty()
-            && !f
-                .cgroup
-                .as_deref()
-                .is_some_and(|cg| self.cgroup_matches(cg))
-        {
+        if !self.cgroups.is_empty() && !f.cgroup.as_deref().is_some_and(|cg| self.cgroup_matches(cg)) {
             return false;
         }
         if !self.devs.is_empty() && !f.dev.as_deref().is_some_and(|d| self.dev_matches(d)) {
@@ -185,9 +159,7 @@ impl Filter {
     }
 
     fn cgroup_matches(&self, path: &str) -> bool {
-        self.cgroups
-            .iter()
-            .any(|prefix| cgroup_has_prefix(path, prefix))
+        self.cgroups.iter().any(|prefix| cgroup_has_prefix(path, prefix))
     }
 
     fn dev_matches(&self, dev: &str) -> bool {
@@ -219,12 +191,7 @@ fn cgroup_has_prefix(path: &str, prefix: &str) -> bool {
 /// `lxc1`. Interface names may contain dots (`eth0.100`, a VLAN), so the device is
 /// everything between the fixed prefix and the last dot.
 pub fn sysctl_dev(name: &str) -> Option<&str> {
-    const PREFIXES: [&str; 4] = [
-        "net.ipv4.conf.",
-        "net.ipv6.conf.",
-        "net.ipv4.neigh.",
-        "net.ipv6.neigh.",
-    ];
+    const PREFIXES: [&str; 4] = ["net.ipv4.conf.", "net.ipv6.conf.", "net.ipv4.neigh.", "net.ipv6.neigh."];
     let rest = PREFIXES.iter().find_map(|p| name.strip_prefix(p))?;
     let (dev, _key) = rest.rsplit_once('.')?;
     (!dev.is_empty()).then_some(dev)
@@ -248,12 +215,7 @@ mod tests {
     }
 
     fn ev(kind: Kind, actor: &str) -> Event {
-        Event {
-            kind,
-            actor: actor.into(),
-            comm: actor.into(),
-            ..Default::default()
-        }
+        Event { kind, actor: actor.into(), comm: actor.into(), ..Default::default() }
     }
 
     fn finding(actor: &str) -> Finding {
@@ -295,9 +257,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_lists_valid_ones() {
-        let err = Cli::try_parse_from(["t", "--kind", "cgroup_wrte"])
-            .unwrap_err()
-            .to_string();
+        let err = Cli::try_parse_from(["t", "--kind", "cgroup_wrte"]).unwrap_err().to_string();
         assert!(err.contains("unknown kind \"cgroup_wrte\""), "{err}");
         for k in Kind::ALL {
             assert!(err.contains(k.as_str()), "{err}");
@@ -364,13 +324,9 @@ mod tests {
     fn dev_exact_and_glob() {
         let f = filter(&["--dev", "cilium_host", "--dev", "lxc*"]);
         let mut e = ev(Kind::RouteDelete, "systemd-networkd");
-        for (dev, want) in [
-            ("cilium_host", true),
-            ("lxc12ab", true),
-            ("lxc", true),
-            ("cilium_net", false),
-            ("eth0", false),
-        ] {
+        for (dev, want) in
+            [("cilium_host", true), ("lxc12ab", true), ("lxc", true), ("cilium_net", false), ("eth0", false)]
+        {
             e.dev = Some(dev.into());
             assert_eq!(f.matches_event(&e), want, "{dev}");
         }
@@ -391,10 +347,7 @@ mod tests {
     #[test]
     fn sysctl_dev_names() {
         assert_eq!(sysctl_dev("net.ipv4.conf.lxc1.rp_filter"), Some("lxc1"));
-        assert_eq!(
-            sysctl_dev("net.ipv4.conf.eth0.100.rp_filter"),
-            Some("eth0.100")
-        );
+        assert_eq!(sysctl_dev("net.ipv4.conf.eth0.100.rp_filter"), Some("eth0.100"));
         assert_eq!(sysctl_dev("net.ipv6.conf.all.forwarding"), Some("all"));
         assert_eq!(sysctl_dev("net.ipv4.ip_forward"), None);
         assert_eq!(sysctl_dev("net.ipv4.conf.rp_filter"), None);

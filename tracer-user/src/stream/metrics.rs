@@ -89,11 +89,7 @@ impl Metrics {
         let attached = Family::<HookLabel, Gauge>::default();
         // The registry appends `_total` to counter names.
         registry.register("tracer_events", "Events emitted, by kind", events.clone());
-        registry.register(
-            "tracer_findings",
-            "Findings (known incident patterns), by id",
-            findings.clone(),
-        );
+        registry.register("tracer_findings", "Findings (known incident patterns), by id", findings.clone());
         registry.register(
             "tracer_hook_records",
             "Records the kernel programs produced, by hook (cumulative kernel counters)",
@@ -137,25 +133,15 @@ impl Metrics {
         match line {
             Line::Header(h) => {
                 for hook in &h.hooks {
-                    let up = i64::from(hook.state == "attached");
-                    self.attached
-                        .get_or_create(&HookLabel {
-                            hook: hook.name.clone(),
-                        })
-                        .set(up);
+                    let up = i64::from(hook.state == crate::stream::schema::HookState::Attached);
+                    self.attached.get_or_create(&HookLabel { hook: hook.name.clone() }).set(up);
                 }
             }
             Line::Event(ev) => {
-                self.events
-                    .get_or_create(&KindLabel {
-                        kind: ev.kind.as_str().to_string(),
-                    })
-                    .inc();
+                self.events.get_or_create(&KindLabel { kind: ev.kind.as_str().to_string() }).inc();
             }
             Line::Finding(f) => {
-                self.findings
-                    .get_or_create(&IdLabel { id: f.id.clone() })
-                    .inc();
+                self.findings.get_or_create(&IdLabel { id: f.id.clone() }).inc();
             }
             Line::Stats(s) => self.observe_stats(s),
         }
@@ -166,18 +152,14 @@ impl Metrics {
         for (hook, counts) in &s.hooks {
             let label = HookLabel { hook: hook.clone() };
             let prev = last.hooks.entry(hook.clone()).or_insert((0, 0));
-            self.hook_records
-                .get_or_create(&label)
-                .inc_by(delta(prev.0, counts.seen));
+            self.hook_records.get_or_create(&label).inc_by(delta(prev.0, counts.seen));
             let lost = self.lost_records.get_or_create(&label);
             lost.inc_by(delta(prev.1, counts.lost));
             *prev = (counts.seen, counts.lost);
         }
-        self.decode_errors
-            .inc_by(delta(last.decode_errors, s.decode_errors));
+        self.decode_errors.inc_by(delta(last.decode_errors, s.decode_errors));
         last.decode_errors = s.decode_errors;
-        self.processes
-            .set(i64::try_from(s.processes).unwrap_or(i64::MAX));
+        self.processes.set(i64::try_from(s.processes).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -208,9 +190,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// background; `None` without an address.
 pub async fn start(addr: Option<SocketAddr>) -> Result<Option<Arc<Metrics>>, std::io::Error> {
     let Some(addr) = addr else { return Ok(None) };
-    let listener = bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on --metrics-addr {addr}: {e}"))
-    })?;
+    let listener = bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on --metrics-addr {addr}: {e}")))?;
     let m = Arc::new(Metrics::new());
     tokio::spawn(serve(listener, m.clone()));
     Ok(Some(m))
@@ -249,14 +231,8 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > MAX_REQUEST {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                b"",
-                false,
-            )
-            .await;
+            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"", false)
+                .await;
         }
     }
     let head = String::from_utf8_lossy(&buf);
@@ -286,16 +262,7 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
             )
             .await
         }
-        _ => {
-            respond(
-                &mut stream,
-                "405 Method Not Allowed",
-                "text/plain",
-                b"",
-                false,
-            )
-            .await
-        }
+        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"", false).await,
     }
 }
 
@@ -356,20 +323,12 @@ mod tests {
     fn stats(seen: u64, lost: u64, processes: u64) -> Line {
         let mut hooks = std::collections::BTreeMap::new();
         hooks.insert("cgroup_write".to_string(), HookCounts { seen, lost });
-        Line::Stats(Stats {
-            events: seen,
-            lost,
-            hooks,
-            processes,
-            ..Default::default()
-        })
+        Line::Stats(Stats { events: seen, lost, hooks, processes, ..Default::default() })
     }
 
     fn value(text: &str, series: &str) -> Option<f64> {
         text.lines().find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|r| r.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
+            l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
         })
     }
 
@@ -379,35 +338,20 @@ mod tests {
         m.observe(&stats(10, 1, 50));
         m.observe(&stats(25, 3, 42));
         let t = m.render();
-        assert_eq!(
-            value(&t, r#"tracer_hook_records_total{hook="cgroup_write"}"#),
-            Some(25.0),
-            "{t}"
-        );
-        assert_eq!(
-            value(&t, r#"tracer_lost_records_total{hook="cgroup_write"}"#),
-            Some(3.0),
-            "{t}"
-        );
+        assert_eq!(value(&t, r#"tracer_hook_records_total{hook="cgroup_write"}"#), Some(25.0), "{t}");
+        assert_eq!(value(&t, r#"tracer_lost_records_total{hook="cgroup_write"}"#), Some(3.0), "{t}");
         assert_eq!(value(&t, "tracer_process_table_entries"), Some(42.0), "{t}");
         // A new session starting from zero: counted as a reset, never a decrease.
         m.observe(&stats(4, 0, 7));
         let t = m.render();
-        assert_eq!(
-            value(&t, r#"tracer_hook_records_total{hook="cgroup_write"}"#),
-            Some(29.0),
-            "{t}"
-        );
+        assert_eq!(value(&t, r#"tracer_hook_records_total{hook="cgroup_write"}"#), Some(29.0), "{t}");
     }
 
     #[test]
     fn events_and_findings_by_label() {
         let m = Metrics::new();
         for kind in [Kind::CgroupWrite, Kind::CgroupWrite, Kind::SysctlWrite] {
-            m.observe(&Line::Event(Box::new(Event {
-                kind,
-                ..Default::default()
-            })));
+            m.observe(&Line::Event(Box::new(Event { kind, ..Default::default() })));
         }
         m.observe(&Line::Finding(Finding {
             id: "rp-filter-on-cilium".into(),
@@ -425,21 +369,9 @@ mod tests {
             host: None,
         }));
         let t = m.render();
-        assert_eq!(
-            value(&t, r#"tracer_events_total{kind="cgroup_write"}"#),
-            Some(2.0),
-            "{t}"
-        );
-        assert_eq!(
-            value(&t, r#"tracer_events_total{kind="sysctl_write"}"#),
-            Some(1.0),
-            "{t}"
-        );
-        assert_eq!(
-            value(&t, r#"tracer_findings_total{id="rp-filter-on-cilium"}"#),
-            Some(1.0),
-            "{t}"
-        );
+        assert_eq!(value(&t, r#"tracer_events_total{kind="cgroup_write"}"#), Some(2.0), "{t}");
+        assert_eq!(value(&t, r#"tracer_events_total{kind="sysctl_write"}"#), Some(1.0), "{t}");
+        assert_eq!(value(&t, r#"tracer_findings_total{id="rp-filter-on-cilium"}"#), Some(1.0), "{t}");
         assert!(t.contains("# TYPE tracer_events counter"), "{t}");
         assert!(t.trim_end().ends_with("# EOF"), "{t}");
     }
@@ -453,9 +385,7 @@ mod tests {
         tokio::spawn(serve(listener, m));
         for (path, status) in [("/metrics", "200"), ("/nope", "404")] {
             let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
             let mut resp = String::new();
             s.read_to_string(&mut resp).await.unwrap();
             assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{resp}");

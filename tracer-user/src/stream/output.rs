@@ -120,11 +120,8 @@ impl<W: Write> Printer<W> {
                 if let Some(h) = host {
                     let _ = write!(s, "{}: ", clean(h));
                 }
-                let _ = write!(
-                    s,
-                    "{} events, {} lost, {} decode errors",
-                    st.events, st.lost, st.decode_errors
-                );
+                let _ =
+                    write!(s, "{} events, {} lost, {} decode errors", st.events, st.lost, st.decode_errors);
                 s.push('\n');
             }
             self.out.write_all(s.as_bytes())?;
@@ -140,10 +137,7 @@ impl<W: Write> Printer<W> {
         if lost == 0 && bad == 0 {
             return;
         }
-        self.reported.insert(
-            st.host.clone(),
-            (st.lost.max(prev.0), st.decode_errors.max(prev.1)),
-        );
+        self.reported.insert(st.host.clone(), (st.lost.max(prev.0), st.decode_errors.max(prev.1)));
         let _ = write!(s, "{} !! ", st.time.clock());
         if let Some(h) = &st.host {
             let _ = write!(s, "{}: ", clean(h));
@@ -165,13 +159,8 @@ impl<W: Write> Printer<W> {
         if bad > 0 {
             parts.push(format!("{bad} records could not be decoded"));
         }
-        let _ = writeln!(
-            s,
-            "{}; totals: {} lost, {} undecodable",
-            parts.join(", "),
-            st.lost,
-            st.decode_errors
-        );
+        let _ =
+            writeln!(s, "{}; totals: {} lost, {} undecodable", parts.join(", "), st.lost, st.decode_errors);
     }
 }
 
@@ -190,7 +179,7 @@ pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn human_header(s: &mut String, h: &HeaderLine) {
-    let attached = h.hooks.iter().filter(|k| k.state == "attached").count();
+    let attached = h.hooks.iter().filter(|k| k.state == crate::stream::schema::HookState::Attached).count();
     let _ = writeln!(
         s,
         "tracer {} on {} ({}): {}/{} hooks attached",
@@ -200,12 +189,12 @@ fn human_header(s: &mut String, h: &HeaderLine) {
         attached,
         h.hooks.len()
     );
-    for k in h.hooks.iter().filter(|k| k.state != "attached") {
+    for k in h.hooks.iter().filter(|k| k.state != crate::stream::schema::HookState::Attached) {
         let _ = writeln!(
             s,
             "  hook {} {}: {}",
             clean(&k.name),
-            clean(&k.state),
+            k.state.as_str(),
             clean(k.error.as_deref().unwrap_or("no error given"))
         );
     }
@@ -255,16 +244,8 @@ fn describe(s: &mut String, e: &Event) {
                 push_result(s, r);
             }
             if let (Some(b), Some(a)) = (&e.controllers_before, &e.controllers_after) {
-                let removed: Vec<&str> = b
-                    .iter()
-                    .filter(|c| !a.contains(c))
-                    .map(|c| c.as_str())
-                    .collect();
-                let added: Vec<&str> = a
-                    .iter()
-                    .filter(|c| !b.contains(c))
-                    .map(|c| c.as_str())
-                    .collect();
+                let removed: Vec<&str> = b.iter().filter(|c| !a.contains(c)).map(|c| c.as_str()).collect();
+                let added: Vec<&str> = a.iter().filter(|c| !b.contains(c)).map(|c| c.as_str()).collect();
                 if !removed.is_empty() || !added.is_empty() {
                     s.push_str(" (controllers");
                     for c in removed {
@@ -283,16 +264,9 @@ fn describe(s: &mut String, e: &Event) {
             push_v1_hierarchy(s, e);
         }
         Kind::SysctlWrite => {
-            let old = e
-                .old_value
-                .as_deref()
-                .map(|v| clean(v.trim()).into_owned())
-                .unwrap_or_else(|| "?".into());
-            let new = e
-                .value
-                .as_deref()
-                .map(|v| clean(v.trim()).into_owned())
-                .unwrap_or_else(|| "?".into());
+            let old =
+                e.old_value.as_deref().map(|v| clean(v.trim()).into_owned()).unwrap_or_else(|| "?".into());
+            let new = e.value.as_deref().map(|v| clean(v.trim()).into_owned()).unwrap_or_else(|| "?".into());
             let _ = write!(s, "{} {} -> {}", opt(&e.name), old, new);
             push_netns(s, e);
         }
@@ -373,9 +347,7 @@ fn describe(s: &mut String, e: &Event) {
 }
 
 fn opt(v: &Option<String>) -> std::borrow::Cow<'_, str> {
-    v.as_deref()
-        .map(clean)
-        .unwrap_or(std::borrow::Cow::Borrowed("?"))
+    v.as_deref().map(clean).unwrap_or(std::borrow::Cow::Borrowed("?"))
 }
 
 fn push_v1_hierarchy(s: &mut String, e: &Event) {
@@ -608,7 +580,10 @@ mod tests {
         l.dev = Some("cilium_net".into());
         l.up = Some(false);
         l.rp_filter = Some(2);
-        assert_eq!(one(l), "22:13:20.123 ip               link_set     dev cilium_net down rp_filter 2  pid=5 comm=ip\n");
+        assert_eq!(
+            one(l),
+            "22:13:20.123 ip               link_set     dev cilium_net down rp_filter 2  pid=5 comm=ip\n"
+        );
         let mut a = base(Kind::AddrDelete, "ip", 5);
         a.dst = Some("10.1.0.1/32".into());
         a.ifindex = Some(3);
@@ -651,8 +626,7 @@ mod tests {
             actor: "systemd".into(),
             summary: "cpuset removed from /kubepods.slice".into(),
             evidence: vec![3, 7],
-            remediation: "SystemdCgroup = true in containerd, cgroupDriver: systemd in kubelet"
-                .into(),
+            remediation: "SystemdCgroup = true in containerd, cgroupDriver: systemd in kubelet".into(),
             controller: Some("cpuset".into()),
             cgroup: Some("/kubepods.slice".into()),
             dev: None,
@@ -678,9 +652,7 @@ mod tests {
         w.severity = Severity::Warning;
         let mut p = Printer::new(Vec::new(), Format::Human { color: true });
         p.print(&Line::Finding(w)).unwrap();
-        assert!(String::from_utf8(p.into_inner())
-            .unwrap()
-            .starts_with("\x1b[33m"));
+        assert!(String::from_utf8(p.into_inner()).unwrap().starts_with("\x1b[33m"));
     }
 
     #[test]
@@ -694,40 +666,30 @@ mod tests {
             hooks: vec![
                 HookStatus {
                     name: "cgroup_write".into(),
-                    state: "attached".into(),
+                    state: crate::stream::schema::HookState::Attached,
                     error: None,
                 },
                 HookStatus {
                     name: "sysctl".into(),
-                    state: "failed".into(),
+                    state: crate::stream::schema::HookState::NotLoaded,
                     error: Some("EPERM".into()),
                 },
             ],
         };
         assert_eq!(
             human(&[Line::Header(h)]),
-            "tracer 0.1.0 on node-a (6.18.0): 1/2 hooks attached\n  hook sysctl failed: EPERM\n"
+            "tracer 0.1.0 on node-a (6.18.0): 1/2 hooks attached\n  hook sysctl not loaded: EPERM\n"
         );
     }
 
     #[test]
     fn stats_print_only_new_losses_and_final_summary() {
-        let mut st = Stats {
-            time: T,
-            events: 100,
-            ..Default::default()
-        };
+        let mut st = Stats { time: T, events: 100, ..Default::default() };
         let mut p = Printer::new(Vec::new(), Format::Human { color: false });
         p.print(&Line::Stats(st.clone())).unwrap();
         assert!(p.get_ref().is_empty());
         st.lost = 12;
-        st.hooks.insert(
-            "cgroup_write".into(),
-            HookCounts {
-                seen: 100,
-                lost: 12,
-            },
-        );
+        st.hooks.insert("cgroup_write".into(), HookCounts { seen: 100, lost: 12 });
         p.print(&Line::Stats(st.clone())).unwrap();
         // Same cumulative counts again: nothing new.
         p.print(&Line::Stats(st.clone())).unwrap();
@@ -755,14 +717,8 @@ mod tests {
         let out = String::from_utf8(p.into_inner()).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert_eq!(
-            serde_json::from_str::<Line>(lines[0]).unwrap(),
-            Line::Event(Box::new(e))
-        );
-        assert_eq!(
-            serde_json::from_str::<Line>(lines[1]).unwrap(),
-            Line::Finding(finding())
-        );
+        assert_eq!(serde_json::from_str::<Line>(lines[0]).unwrap(), Line::Event(Box::new(e)));
+        assert_eq!(serde_json::from_str::<Line>(lines[1]).unwrap(), Line::Finding(finding()));
     }
 
     #[test]
@@ -778,9 +734,7 @@ mod tests {
         }
         for format in [Format::Json, Format::Human { color: false }] {
             let mut p = Printer::new(Closed, format);
-            let err = p
-                .print(&Line::Event(Box::new(base(Kind::Signal, "x", 1))))
-                .unwrap_err();
+            let err = p.print(&Line::Event(Box::new(base(Kind::Signal, "x", 1)))).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         }
     }

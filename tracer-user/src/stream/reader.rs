@@ -44,7 +44,10 @@ impl fmt::Display for BadReason {
                 write!(f, "schema version {v}, this build reads version {SCHEMA_VERSION}; skipped until the next header")
             }
             BadReason::Truncated { bytes, error } => {
-                write!(f, "truncated last line ({bytes} bytes, no newline; the recording was cut short): {error}")
+                write!(
+                    f,
+                    "truncated last line ({bytes} bytes, no newline; the recording was cut short): {error}"
+                )
             }
             BadReason::Invalid(e) => write!(f, "corrupt line: {e}"),
             BadReason::TooLong => write!(f, "line longer than {} MiB", MAX_LINE >> 20),
@@ -109,15 +112,9 @@ impl RecordingReader {
         // the formats apart, since a short read this early means a tiny input.
         let head = raw.fill_buf()?;
         let inner: Box<dyn BufRead> = if head.starts_with(GZIP_MAGIC) {
-            Box::new(BufReader::with_capacity(
-                256 << 10,
-                flate2::bufread::MultiGzDecoder::new(raw),
-            ))
+            Box::new(BufReader::with_capacity(256 << 10, flate2::bufread::MultiGzDecoder::new(raw)))
         } else if head.starts_with(ZSTD_MAGIC) {
-            Box::new(BufReader::with_capacity(
-                256 << 10,
-                zstd::stream::read::Decoder::with_buffer(raw)?,
-            ))
+            Box::new(BufReader::with_capacity(256 << 10, zstd::stream::read::Decoder::with_buffer(raw)?))
         } else {
             Box::new(raw)
         };
@@ -153,11 +150,7 @@ impl RecordingReader {
     }
 
     fn bad(&self, reason: BadReason) -> BadLine {
-        BadLine {
-            file: self.name.clone(),
-            line_no: self.line_no,
-            reason,
-        }
+        BadLine { file: self.name.clone(), line_no: self.line_no, reason }
     }
 
     fn fatal(&mut self, reason: BadReason) -> Option<Result<Line, BadLine>> {
@@ -175,9 +168,7 @@ impl Iterator for RecordingReader {
                 return None;
             }
             self.buf.clear();
-            let read = (&mut self.inner)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut self.buf);
+            let read = (&mut self.inner).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
             let n = match read {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -233,14 +224,10 @@ impl Iterator for RecordingReader {
                 Err(e) => {
                     let error = e.to_string();
                     if !newline {
-                        return Some(Err(self.bad(BadReason::Truncated {
-                            bytes: self.buf.len(),
-                            error,
-                        })));
+                        return Some(Err(self.bad(BadReason::Truncated { bytes: self.buf.len(), error })));
                     }
                     if first {
-                        return self
-                            .fatal(BadReason::NotARecording(format!("first line: {error}")));
+                        return self.fatal(BadReason::NotARecording(format!("first line: {error}")));
                     }
                     return Some(Err(self.bad(BadReason::Invalid(error))));
                 }

@@ -33,10 +33,7 @@ impl Timestamp {
         DateTime::<Utc>::from_timestamp_nanos(self.0).to_rfc3339_opts(SecondsFormat::Nanos, true)
     }
     pub fn parse(s: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .and_then(|t| t.timestamp_nanos_opt())
-            .map(Timestamp)
+        DateTime::parse_from_rfc3339(s).ok().and_then(|t| t.timestamp_nanos_opt()).map(Timestamp)
     }
     /// `HH:MM:SS.mmm` for the human timeline.
     pub fn clock(self) -> String {
@@ -95,8 +92,7 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Timestamp::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}")))
+        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}")))
     }
 }
 
@@ -326,10 +322,40 @@ pub struct Finding {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HookStatus {
     pub name: String,
-    /// `attached`, or `failed`.
-    pub state: String,
+    pub state: HookState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Where a hook got to at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HookState {
+    #[serde(rename = "attached")]
+    Attached,
+    /// The kernel refused the program (the verifier, a missing type, no privilege).
+    /// (`failed` is how hand-written and early recordings say it.)
+    #[serde(rename = "not loaded", alias = "failed")]
+    NotLoaded,
+    /// Loaded, but the attach point refused it (no such tracepoint, no cgroup2 root).
+    #[serde(rename = "not attached")]
+    NotAttached,
+}
+
+impl HookState {
+    /// As in the JSON (`attached`, `not loaded`, `not attached`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookState::Attached => "attached",
+            HookState::NotLoaded => "not loaded",
+            HookState::NotAttached => "not attached",
+        }
+    }
+}
+
+impl std::fmt::Display for HookState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// First line of every stream.
@@ -393,14 +419,29 @@ mod tests {
             ..Default::default()
         };
         let line = serde_json::to_string(&Line::Event(Box::new(ev.clone()))).unwrap();
-        assert!(line.starts_with(r#"{"type":"event","seq":7,"time":"2023-11-14T22:13:20.123456789Z","kind":"cgroup_write""#), "{line}");
+        assert!(
+            line.starts_with(
+                r#"{"type":"event","seq":7,"time":"2023-11-14T22:13:20.123456789Z","kind":"cgroup_write""#
+            ),
+            "{line}"
+        );
         let back: Line = serde_json::from_str(&line).unwrap();
         assert_eq!(back, Line::Event(Box::new(ev)));
     }
 
     #[test]
     fn fast_time_format_matches_chrono() {
-        for t in [0i64, 1, 999_999_999, 1_700_000_000_123_456_789, 1_700_000_000_000_000_000, -1, -1_500_000_001, i64::MAX, i64::MIN] {
+        for t in [
+            0i64,
+            1,
+            999_999_999,
+            1_700_000_000_123_456_789,
+            1_700_000_000_000_000_000,
+            -1,
+            -1_500_000_001,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let ts = Timestamp(t);
             let mut buf = [0u8; 30];
             assert_eq!(ts.format_fast(&mut buf).map(str::to_string), Some(ts.to_rfc3339()), "{t}");

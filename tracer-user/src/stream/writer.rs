@@ -69,26 +69,17 @@ pub enum RecordError {
         if *.cut_back { " (the file was cut back to its last complete line)" } else { "" },
         if .dropped_lines > &0 { format!("; {} buffered lines were not written", .dropped_lines) } else { String::new() }
     )]
-    Write {
-        path: String,
-        source: io::Error,
-        kept_lines: u64,
-        dropped_lines: u64,
-        cut_back: bool,
-    },
+    Write { path: String, source: io::Error, kept_lines: u64, dropped_lines: u64, cut_back: bool },
     /// A write failed and cutting the file back failed too: it may end with a partial
     /// line, which `tracer replay` reports and skips.
     #[error(
         "writing recording {path} failed: {source}, and cutting it back to its last complete line failed: {truncate_error}. The {kept_lines} lines before the failure are readable with `tracer replay`; the last line may be partial and will be reported as such"
     )]
-    WriteNotCut {
-        path: String,
-        source: io::Error,
-        truncate_error: io::Error,
-        kept_lines: u64,
-    },
+    WriteNotCut { path: String, source: io::Error, truncate_error: io::Error, kept_lines: u64 },
     /// Starting a new part failed.
-    #[error("rotating recording {path} failed: {source}. The parts written so far are complete and readable")]
+    #[error(
+        "rotating recording {path} failed: {source}. The parts written so far are complete and readable"
+    )]
     Rotate { path: String, source: io::Error },
     /// fsync at close failed: the data may not be on disk.
     #[error("syncing recording {path} to disk failed: {source}")]
@@ -178,21 +169,14 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     /// Create `path` (`-`: stdout) and write the header line.
-    pub fn create(
-        path: &Path,
-        header: &HeaderLine,
-        opts: WriterOptions,
-    ) -> Result<Self, RecordError> {
+    pub fn create(path: &Path, header: &HeaderLine, opts: WriterOptions) -> Result<Self, RecordError> {
         if path == Path::new("-") {
             let mut opts = opts;
             opts.rotate_size = None;
             return Self::with_sink("-".into(), Box::new(StdoutSink(io::stdout())), header, opts);
         }
         let display = path.display().to_string();
-        let file = open_part(path).map_err(|source| RecordError::Create {
-            path: display.clone(),
-            source,
-        })?;
+        let file = open_part(path).map_err(|source| RecordError::Create { path: display.clone(), source })?;
         let mut w = Self::with_sink(display, Box::new(file), header, opts)?;
         w.path = Some(path.to_path_buf());
         Ok(w)
@@ -205,16 +189,11 @@ impl RecordWriter {
         header: &HeaderLine,
         opts: WriterOptions,
     ) -> Result<Self, RecordError> {
-        let mut header_json =
-            serde_json::to_vec(&Line::Header(header.clone())).expect("header serializes");
+        let mut header_json = serde_json::to_vec(&Line::Header(header.clone())).expect("header serializes");
         header_json.push(b'\n');
         let mut w = RecordWriter {
             path: None,
-            summary: RecordSummary {
-                path: name.clone(),
-                parts: 1,
-                ..Default::default()
-            },
+            summary: RecordSummary { path: name.clone(), parts: 1, ..Default::default() },
             display: name,
             opts,
             header: header_json,
@@ -244,9 +223,7 @@ impl RecordWriter {
     /// ignored: each part gets the writer's own). Flushes on findings and when due.
     pub fn write_line(&mut self, line: &Line) -> Result<(), RecordError> {
         if self.failed {
-            return Err(RecordError::Failed {
-                path: self.display.clone(),
-            });
+            return Err(RecordError::Failed { path: self.display.clone() });
         }
         match line {
             Line::Header(_) => return Ok(()),
@@ -287,9 +264,7 @@ impl RecordWriter {
     /// and the writer refuses further lines.
     pub fn flush(&mut self) -> Result<(), RecordError> {
         if self.failed {
-            return Err(RecordError::Failed {
-                path: self.display.clone(),
-            });
+            return Err(RecordError::Failed { path: self.display.clone() });
         }
         if self.buf.is_empty() {
             return Ok(());
@@ -320,10 +295,7 @@ impl RecordWriter {
             return Ok(());
         };
         self.failed = true;
-        let whole = self.buf[..written]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
+        let whole = self.buf[..written].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let kept_in_buf = self.buf[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
         let kept_lines = self.part_lines + kept_in_buf;
         let dropped_lines = self.buf_lines - kept_in_buf;
@@ -344,13 +316,7 @@ impl RecordWriter {
             }
         }
         self.buf.clear();
-        Err(RecordError::Write {
-            path: self.display.clone(),
-            source,
-            kept_lines,
-            dropped_lines,
-            cut_back,
-        })
+        Err(RecordError::Write { path: self.display.clone(), source, kept_lines, dropped_lines, cut_back })
     }
 
     /// Close the current part and start a new one: FILE -> FILE.1 -> FILE.2 ..., the
@@ -358,10 +324,7 @@ impl RecordWriter {
     fn rotate(&mut self) -> Result<(), RecordError> {
         self.flush()?;
         let path = self.path.clone().expect("rotation needs a file");
-        let rot_err = |source| RecordError::Rotate {
-            path: path.display().to_string(),
-            source,
-        };
+        let rot_err = |source| RecordError::Rotate { path: path.display().to_string(), source };
         self.sink.sync().map_err(rot_err)?;
         let max = self.opts.max_files.max(1);
         let part = |i: u32| -> PathBuf {
@@ -389,10 +352,7 @@ impl RecordWriter {
     /// Flush, fsync and close.
     pub fn close(mut self) -> Result<RecordSummary, RecordError> {
         self.flush()?;
-        self.sink.sync().map_err(|source| RecordError::Sync {
-            path: self.display.clone(),
-            source,
-        })?;
+        self.sink.sync().map_err(|source| RecordError::Sync { path: self.display.clone(), source })?;
         Ok(self.summary)
     }
 

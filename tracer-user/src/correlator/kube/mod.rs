@@ -139,11 +139,7 @@ pub fn outside_container(path: &str) -> Option<(Option<String>, String, String)>
     if parts.next().is_some() || !slice.ends_with(".slice") || runtime.is_empty() || id.is_empty() {
         return None;
     }
-    Some((
-        pod_uid_of(slice).or(info.pod_uid),
-        runtime.to_string(),
-        id.to_string(),
-    ))
+    Some((pod_uid_of(slice).or(info.pod_uid), runtime.to_string(), id.to_string()))
 }
 
 #[cfg(test)]
@@ -156,24 +152,15 @@ mod tests {
     fn systemd_and_cgroupfs_levels() {
         let l = |p: &str| kube_path(p).map(|k| k.level);
         assert_eq!(l("/kubepods.slice"), Some(Level::Root));
-        assert_eq!(
-            l("/kubepods.slice/kubepods-burstable.slice"),
-            Some(Level::Qos)
-        );
+        assert_eq!(l("/kubepods.slice/kubepods-burstable.slice"), Some(Level::Qos));
         let pod = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice";
         let k = kube_path(pod).unwrap();
         assert_eq!((k.level, k.pod_uid.as_deref()), (Level::Pod, Some(UID)));
-        assert_eq!(
-            l(&format!("{pod}/cri-containerd-0123456789abcdef.scope")),
-            Some(Level::Container)
-        );
+        assert_eq!(l(&format!("{pod}/cri-containerd-0123456789abcdef.scope")), Some(Level::Container));
         assert_eq!(l(&format!("{pod}/abc")), Some(Level::Container));
         assert_eq!(l(&format!("/kubepods/pod{UID}")), Some(Level::Pod));
         assert_eq!(l("/kubepods/besteffort"), Some(Level::Qos));
-        assert_eq!(
-            l(&format!("/kubepods/besteffort/pod{UID}/0123abcd")),
-            Some(Level::Container)
-        );
+        assert_eq!(l(&format!("/kubepods/besteffort/pod{UID}/0123abcd")), Some(Level::Container));
         assert_eq!(
             l("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice"),
             Some(Level::Qos)
@@ -185,20 +172,10 @@ mod tests {
     #[test]
     fn driver_mismatch_tell_tale() {
         let p = "/system.slice/kubepods-besteffort-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice:cri-containerd:abcdef";
-        assert_eq!(
-            outside_container(p),
-            Some((Some(UID.into()), "containerd".into(), "abcdef".into()))
-        );
-        let p =
-            "/system.slice/kubepods-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice:k3s-runtime:x1";
-        assert_eq!(
-            outside_container(p),
-            Some((Some(UID.into()), "k3s-runtime".into(), "x1".into()))
-        );
+        assert_eq!(outside_container(p), Some((Some(UID.into()), "containerd".into(), "abcdef".into())));
+        let p = "/system.slice/kubepods-pod0d4c2c8e_4a6b_4b8e_9d4c_2c8e4a6b4b8e.slice:k3s-runtime:x1";
+        assert_eq!(outside_container(p), Some((Some(UID.into()), "k3s-runtime".into(), "x1".into())));
         assert_eq!(outside_container("/system.slice/containerd.service"), None);
-        assert_eq!(
-            outside_container("/kubepods.slice/x.slice:cri-containerd:abc"),
-            None
-        );
+        assert_eq!(outside_container("/kubepods.slice/x.slice:cri-containerd:abc"), None);
     }
 }

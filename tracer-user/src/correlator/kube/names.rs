@@ -78,11 +78,7 @@ pub fn parse(path: &str) -> CgroupInfo {
             info.unit = Some(comp.to_string());
         }
         if let Some(c) = colon_container(comp) {
-            info.pod_uid = c
-                .pod
-                .as_ref()
-                .map(|p| p.uid.clone())
-                .or(info.pod_uid.take());
+            info.pod_uid = c.pod.as_ref().map(|p| p.uid.clone()).or(info.pod_uid.take());
             if let Some(q) = c.pod.and_then(|p| p.qos) {
                 info.qos = Some(q);
             }
@@ -107,9 +103,10 @@ pub fn parse(path: &str) -> CgroupInfo {
                 SliceKube::Qos(_) => {}
                 SliceKube::Pod(p) => {
                     // Also outside kubepods: a pod slice in the wrong place is still a pod.
-                    info.qos = p.qos.or(info.qos.take()).or_else(|| {
-                        (info.level == Some(KubeLevel::Root)).then(|| "guaranteed".to_string())
-                    });
+                    info.qos = p
+                        .qos
+                        .or(info.qos.take())
+                        .or_else(|| (info.level == Some(KubeLevel::Root)).then(|| "guaranteed".to_string()));
                     info.pod_uid = Some(p.uid);
                     if info.in_kubepods {
                         info.level = Some(KubeLevel::Pod);
@@ -154,10 +151,7 @@ pub fn parse(path: &str) -> CgroupInfo {
     if !info.in_kubepods {
         info.level = None;
     }
-    info.kubelet_owned = matches!(
-        info.level,
-        Some(KubeLevel::Root | KubeLevel::Qos | KubeLevel::Pod)
-    );
+    info.kubelet_owned = matches!(info.level, Some(KubeLevel::Root | KubeLevel::Qos | KubeLevel::Pod));
     info.outside_kubepods_container = !info.in_kubepods
         && info.container_id.is_some()
         && (cri_named || matches!(info.runtime.as_deref(), Some("containerd" | "crio")));
@@ -165,9 +159,7 @@ pub fn parse(path: &str) -> CgroupInfo {
 }
 
 fn is_unit(comp: &str) -> bool {
-    UNIT_SUFFIXES
-        .iter()
-        .any(|s| comp.len() > s.len() && comp.ends_with(s) && !comp.contains(':'))
+    UNIT_SUFFIXES.iter().any(|s| comp.len() > s.len() && comp.ends_with(s) && !comp.contains(':'))
 }
 
 struct PodName {
@@ -209,10 +201,7 @@ fn kube_slice_stem(stem: &str) -> Option<SliceKube> {
         [q, p] => {
             let q = qos_of(q)?;
             let uid = p.strip_prefix("pod").and_then(pod_uid)?;
-            Some(SliceKube::Pod(PodName {
-                qos: Some(q.to_string()),
-                uid,
-            }))
+            Some(SliceKube::Pod(PodName { qos: Some(q.to_string()), uid }))
         }
         _ => None,
     }
@@ -223,8 +212,7 @@ fn kube_slice_stem(stem: &str) -> Option<SliceKube> {
 fn pod_uid(s: &str) -> Option<String> {
     let hex = s.chars().filter(|c| c.is_ascii_hexdigit()).count();
     let ok = hex == 32
-        && s.chars()
-            .all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_')
+        && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_')
         && (s.len() == 32 || s.len() == 36);
     ok.then(|| s.replace('_', "-"))
 }
@@ -349,9 +337,8 @@ mod tests {
 
     #[test]
     fn systemd_pod_slice() {
-        let i = parse(&format!(
-            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice"
-        ));
+        let i =
+            parse(&format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice"));
         assert_eq!(
             (i.level, i.qos.as_deref(), i.pod_uid.as_deref()),
             (Some(KubeLevel::Pod), Some("besteffort"), Some(UID))
@@ -373,9 +360,7 @@ mod tests {
     #[test]
     fn static_pod_uid_without_dashes() {
         let uid = "8f1b4c2d9e0a7b6c5d4e3f2a1b0c9d8e";
-        let i = parse(&format!(
-            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice"
-        ));
+        let i = parse(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice"));
         assert_eq!(i.pod_uid.as_deref(), Some(uid));
     }
 
@@ -401,15 +386,9 @@ mod tests {
     #[test]
     fn cgroupfs_levels() {
         let i = parse("/kubepods");
-        assert_eq!(
-            (i.level, i.kubelet_owned, i.qos.clone()),
-            (Some(KubeLevel::Root), true, None)
-        );
+        assert_eq!((i.level, i.kubelet_owned, i.qos.clone()), (Some(KubeLevel::Root), true, None));
         let i = parse("/kubepods/besteffort");
-        assert_eq!(
-            (i.level, i.qos.as_deref()),
-            (Some(KubeLevel::Qos), Some("besteffort"))
-        );
+        assert_eq!((i.level, i.qos.as_deref()), (Some(KubeLevel::Qos), Some("besteffort")));
         let i = parse(&format!("/kubepods/pod{UID}"));
         assert_eq!(
             (i.level, i.qos.as_deref(), i.pod_uid.as_deref()),
@@ -425,31 +404,18 @@ mod tests {
 
     #[test]
     fn crio_and_docker_scopes() {
-        let i = parse(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope"));
-        assert_eq!(
-            (i.runtime.as_deref(), i.container_id.as_deref()),
-            (Some("crio"), Some(ID))
-        );
-        let i = parse(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope"));
-        assert_eq!(
-            (i.runtime.as_deref(), i.container_id.as_deref()),
-            (Some("crio"), Some(ID))
-        );
         let i = parse(&format!(
-            "/kubepods.slice/kubepods-pod{UID_}.slice/docker-{ID}.scope"
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope"
         ));
-        assert_eq!(
-            (i.runtime.as_deref(), i.level),
-            (Some("docker"), Some(KubeLevel::Container))
-        );
+        assert_eq!((i.runtime.as_deref(), i.container_id.as_deref()), (Some("crio"), Some(ID)));
+        let i = parse(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope"));
+        assert_eq!((i.runtime.as_deref(), i.container_id.as_deref()), (Some("crio"), Some(ID)));
+        let i = parse(&format!("/kubepods.slice/kubepods-pod{UID_}.slice/docker-{ID}.scope"));
+        assert_eq!((i.runtime.as_deref(), i.level), (Some("docker"), Some(KubeLevel::Container)));
         // cgroupfs driver with crio's prefix.
         let i = parse(&format!("/kubepods/besteffort/pod{UID}/crio-{ID}"));
         assert_eq!(
-            (
-                i.runtime.as_deref(),
-                i.container_id.as_deref(),
-                i.unit.clone()
-            ),
+            (i.runtime.as_deref(), i.container_id.as_deref(), i.unit.clone()),
             (Some("crio"), Some(ID), None)
         );
     }
@@ -457,13 +423,7 @@ mod tests {
     #[test]
     fn system_services() {
         let i = parse("/system.slice/containerd.service");
-        assert_eq!(
-            i,
-            CgroupInfo {
-                unit: s("containerd.service"),
-                ..Default::default()
-            }
-        );
+        assert_eq!(i, CgroupInfo { unit: s("containerd.service"), ..Default::default() });
         let i = parse("/system.slice/kubelet.service");
         assert_eq!(i.unit, s("kubelet.service"));
         assert!(!i.in_kubepods && !i.kubelet_owned);
@@ -471,9 +431,7 @@ mod tests {
 
     #[test]
     fn driver_mismatch_colon_form() {
-        let i = parse(&format!(
-            "/system.slice/kubepods-besteffort-pod{UID_}.slice:cri-containerd:{ID}"
-        ));
+        let i = parse(&format!("/system.slice/kubepods-besteffort-pod{UID_}.slice:cri-containerd:{ID}"));
         assert_eq!(
             i,
             CgroupInfo {
@@ -489,21 +447,16 @@ mod tests {
             }
         );
         // Under containerd's own service cgroup.
-        let i = parse(&format!("/system.slice/containerd.service/kubepods-burstable-pod{UID_}.slice:cri-containerd:{ID}"));
+        let i = parse(&format!(
+            "/system.slice/containerd.service/kubepods-burstable-pod{UID_}.slice:cri-containerd:{ID}"
+        ));
         assert!(i.outside_kubepods_container);
-        assert_eq!(
-            (i.unit.as_deref(), i.qos.as_deref()),
-            (Some("containerd.service"), Some("burstable"))
-        );
+        assert_eq!((i.unit.as_deref(), i.qos.as_deref()), (Some("containerd.service"), Some("burstable")));
         // Short ids (as in hand-written fixtures) and a slice that is not a pod's.
         let i = parse("/system.slice/kubepods-besteffort.slice:crio:cc");
         assert!(i.outside_kubepods_container);
         assert_eq!(
-            (
-                i.runtime.as_deref(),
-                i.container_id.as_deref(),
-                i.pod_uid.clone()
-            ),
+            (i.runtime.as_deref(), i.container_id.as_deref(), i.pod_uid.clone()),
             (Some("crio"), Some("cc"), None)
         );
     }
@@ -512,10 +465,7 @@ mod tests {
     fn driver_mismatch_scope_outside_kubepods() {
         let i = parse(&format!("/system.slice/cri-containerd-{ID}.scope"));
         assert!(i.outside_kubepods_container);
-        assert_eq!(
-            (i.runtime.as_deref(), i.container_id.as_deref()),
-            (Some("containerd"), Some(ID))
-        );
+        assert_eq!((i.runtime.as_deref(), i.container_id.as_deref()), (Some("containerd"), Some(ID)));
         assert_eq!(i.level, None);
         let i = parse(&format!("/system.slice/crio-{ID}.scope"));
         assert!(i.outside_kubepods_container);
@@ -560,22 +510,15 @@ mod tests {
             "/kubepods-foo-bar-baz.slice",
         ] {
             let i = parse(g);
-            assert!(
-                !i.kubelet_owned && !i.outside_kubepods_container && i.pod_uid.is_none(),
-                "{g}: {i:?}"
-            );
+            assert!(!i.kubelet_owned && !i.outside_kubepods_container && i.pod_uid.is_none(), "{g}: {i:?}");
         }
-        assert_eq!(
-            parse("/\u{0}\u{ffff}/é.scope").unit.as_deref(),
-            Some("é.scope")
-        );
+        assert_eq!(parse("/\u{0}\u{ffff}/é.scope").unit.as_deref(), Some("é.scope"));
     }
 
     #[test]
     fn trailing_slash_and_nested_container_cgroups() {
-        let i = parse(&format!(
-            "/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope/init.scope/"
-        ));
+        let i =
+            parse(&format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope/init.scope/"));
         assert_eq!(
             (i.level, i.container_id.as_deref(), i.unit.as_deref()),
             (Some(KubeLevel::Container), Some(ID), Some("init.scope"))
@@ -585,9 +528,6 @@ mod tests {
     #[test]
     fn serializes_snake_case() {
         let j = serde_json::to_string(&parse("/kubepods.slice")).unwrap();
-        assert!(
-            j.contains(r#""level":"root""#) && j.contains(r#""kubelet_owned":true"#),
-            "{j}"
-        );
+        assert!(j.contains(r#""level":"root""#) && j.contains(r#""kubelet_owned":true"#), "{j}");
     }
 }

@@ -1,15 +1,15 @@
 //! The recording writer and loop, against a fake line source.
 use super::*;
-use crate::stream::writer::*;
-use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 use crate::cli::record_args::*;
 use crate::stream::filter::{Filter, FilterArgs};
 use crate::stream::schema::{Event, Finding, HeaderLine, HookStatus, Kind, Line, Severity, Stats, Timestamp};
+use crate::stream::writer::*;
 use std::collections::VecDeque;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 /// A directory under the system temp dir, removed on drop.
 pub(crate) struct TempDir(pub PathBuf);
@@ -41,7 +41,7 @@ pub(crate) fn header(host: &str) -> HeaderLine {
         started_at: Timestamp(1_700_000_000_000_000_000),
         hooks: vec![HookStatus {
             name: "cgroup_write".into(),
-            state: "attached".into(),
+            state: crate::stream::schema::HookState::Attached,
             error: None,
         }],
     }
@@ -136,11 +136,7 @@ impl LineSource for FakeSource {
 }
 
 fn read_lines(p: &Path) -> Vec<Line> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
@@ -177,10 +173,7 @@ fn file_is_0600_and_starts_with_header() {
     let mut w = RecordWriter::create(&p, &header("n"), WriterOptions::default()).unwrap();
     w.write_line(&event(1)).unwrap();
     let s = w.close().unwrap();
-    assert_eq!(
-        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(read_lines(&p), vec![Line::Header(header("n")), event(1)]);
     assert_eq!((s.lines, s.events, s.parts), (2, 1, 1));
 }
@@ -213,11 +206,8 @@ fn symlink_is_not_followed() {
 fn flushes_on_findings_and_by_count() {
     let dir = TempDir::new("rec-flush");
     let p = dir.0.join("rec.jsonl");
-    let opts = WriterOptions {
-        flush_lines: 3,
-        flush_interval: Duration::from_secs(3600),
-        ..Default::default()
-    };
+    let opts =
+        WriterOptions { flush_lines: 3, flush_interval: Duration::from_secs(3600), ..Default::default() };
     let mut w = RecordWriter::create(&p, &header("n"), opts).unwrap();
     let count = || std::fs::read_to_string(&p).unwrap().lines().count();
     assert_eq!(count(), 1, "header is flushed at once");
@@ -238,10 +228,7 @@ fn rotation_keeps_max_files_each_with_header() {
     let dir = TempDir::new("rec-rotate");
     let p = dir.0.join("rec.jsonl");
     let one = serde_json::to_vec(&event(1000)).unwrap().len() as u64 + 1;
-    let hdr = serde_json::to_vec(&Line::Header(header("n")))
-        .unwrap()
-        .len() as u64
-        + 1;
+    let hdr = serde_json::to_vec(&Line::Header(header("n"))).unwrap().len() as u64 + 1;
     // Room for the header and 3 events per part.
     let opts = WriterOptions {
         rotate_size: Some(hdr + 3 * one + 2),
@@ -258,11 +245,7 @@ fn rotation_keeps_max_files_each_with_header() {
     assert_eq!(s.parts, 4);
     let part = |name: &str| read_lines(&dir.0.join(name));
     let seqs = |lines: &[Line]| -> Vec<u64> {
-        assert_eq!(
-            lines[0],
-            Line::Header(header("n")),
-            "each part starts with the header"
-        );
+        assert_eq!(lines[0], Line::Header(header("n")), "each part starts with the header");
         lines[1..]
             .iter()
             .map(|l| match l {
@@ -284,12 +267,7 @@ fn rotation_keeps_max_files_each_with_header() {
 fn rotation_with_one_file_restarts_it() {
     let dir = TempDir::new("rec-rotate1");
     let p = dir.0.join("r");
-    let opts = WriterOptions {
-        rotate_size: Some(1),
-        max_files: 1,
-        flush_lines: 1,
-        ..Default::default()
-    };
+    let opts = WriterOptions { rotate_size: Some(1), max_files: 1, flush_lines: 1, ..Default::default() };
     let mut w = RecordWriter::create(&p, &header("n"), opts).unwrap();
     for seq in 1..=3 {
         w.write_line(&event(seq)).unwrap();
@@ -331,33 +309,13 @@ impl Sink for FullDisk {
 
 #[test]
 fn failed_write_cuts_back_to_last_complete_line() {
-    let hdr = serde_json::to_vec(&Line::Header(header("n")))
-        .unwrap()
-        .len()
-        + 1;
+    let hdr = serde_json::to_vec(&Line::Header(header("n"))).unwrap().len() + 1;
     let one = serde_json::to_vec(&event(1)).unwrap().len() + 1;
-    for (room, kept) in [
-        (hdr + 2 * one + 37, 3),
-        (hdr + 2 * one, 3),
-        (hdr + 5, 1),
-        (hdr - 3, 0),
-    ] {
+    for (room, kept) in [(hdr + 2 * one + 37, 3), (hdr + 2 * one, 3), (hdr + 5, 1), (hdr - 3, 0)] {
         let data = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = FullDisk {
-            data: data.clone(),
-            room,
-            can_truncate: true,
-        };
-        let opts = WriterOptions {
-            flush_lines: 2,
-            ..Default::default()
-        };
-        let w = RecordWriter::with_sink(
-            "/var/log/rec.jsonl".into(),
-            Box::new(sink),
-            &header("n"),
-            opts,
-        );
+        let sink = FullDisk { data: data.clone(), room, can_truncate: true };
+        let opts = WriterOptions { flush_lines: 2, ..Default::default() };
+        let w = RecordWriter::with_sink("/var/log/rec.jsonl".into(), Box::new(sink), &header("n"), opts);
         let mut w = match w {
             Ok(w) => w,
             Err(e) => {
@@ -382,41 +340,23 @@ fn failed_write_cuts_back_to_last_complete_line() {
         assert!(msg.contains("complete and readable"), "{msg}");
         let data = data.lock().unwrap();
         assert!(data.ends_with(b"\n"));
-        let lines: Vec<Line> = std::str::from_utf8(&data)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<Line> =
+            std::str::from_utf8(&data).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let want = [Line::Header(header("n")), event(1), event(2)];
         assert_eq!(lines, want[..kept], "room {room}");
         assert!(msg.contains(&format!("The {kept} lines")), "{msg}");
         // Writer refuses further lines.
-        assert!(matches!(
-            w.write_line(&event(99)),
-            Err(RecordError::Failed { .. })
-        ));
+        assert!(matches!(w.write_line(&event(99)), Err(RecordError::Failed { .. })));
     }
 }
 
 #[test]
 fn failed_write_on_a_pipe_says_it_could_not_cut() {
     let data = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let hdr = serde_json::to_vec(&Line::Header(header("n")))
-        .unwrap()
-        .len()
-        + 1;
-    let sink = FullDisk {
-        data: data.clone(),
-        room: hdr + 10,
-        can_truncate: false,
-    };
-    let mut w = RecordWriter::with_sink(
-        "-".into(),
-        Box::new(sink),
-        &header("n"),
-        WriterOptions::default(),
-    )
-    .unwrap();
+    let hdr = serde_json::to_vec(&Line::Header(header("n"))).unwrap().len() + 1;
+    let sink = FullDisk { data: data.clone(), room: hdr + 10, can_truncate: false };
+    let mut w =
+        RecordWriter::with_sink("-".into(), Box::new(sink), &header("n"), WriterOptions::default()).unwrap();
     let msg = w.write_line(&finding(1)).unwrap_err().to_string();
     assert!(!msg.contains("cut back"), "{msg}");
     match w.write_line(&event(1)) {
@@ -442,10 +382,7 @@ async fn stop_drains_buffered_lines_and_final_stats() {
     let s = s.unwrap();
     let lines = read_lines(&p);
     assert_eq!(lines.len(), 7);
-    assert_eq!(
-        &lines[1..6],
-        &[event(1), finding(1), event(2), event(3), event(4)]
-    );
+    assert_eq!(&lines[1..6], &[event(1), finding(1), event(2), event(3), event(4)]);
     assert!(matches!(lines[6], Line::Stats(_)));
     assert_eq!((s.events, s.findings, s.stats), (4, 1, 1));
 }
@@ -461,13 +398,8 @@ async fn duration_stops_and_filter_applies() {
     let src = FakeSource::new(vec![event(1), other], vec![event(3)]);
     let w = RecordWriter::create(&p, src.header(), WriterOptions::default()).unwrap();
     let (_tx, rx) = tokio::sync::mpsc::channel::<()>(1);
-    let filter = Filter::new(&FilterArgs {
-        actors: vec!["systemd".into()],
-        ..Default::default()
-    });
-    record_loop(w, &filter, src, Some(Duration::from_millis(30)), rx)
-        .await
-        .unwrap();
+    let filter = Filter::new(&FilterArgs { actors: vec!["systemd".into()], ..Default::default() });
+    record_loop(w, &filter, src, Some(Duration::from_millis(30)), rx).await.unwrap();
     let lines = read_lines(&p);
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert_eq!(&lines[1..3], &[event(1), event(3)]);

@@ -29,6 +29,8 @@ pub struct ReplaySummary {
     /// All bad lines, and the first [`MAX_BAD_KEPT`] of them.
     pub bad_lines: u64,
     pub bad: Vec<BadLine>,
+    /// Inputs that were not tracer recordings at all (empty, or no header first).
+    pub not_recordings: Vec<String>,
 }
 
 /// Bad lines listed in the summary (all are counted).
@@ -48,14 +50,7 @@ impl ReplaySummary {
             if self.hosts.is_empty() {
                 String::new()
             } else {
-                format!(
-                    " ({})",
-                    self.hosts
-                        .iter()
-                        .map(|h| clean(h))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                format!(" ({})", self.hosts.iter().map(|h| clean(h)).collect::<Vec<_>>().join(", "))
             },
             self.events,
             self.events_shown,
@@ -86,11 +81,7 @@ impl ReplaySummary {
                 let _ = writeln!(s, "  {}", clean(&b.to_string()));
             }
             if self.bad_lines > self.bad.len() as u64 {
-                let _ = writeln!(
-                    s,
-                    "  ... and {} more",
-                    self.bad_lines - self.bad.len() as u64
-                );
+                let _ = writeln!(s, "  ... and {} more", self.bad_lines - self.bad.len() as u64);
             }
         } else {
             let _ = writeln!(s, "bad lines: 0");
