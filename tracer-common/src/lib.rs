@@ -221,7 +221,8 @@ pub struct CgroupWriteEnter {
     pub flags: u32,
     pub syscall: u32,
     pub fd: i32,
-    /// `cgroup::subtree_control` before the write (bit per controller id).
+    /// `cgroup::subtree_control` before the write (bit per controller id), or
+    /// [`MASK_UNKNOWN`] when the kernel could not read it.
     pub subtree_before: u16,
     pub value_len: u16,
     /// Path components in this record (`path[..path_len]`), leaf (the cgroup dir) first.
@@ -232,6 +233,13 @@ pub struct CgroupWriteEnter {
     /// The cgroup's path components, `path[0]` the cgroup itself, up to the root.
     pub path: [[u8; NAME_LEN]; MAX_DEPTH],
 }
+
+/// A `subtree_control` mask the program could not read (no `struct cgroup` behind the
+/// file, or the read faulted). Never a real mask: the kernel has fewer than 16
+/// controllers (`CGROUP_SUBSYS_COUNT`), so not every bit can be set. An empty mask (0)
+/// is a real, empty `subtree_control`: systemd writes `-cpu -cpuset ...` into those of
+/// every slice it creates.
+pub const MASK_UNKNOWN: u16 = u16::MAX;
 
 /// Bytes of a [`CgroupWriteEnter`] before `value`.
 pub const CGROUP_WRITE_ENTER_HEAD: usize = 96 + 48 + NAME_LEN;
@@ -245,7 +253,7 @@ pub struct CgroupWriteExit {
     pub header: Header,
     /// Syscall return value: bytes written or negative errno.
     pub result: i64,
-    /// `cgroup::subtree_control` after the write.
+    /// `cgroup::subtree_control` after the write, or [`MASK_UNKNOWN`].
     pub subtree_after: u16,
     pub _pad: [u16; 3],
 }

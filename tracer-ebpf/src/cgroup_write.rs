@@ -20,7 +20,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     counter, flags, kind, sysno, CgroupWriteEnter, CgroupWriteExit, Header, CGROUP2_SUPER_MAGIC,
-    CGROUP_SUPER_MAGIC, CGROUP_WRITE_ENTER_FIXED, CGROUP_WRITE_ENTER_HEAD, MAX_DEPTH, NAME_LEN, VALUE_LEN,
+    CGROUP_SUPER_MAGIC, CGROUP_WRITE_ENTER_FIXED, CGROUP_WRITE_ENTER_HEAD, MASK_UNKNOWN, MAX_DEPTH, NAME_LEN,
+    VALUE_LEN,
 };
 
 use crate::kernel::{self, off, read, read_ptr};
@@ -94,7 +95,7 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
     r.cgroup_id = read::<u64>(dir, off!(kn_id)).unwrap_or(0);
     let cgrp = read_ptr(dir, off!(kn_priv)).unwrap_or(core::ptr::null());
     r.hierarchy_id = kernel::hierarchy_id(cgrp);
-    r.subtree_before = read::<u16>(cgrp, off!(cgroup_subtree_control)).unwrap_or(0);
+    r.subtree_before = read::<u16>(cgrp, off!(cgroup_subtree_control)).unwrap_or(MASK_UNKNOWN);
     let key = SentKey { id: r.cgroup_id, hierarchy_id: r.hierarchy_id, _pad: 0 };
     let sent = r.cgroup_id != 0 && unsafe { SENT.get(key) }.is_some();
     if sent {
@@ -237,7 +238,7 @@ pub fn exit(tid: u32, ret: i64) -> Result<(), i64> {
         parent_comm: [0; 16],
     };
     e.result = ret;
-    e.subtree_after = read::<u16>(cgrp as *const u8, off!(cgroup_subtree_control)).unwrap_or(0);
+    e.subtree_after = read::<u16>(cgrp as *const u8, off!(cgroup_subtree_control)).unwrap_or(MASK_UNKNOWN);
     e._pad = [0; 3];
     entry.submit(0);
     bump(&SEEN, counter::CGROUP_WRITE_RESULT);

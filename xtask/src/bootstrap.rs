@@ -207,6 +207,21 @@ pub fn apt_packages() -> Result<()> {
     Ok(())
 }
 
+/// Installs these packages (root), waiting for another apt's lock.
+pub fn apt_install(pkgs: &[&str]) -> Result<()> {
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["-o", "DPkg::Lock::Timeout=600"]).args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    if let Err(e) = run(&mut apt(&["update", "-q"])) {
+        eprintln!("xtask: warning: {e:#}; trying to install from the existing package lists");
+    }
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(pkgs);
+    run(&mut apt(&args)).with_context(|| format!("apt-get install {} failed", pkgs.join(" ")))
+}
+
 /// Without apt, check for the commands the required packages provide.
 fn check_required_tools() -> Result<()> {
     let sbin = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].iter().any(|p| Path::new(p).exists());

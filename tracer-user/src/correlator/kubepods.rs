@@ -1,18 +1,34 @@
 //! `kubepods-controller-removed`: a controller kubelet requires disappears from
-//! `cgroup.subtree_control` of a kubepods cgroup (root, QoS or pod level) by a writer
-//! other than kubelet (incident 1: systemd realizing a unit it does not own drops
-//! `cpuset`; kubelet's `Validate()` then fails and it kills the pod).
+//! `cgroup.subtree_control` of a cgroup kubelet validates (incident 1: systemd realizing
+//! a unit it does not own drops `cpuset`; kubelet's `Validate()` then fails and it kills
+//! the pod).
 //!
-//! Emission: the finding is emitted at the removal (live users see it with the event,
-//! `details.phase = "removed"`). The removal opens a window of [`WINDOW_NS`]; when it
-//! closes (a later event's time, [`Detector::tick`], or the end of the stream), a second
+//! What counts, as the real systemd 252 as PID 1 requires (seen in the VM suite):
+//! - **A removal is a controller the kernel had enabled and no longer has.** systemd
+//!   writes `-cpu`, `-cpuset`, `-io`, `-memory`, `-pids` one by one into the
+//!   `subtree_control` of every cgroup it realizes, including the still empty one of a
+//!   slice it just created: those writes remove nothing and are no finding. The kernel's
+//!   masks before and after the write decide; only a recording without them falls back
+//!   to the written tokens minus what is known to be off. A write that failed (`EBUSY`:
+//!   a child still has the controller, systemd then retries bottom-up) removed nothing.
+//! - **The cgroups that count** are the ones kubelet validates (the kubepods root, QoS
+//!   and pod cgroups, any pod uid form; not a `.service` of systemd's own below a QoS
+//!   slice, not containers) and every ancestor of a kubepods cgroup seen on the host, the
+//!   cgroup2 root included: removing `cpuset` there takes it from `kubepods.slice` and so
+//!   from every pod.
+//! - **One finding per incident**: the burst of one actor (same process, writes less
+//!   than [`BURST_GAP_NS`] apart). It names every cgroup and controller the burst took,
+//!   and carries every `subtree_control` write of the burst to the cgroups that count as
+//!   evidence. It is emitted when the burst ends (the next tick after the gap, or the end
+//!   of the stream).
+//!
+//! Follow-up: the removal opens a window of [`WINDOW_NS`]; when it closes, a second
 //! finding with the same id and `details.phase = "window_closed"` follows **if anything
-//! happened in it**: who wrote the controller back and after how long (`restored_by`,
-//! `restored_after_ms`), the pods under the cgroup whose cgroups were removed
-//! (`pods_removed`) or whose processes were sent a terminating signal (`pods_signalled`).
-//! Its evidence is the removal plus those events.
+//! happened in it**: who wrote a controller back and after how long (`restored_by`,
+//! `restored_after_ms`), the pods below whose cgroups were removed (`pods_removed`) or
+//! whose processes were sent a terminating signal (`pods_signalled`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::kube::{self, Level};
 use super::{attribution, finding, made_by, who, HostKey};
@@ -27,6 +43,13 @@ pub const REQUIRED: &[&str] = &["cpu", "cpuset", "memory", "hugetlb", "pids"];
 /// How long after a removal its consequences are collected.
 pub const WINDOW_NS: i64 = 60_000_000_000;
 
+/// Writes of one actor closer than this are one burst (systemd realizes a whole slice
+/// tree in milliseconds; kubelet's next SetUnitProperties is a minute away).
+pub const BURST_GAP_NS: i64 = 1_000_000_000;
+
+/// Evidence kept per incident (a `daemon-reload` on a busy node writes thousands).
+const MAX_EVIDENCE: usize = 1024;
+
 pub const REMEDIATION: &str = "kubelet and the container runtime disagree on the cgroup driver, \
 so systemd manages slices kubelet created and rewrites their cgroup.subtree_control. \
 Use the systemd driver on both: in /etc/containerd/config.toml set `SystemdCgroup = true` under \
@@ -37,29 +60,38 @@ set `cgroupDriver: systemd` in the kubelet configuration and restart kubelet (dr
 const ROUTINE_SIGNALS: &[&str] =
     &["CHLD", "URG", "WINCH", "CONT", "PIPE", "ALRM", "VTALRM", "PROF", "IO", "POLL"];
 
+/// One actor's burst of removals, then its follow-up window.
 #[derive(Debug)]
-struct Window {
+struct Incident {
     host: HostKey,
-    cgroup: String,
-    controllers: Vec<String>,
-    removed_at: Timestamp,
-    deadline: Timestamp,
+    /// (pid, start time) of the writer: one burst is one process's.
+    writer: (u32, u64),
     actor: String,
-    /// The removal finding, reused for the update.
-    first: Finding,
+    /// The first write of the burst: the finding's attribution.
+    first_event: Event,
+    first_removal: Timestamp,
+    last_write: Timestamp,
+    /// Cgroup -> controllers the burst took from it.
+    removed: BTreeMap<String, BTreeSet<String>>,
+    evidence: Vec<u64>,
+    /// Set once the removal finding is out.
+    emitted: Option<Finding>,
     restored: Option<(String, i64)>,
     pods_removed: BTreeSet<String>,
     pods_signalled: BTreeSet<String>,
-    evidence: Vec<u64>,
+    followup_evidence: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
 pub struct Detector {
     /// Last known `cgroup.subtree_control` of each cgroup.
     enabled: HashMap<(HostKey, String), BTreeSet<String>>,
-    windows: Vec<Window>,
-    /// Removals so far per (host, cgroup): how often systemd keeps doing it.
-    count: HashMap<(HostKey, String), u32>,
+    /// Kubepods cgroups seen per host (written, created, signalled into): their
+    /// ancestors count too.
+    kube_cgroups: HashMap<HostKey, HashSet<String>>,
+    incidents: Vec<Incident>,
+    /// Incidents so far per host: how often it keeps happening.
+    count: HashMap<HostKey, u32>,
     /// Latest event time seen.
     last: Timestamp,
 }
@@ -90,174 +122,250 @@ fn terminating(ev: &Event) -> bool {
     !ROUTINE_SIGNALS.contains(&name)
 }
 
+/// What a `subtree_control` write removed and added: from the kernel's masks when the
+/// event has them, else from the written tokens minus what `known` says was already so.
+fn delta(ev: &Event, known: Option<&BTreeSet<String>>) -> (Vec<String>, Vec<String>) {
+    if ev.result.is_some_and(|r| r < 0) {
+        return (Vec::new(), Vec::new());
+    }
+    if let (Some(before), Some(after)) = (&ev.controllers_before, &ev.controllers_after) {
+        return (
+            before.iter().filter(|c| !after.contains(c)).cloned().collect(),
+            after.iter().filter(|c| !before.contains(c)).cloned().collect(),
+        );
+    }
+    let before = ev.controllers_before.as_ref().map(|b| b.iter().cloned().collect::<BTreeSet<_>>());
+    let known = before.as_ref().or(known);
+    let mut removed = Vec::new();
+    let mut added = Vec::new();
+    for (plus, name) in tokens(ev.value.as_deref().unwrap_or("")) {
+        match (plus, known.map(|k| k.contains(name))) {
+            (false, Some(false)) | (true, Some(true)) => {} // no-op
+            (false, _) => removed.push(name.to_string()),
+            (true, _) => added.push(name.to_string()),
+        }
+    }
+    (removed, added)
+}
+
 impl Detector {
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.last = self.last.max(ev.time);
         self.expire(ev.time, out);
+        for p in ev.cgroup.iter().chain(ev.target_cgroup.iter()) {
+            if kube::in_kubepods(p) && ev.kind != Kind::CgroupRmdir {
+                self.kube_cgroups.entry(ev.host.clone()).or_default().insert(p.clone());
+            }
+        }
         match ev.kind {
-            Kind::CgroupWrite if is_subtree_control(ev) => self.write(ev, out),
+            Kind::CgroupWrite if is_subtree_control(ev) => self.write(ev),
             Kind::CgroupRmdir => {
-                let Some(cg) = ev.cgroup.as_deref() else {
-                    return;
-                };
-                let Some(k) = kube::kube_path(cg) else { return };
+                let Some(cg) = ev.cgroup.as_deref() else { return };
                 self.enabled.remove(&(ev.host.clone(), cg.to_string()));
-                self.count.remove(&(ev.host.clone(), cg.to_string()));
+                if let Some(set) = self.kube_cgroups.get_mut(&ev.host) {
+                    set.remove(cg);
+                }
+                let Some(k) = kube::kube_path(cg) else { return };
                 if k.level != Level::Pod {
                     return;
                 }
                 let uid = k.pod_uid.unwrap_or_else(|| cg.to_string());
-                for w in self.windows.iter_mut().filter(|w| w.host == ev.host && kube::under(cg, &w.cgroup)) {
-                    w.pods_removed.insert(uid.clone());
-                    w.evidence.push(ev.seq);
+                for i in self.incidents.iter_mut().filter(|i| i.host == ev.host && i.covers(cg)) {
+                    i.pods_removed.insert(uid.clone());
+                    i.followup_evidence.push(ev.seq);
                 }
             }
             Kind::Signal if terminating(ev) => {
-                let Some(cg) = ev.target_cgroup.as_deref() else {
-                    return;
-                };
+                let Some(cg) = ev.target_cgroup.as_deref() else { return };
                 let Some(k) = kube::kube_path(cg) else { return };
                 let pod = k.pod_uid.unwrap_or_else(|| cg.to_string());
-                for w in self.windows.iter_mut().filter(|w| w.host == ev.host && kube::under(cg, &w.cgroup)) {
-                    w.pods_signalled.insert(pod.clone());
-                    w.evidence.push(ev.seq);
+                for i in self.incidents.iter_mut().filter(|i| i.host == ev.host && i.covers(cg)) {
+                    i.pods_signalled.insert(pod.clone());
+                    i.followup_evidence.push(ev.seq);
                 }
             }
             _ => {}
         }
     }
 
-    fn write(&mut self, ev: &Event, out: &mut Vec<Finding>) {
-        let Some(cg) = ev.cgroup.as_deref() else {
-            return;
-        };
-        let Some(k) = kube::kube_path(cg) else { return };
-        let key = (ev.host.clone(), cg.to_string());
-        let failed = ev.result.is_some_and(|r| r < 0);
+    /// Whether kubelet depends on this cgroup's `subtree_control`: one it validates, or an
+    /// ancestor of a kubepods cgroup seen on the host (the cgroup2 root included).
+    fn counts(&self, host: &HostKey, cg: &str) -> Option<&'static str> {
+        match kube::kube_path(cg).map(|k| k.level) {
+            Some(Level::Root) => return Some("kubepods root"),
+            Some(Level::Qos) => return Some("QoS"),
+            Some(Level::Pod) => return Some("pod"),
+            Some(Level::Container) => return None,
+            None => {}
+        }
+        let below = self.kube_cgroups.get(host)?.iter().any(|k| k != cg && kube::under(k, cg));
+        below.then_some(if cg == "/" || cg.is_empty() { "cgroup2 root" } else { "ancestor of kubepods" })
+    }
 
-        // What the write removed and added. The kernel's lists (entry and exit of the
-        // syscall) are the truth when present; otherwise the written tokens of a write that
-        // did not fail, minus the controllers we know were not enabled (`-pids` when pids
-        // was off is a no-op).
-        // Two empty lists on a kubepods cgroup mean the kernel could not read them (kubelet
-        // always enables controllers there): the written value decides then.
-        let lists = match (&ev.controllers_before, &ev.controllers_after) {
-            (Some(b), Some(a)) if b.is_empty() && a.is_empty() => (None, None),
-            (b, a) => (b.as_ref(), a.as_ref()),
-        };
-        let known = lists
-            .0
-            .map(|b| b.iter().cloned().collect::<BTreeSet<_>>())
-            .or_else(|| self.enabled.get(&key).cloned());
-        let (removed, added): (Vec<String>, Vec<String>) = match lists {
-            (Some(before), Some(after)) => (
-                before.iter().filter(|c| !after.contains(c)).cloned().collect(),
-                after.iter().filter(|c| !before.contains(c)).cloned().collect(),
-            ),
-            _ if failed => (Vec::new(), Vec::new()),
-            _ => {
-                let value = ev.value.as_deref().unwrap_or("");
-                let mut removed = Vec::new();
-                let mut added = Vec::new();
-                for (plus, name) in tokens(value) {
-                    let on = known.as_ref().map(|k| k.contains(name));
-                    match (plus, on) {
-                        (false, Some(false)) | (true, Some(true)) => {} // no-op
-                        (false, _) => removed.push(name.to_string()),
-                        (true, _) => added.push(name.to_string()),
-                    }
-                }
-                (removed, added)
-            }
-        };
+    fn write(&mut self, ev: &Event) {
+        let Some(cg) = ev.cgroup.as_deref() else { return };
+        let key = (ev.host.clone(), cg.to_string());
+        let (removed, added) = delta(ev, self.enabled.get(&key));
 
         // Keep the cgroup's state current.
-        if let Some(after) = lists.1 {
+        if let Some(after) = &ev.controllers_after {
             self.enabled.insert(key.clone(), after.iter().cloned().collect());
-        } else if let Some(mut state) = known.filter(|_| !failed) {
-            for c in &removed {
-                state.remove(c);
-            }
-            state.extend(added.iter().cloned());
-            self.enabled.insert(key.clone(), state);
-        }
-
-        // A restore closes nothing (kills can follow it) but is recorded once.
-        for w in
-            self.windows.iter_mut().filter(|w| w.host == ev.host && w.cgroup == cg && w.restored.is_none())
-        {
-            if w.controllers.iter().any(|c| added.contains(c)) {
-                let ms = (ev.time.0 - w.removed_at.0) / 1_000_000;
-                w.restored = Some((who(ev), ms));
-                w.evidence.push(ev.seq);
+        } else if ev.result.is_none_or(|r| r >= 0) {
+            let base = ev
+                .controllers_before
+                .as_ref()
+                .map(|b| b.iter().cloned().collect())
+                .or_else(|| self.enabled.get(&key).cloned());
+            if let Some(mut state) = base {
+                for c in &removed {
+                    state.remove(c);
+                }
+                state.extend(added.iter().cloned());
+                self.enabled.insert(key.clone(), state);
             }
         }
 
-        let removed: Vec<String> = removed.into_iter().filter(|c| REQUIRED.contains(&c.as_str())).collect();
-        if removed.is_empty() || k.level == Level::Container || made_by(ev, &["kubelet"]) {
+        let Some(_level) = self.counts(&ev.host, cg) else { return };
+        // A restore: a later write that puts back a controller an incident took here.
+        for i in self.incidents.iter_mut().filter(|i| i.host == ev.host && i.restored.is_none()) {
+            if i.removed.get(cg).is_some_and(|r| r.iter().any(|c| added.contains(c))) {
+                let ms = (ev.time.0 - i.first_removal.0) / 1_000_000;
+                i.restored = Some((who(ev), ms));
+                i.followup_evidence.push(ev.seq);
+            }
+        }
+        if made_by(ev, &["kubelet"]) {
             return;
         }
-        let n = self.count.entry(key).or_default();
-        *n += 1;
-        let level = match k.level {
-            Level::Root => "kubepods root",
-            Level::Qos => "QoS",
-            _ => "pod",
+        let writer = (ev.pid, ev.start_ns);
+        let removed: Vec<String> = removed.into_iter().filter(|c| REQUIRED.contains(&c.as_str())).collect();
+        let open = self.incidents.iter().position(|i| {
+            i.host == ev.host
+                && i.writer == writer
+                && i.emitted.is_none()
+                && ev.time.0 - i.last_write.0 < BURST_GAP_NS
+        });
+        match open {
+            Some(n) => {
+                let i = &mut self.incidents[n];
+                i.last_write = ev.time;
+                if i.evidence.len() < MAX_EVIDENCE {
+                    i.evidence.push(ev.seq);
+                }
+                if !removed.is_empty() {
+                    i.removed.entry(cg.to_string()).or_default().extend(removed);
+                }
+            }
+            None if !removed.is_empty() => self.incidents.push(Incident {
+                host: ev.host.clone(),
+                writer,
+                actor: who(ev),
+                first_event: ev.clone(),
+                first_removal: ev.time,
+                last_write: ev.time,
+                removed: BTreeMap::from([(cg.to_string(), removed.into_iter().collect())]),
+                evidence: vec![ev.seq],
+                emitted: None,
+                restored: None,
+                pods_removed: BTreeSet::new(),
+                pods_signalled: BTreeSet::new(),
+                followup_evidence: Vec::new(),
+            }),
+            None => {}
+        }
+    }
+
+    /// Emits bursts that ended and closes windows that ran out by `now`.
+    fn expire(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
+        for n in 0..self.incidents.len() {
+            if self.incidents[n].emitted.is_none() && now.0 - self.incidents[n].last_write.0 >= BURST_GAP_NS {
+                self.emit(n, out);
+            }
+        }
+        let mut i = 0;
+        while i < self.incidents.len() {
+            let inc = &self.incidents[i];
+            if inc.emitted.is_some() && inc.deadline() <= now {
+                let inc = self.incidents.remove(i);
+                let t = inc.deadline();
+                close(inc, t, out);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn emit(&mut self, n: usize, out: &mut Vec<Finding>) {
+        let count = {
+            let c = self.count.entry(self.incidents[n].host.clone()).or_default();
+            *c += 1;
+            *c
         };
-        let list = removed.join(", ");
+        let levels: Vec<(String, &'static str)> = self.incidents[n]
+            .removed
+            .keys()
+            .map(|cg| (cg.clone(), self.counts(&self.incidents[n].host, cg).unwrap_or("kubepods")))
+            .collect();
+        let i = &mut self.incidents[n];
+        let ev = &i.first_event;
+        let controllers: BTreeSet<&str> = i.removed.values().flatten().map(String::as_str).collect();
+        let list = controllers.iter().copied().collect::<Vec<_>>().join(", ");
+        // Top-most cgroup first: that is where the damage reaches furthest.
+        let mut cgroups: Vec<(&String, &BTreeSet<String>)> = i.removed.iter().collect();
+        cgroups.sort_by_key(|(cg, _)| (cg.matches('/').count(), (*cg).clone()));
+        let named = cgroups
+            .iter()
+            .map(|(cg, cs)| {
+                let level = levels.iter().find(|(c, _)| c == *cg).map(|(_, l)| *l).unwrap_or("kubepods");
+                format!("{cg} ({level}: -{})", cs.iter().cloned().collect::<Vec<_>>().join(" -"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let n_cg = cgroups.len();
         let mut f = finding(
             ID,
             Severity::Critical,
             ev,
             format!(
-                "{} removed {list} from cgroup.subtree_control of {level} cgroup {cg}: kubelet will find the \
-                 controller missing and kill the pods below it",
-                who(ev)
+                "{} removed {list} from cgroup.subtree_control of {n_cg} cgroup{} kubelet depends on: {named}; \
+                 kubelet will find the controller{} missing and kill the pods below",
+                i.actor,
+                if n_cg == 1 { "" } else { "s" },
+                if controllers.len() == 1 { "" } else { "s" },
             ),
             REMEDIATION,
         );
-        f.controller = Some(removed.join(","));
-        f.cgroup = Some(cg.to_string());
-        f.value = ev.value.clone();
+        f.time = i.last_write;
+        f.actor = super::actor(ev);
+        f.evidence = i.evidence.clone();
+        f.controller = Some(controllers.iter().copied().collect::<Vec<_>>().join(","));
+        f.cgroup = cgroups.first().map(|(cg, _)| (*cg).clone());
         attribution(&mut f, ev);
         f.details.insert("phase".into(), "removed".into());
-        f.details.insert("controllers".into(), removed.clone().into());
-        f.details.insert("level".into(), level.into());
-        f.details.insert("occurrence".into(), (*n).into());
-        if let Some(uid) = &k.pod_uid {
-            f.details.insert("pod_uid".into(), uid.clone().into());
+        f.details.insert("controllers".into(), controllers.iter().copied().collect::<Vec<_>>().into());
+        f.details.insert(
+            "cgroups".into(),
+            cgroups
+                .iter()
+                .map(|(cg, cs)| {
+                    let level = levels.iter().find(|(c, _)| c == *cg).map(|(_, l)| *l).unwrap_or("kubepods");
+                    let pod_uid = kube::kube_path(cg).and_then(|k| k.pod_uid);
+                    serde_json::json!({"cgroup": cg, "level": level, "controllers": cs, "pod_uid": pod_uid})
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        if let Some(level) = cgroups.first().and_then(|(cg, _)| levels.iter().find(|(c, _)| c == *cg)) {
+            f.details.insert("level".into(), level.1.into());
         }
-        if lists.0.is_none() {
+        f.details.insert("writes".into(), i.evidence.len().into());
+        f.details.insert("occurrence".into(), count.into());
+        if ev.controllers_before.is_none() {
             f.details.insert("inferred_from".into(), "written value".into());
         }
         f.details.insert("window_s".into(), (WINDOW_NS / 1_000_000_000).into());
         out.push(f.clone());
-        self.windows.push(Window {
-            host: ev.host.clone(),
-            cgroup: cg.to_string(),
-            controllers: removed,
-            removed_at: ev.time,
-            deadline: Timestamp(ev.time.0.saturating_add(WINDOW_NS)),
-            actor: who(ev),
-            first: f,
-            restored: None,
-            pods_removed: BTreeSet::new(),
-            pods_signalled: BTreeSet::new(),
-            evidence: vec![ev.seq],
-        });
-    }
-
-    fn expire(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
-        let mut i = 0;
-        while i < self.windows.len() {
-            if self.windows[i].deadline <= now {
-                let w = self.windows.remove(i);
-                let t = w.deadline;
-                close(w, t, out);
-            } else {
-                i += 1;
-            }
-        }
+        i.emitted = Some(f);
     }
 
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
@@ -265,24 +373,41 @@ impl Detector {
     }
 
     pub fn finish(&mut self, out: &mut Vec<Finding>) {
-        for w in std::mem::take(&mut self.windows) {
-            let t = w.deadline.min(self.last.max(w.removed_at));
-            close(w, t, out);
+        for n in 0..self.incidents.len() {
+            if self.incidents[n].emitted.is_none() {
+                self.emit(n, out);
+            }
+        }
+        let last = self.last;
+        for i in std::mem::take(&mut self.incidents) {
+            let t = i.deadline().min(last.max(i.first_removal));
+            close(i, t, out);
         }
     }
 }
 
+impl Incident {
+    fn deadline(&self) -> Timestamp {
+        Timestamp(self.first_removal.0.saturating_add(WINDOW_NS))
+    }
+
+    /// `cg` is at or below a cgroup this incident took a controller from.
+    fn covers(&self, cg: &str) -> bool {
+        self.removed.keys().any(|r| kube::under(cg, r))
+    }
+}
+
 /// The follow-up finding of a window, when anything happened in it.
-fn close(w: Window, time: Timestamp, out: &mut Vec<Finding>) {
-    if w.restored.is_none() && w.pods_removed.is_empty() && w.pods_signalled.is_empty() {
+fn close(i: Incident, time: Timestamp, out: &mut Vec<Finding>) {
+    if i.restored.is_none() && i.pods_removed.is_empty() && i.pods_signalled.is_empty() {
         return;
     }
-    let mut f = w.first;
+    let Some(mut f) = i.emitted else { return };
     f.time = time;
-    f.evidence = w.evidence;
+    f.evidence = i.evidence.iter().take(1).chain(&i.followup_evidence).copied().collect();
     f.details.insert("phase".into(), "window_closed".into());
     let mut parts = Vec::new();
-    match &w.restored {
+    match &i.restored {
         Some((by, ms)) => {
             f.details.insert("restored_by".into(), by.clone().into());
             f.details.insert("restored_after_ms".into(), (*ms).into());
@@ -290,16 +415,22 @@ fn close(w: Window, time: Timestamp, out: &mut Vec<Finding>) {
         }
         None => parts.push(format!("not restored within {} s", WINDOW_NS / 1_000_000_000)),
     }
-    if !w.pods_removed.is_empty() {
-        parts.push(format!("{} pod cgroup(s) removed", w.pods_removed.len()));
+    if !i.pods_removed.is_empty() {
+        parts.push(format!("{} pod cgroup(s) removed", i.pods_removed.len()));
     }
-    if !w.pods_signalled.is_empty() {
-        parts.push(format!("{} pod(s) signalled", w.pods_signalled.len()));
+    if !i.pods_signalled.is_empty() {
+        parts.push(format!("{} pod(s) signalled", i.pods_signalled.len()));
     }
-    f.details.insert("pods_removed".into(), w.pods_removed.into_iter().collect::<Vec<_>>().into());
-    f.details.insert("pods_signalled".into(), w.pods_signalled.into_iter().collect::<Vec<_>>().into());
-    f.summary =
-        format!("{} removed {} from {}; {}", w.actor, w.controllers.join(", "), w.cgroup, parts.join(", "));
+    f.details.insert("pods_removed".into(), i.pods_removed.into_iter().collect::<Vec<_>>().into());
+    f.details.insert("pods_signalled".into(), i.pods_signalled.into_iter().collect::<Vec<_>>().into());
+    let controllers: BTreeSet<&String> = i.removed.values().flatten().collect();
+    f.summary = format!(
+        "{} removed {} from {}; {}",
+        i.actor,
+        controllers.into_iter().cloned().collect::<Vec<_>>().join(", "),
+        i.removed.keys().cloned().collect::<Vec<_>>().join(", "),
+        parts.join(", ")
+    );
     out.push(f);
 }
 
@@ -375,8 +506,11 @@ mod tests {
                 vec![cg_write("systemd", QOS, "-pids").controllers("cpu cpuset memory", "cpu cpuset memory")],
             );
         assert!(f.is_empty(), "{f:#?}");
-        // Lists the kernel could not read (both empty): the value decides.
-        let f = run(vec![cg_write("systemd", QOS, "-cpuset").controllers("", "")]);
+        // Two empty lists are an empty subtree_control (a slice systemd just created),
+        // not lists the kernel could not read: nothing was removed.
+        assert!(run(vec![cg_write("systemd", QOS, "-cpuset").controllers("", "")]).is_empty());
+        // No lists at all (the kernel could not read the mask): the value decides.
+        let f = run(vec![cg_write("systemd", QOS, "-cpuset")]);
         assert_eq!(removals(&f).len(), 1);
         assert_eq!(f[0].details["inferred_from"], "written value");
         // No lists (v1-era recording): failed write.
@@ -427,5 +561,110 @@ mod tests {
             ev(Kind::CgroupRmdir, "kubelet").cgroup(POD).host("b"),
         ]);
         assert_eq!(f.len(), 1, "{f:#?}");
+    }
+
+    /// What the real systemd 252 writes when it realizes a kubepods slice tree it did
+    /// not create the controllers of (VM suite): each controller on its own, into every
+    /// cgroup, bottom-up, the empty ones included; a removal a child still needs fails
+    /// with EBUSY. One burst, one finding, naming every cgroup and controller it took,
+    /// with every write as evidence.
+    #[test]
+    fn one_realize_burst_is_one_finding_naming_every_cgroup() {
+        let pod2 = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod11111111_2222_3333_4444_555555555555.slice";
+        let all = "cpuset cpu io memory pids";
+        let mut evs = Vec::new();
+        let mut t = 0.0;
+        let mut w = |cg: &str, v: &str, before: &str, after: &str, r: i64| {
+            t += 0.001;
+            evs.push(cg_write("systemd", cg, v).controllers(before, after).result(r).at(t));
+        };
+        // A new pod slice systemd just created: empty subtree_control, no-ops.
+        for c in ["-cpu", "-cpuset", "-io", "-memory", "-pids"] {
+            w(pod2, c, "", "", 4);
+        }
+        // The pod kubelet had enabled everything in: cpuset and cpu go.
+        w(POD, "-cpuset", all, "cpu io memory pids", 8);
+        w(POD, "-cpu", "cpu io memory pids", "io memory pids", 5);
+        // The QoS slice: cpuset goes once the pod no longer has it; +io is kept.
+        w(QOS, "+io", all, all, 4);
+        w(QOS, "-cpuset", all, "cpu io memory pids", 8);
+        // An EBUSY attempt: nothing removed, still part of the burst's evidence.
+        w("/kubepods.slice", "-memory", all, all, -16);
+        let f = run(evs);
+        let r = removals(&f);
+        assert_eq!(r.len(), 1, "{f:#?}");
+        let r = r[0];
+        assert_eq!(r.actor, "systemd");
+        assert_eq!(r.controller.as_deref(), Some("cpu,cpuset"));
+        assert_eq!(r.cgroup.as_deref(), Some(QOS), "the top-most cgroup");
+        assert_eq!(r.evidence, (6..=10).collect::<Vec<u64>>(), "every write to a cgroup kubelet depends on");
+        let cgs = r.details["cgroups"].as_array().unwrap();
+        assert_eq!(cgs.len(), 2, "{cgs:#?}");
+        assert_eq!(cgs[0]["cgroup"], QOS);
+        assert_eq!(cgs[0]["controllers"], serde_json::json!(["cpuset"]));
+        assert_eq!(cgs[1]["cgroup"], POD);
+        assert_eq!(cgs[1]["controllers"], serde_json::json!(["cpu", "cpuset"]));
+        assert_eq!(cgs[1]["pod_uid"], UID);
+        assert!(r.summary.contains(&format!("{QOS} (QoS: -cpuset)")), "{}", r.summary);
+        assert!(r.summary.contains(&format!("{POD} (pod: -cpu -cpuset)")), "{}", r.summary);
+    }
+
+    /// The correct configuration: systemd realizes the slices (every controller written
+    /// off in empty subtree_controls, kept where a delegated scope needs it) and removes
+    /// nothing: no finding at all.
+    #[test]
+    fn a_burst_that_removes_nothing_is_no_finding() {
+        let all = "cpuset cpu io memory pids";
+        let mut evs = Vec::new();
+        for (i, cg) in ["/kubepods.slice", QOS, POD].iter().enumerate() {
+            for c in ["+cpu", "+cpuset", "+io", "+memory", "+pids"] {
+                evs.push(cg_write("systemd", cg, c).controllers(all, all).at(i as f64 * 0.01));
+            }
+        }
+        for c in ["-cpu", "-cpuset", "-io", "-memory", "-pids"] {
+            evs.push(cg_write("systemd", &format!("{POD}/cri-containerd-abc.scope"), c).controllers("", ""));
+        }
+        assert!(run(evs).is_empty());
+    }
+
+    /// Removing cpuset at the cgroup2 root takes it from kubepods.slice and every pod:
+    /// it counts once kubepods is known on the host; before, the root is any cgroup.
+    #[test]
+    fn a_removal_at_the_cgroup2_root_counts_once_kubepods_is_known() {
+        let f = run(vec![
+            ev(Kind::CgroupMkdir, "kubelet").cgroup(QOS).at(0.0),
+            cg_write("systemd", "/", "-cpuset")
+                .controllers("cpuset cpu memory pids", "cpu memory pids")
+                .at(5.0),
+        ]);
+        let r = removals(&f);
+        assert_eq!(r.len(), 1, "{f:#?}");
+        assert_eq!(r[0].details["cgroups"][0]["level"], "cgroup2 root");
+        assert_eq!(r[0].cgroup.as_deref(), Some("/"));
+        // Same write on a node without kubepods: nothing kubelet depends on.
+        let f = run(vec![cg_write("systemd", "/", "-cpuset").controllers("cpuset cpu", "cpu")]);
+        assert!(f.is_empty(), "{f:#?}");
+    }
+
+    /// A unit of systemd's own below a QoS slice is no cgroup kubelet validates.
+    #[test]
+    fn a_service_below_a_qos_slice_is_not_kubelets() {
+        let f = run(vec![cg_write("systemd", &format!("{QOS}/node-exporter.service"), "-cpuset")
+            .controllers("cpuset cpu", "cpu")]);
+        assert!(f.is_empty(), "{f:#?}");
+    }
+
+    /// Two realize runs a minute apart (kubelet's periodic SetUnitProperties) are two
+    /// incidents; the second counts as occurrence 2.
+    #[test]
+    fn bursts_apart_are_separate_incidents() {
+        let f = run(vec![
+            cg_write("systemd", QOS, "-cpuset").controllers("cpuset cpu", "cpu").at(0.0),
+            cg_write("kubelet", QOS, "+cpuset").controllers("cpu", "cpuset cpu").at(4.0),
+            cg_write("systemd", QOS, "-cpuset").controllers("cpuset cpu", "cpu").at(60.5),
+        ]);
+        let r = removals(&f);
+        assert_eq!(r.len(), 2, "{f:#?}");
+        assert_eq!(r[1].details["occurrence"], 2);
     }
 }

@@ -241,7 +241,7 @@ impl EventBuilder {
     pub fn complete_write(&self, ev: &mut Event, result: i64, subtree_after: u16) {
         ev.result = Some(result);
         if ev.file.as_deref() == Some("cgroup.subtree_control") {
-            ev.controllers_after = Some(mask_names(&self.controllers, subtree_after));
+            ev.controllers_after = known_mask(subtree_after).map(|m| mask_names(&self.controllers, m));
         }
     }
 
@@ -286,9 +286,11 @@ impl EventBuilder {
                 ev.value_truncated = w.value_truncated || w.path_truncated;
                 ev.result = w.result;
                 if w.file == "cgroup.subtree_control" {
-                    ev.controllers_before = Some(mask_names(&self.controllers, w.subtree_before));
+                    ev.controllers_before =
+                        known_mask(w.subtree_before).map(|m| mask_names(&self.controllers, m));
                     if w.result.is_some() {
-                        ev.controllers_after = Some(mask_names(&self.controllers, w.subtree_after));
+                        ev.controllers_after =
+                            known_mask(w.subtree_after).map(|m| mask_names(&self.controllers, m));
                     }
                 }
                 vec![ev]
@@ -367,6 +369,12 @@ pub fn sysctl_dev(name: &str) -> Option<String> {
     let rest = name.strip_prefix("net/ipv4/conf/").or_else(|| name.strip_prefix("net/ipv6/conf/"))?;
     let (dev, _) = rest.split_once('/')?;
     Some(dev.to_string())
+}
+
+/// A `subtree_control` mask, or `None` when the kernel could not read it (then the
+/// event carries no controller list and the detectors fall back to the written value).
+fn known_mask(mask: u16) -> Option<u16> {
+    (mask != tracer_common::MASK_UNKNOWN).then_some(mask)
 }
 
 #[cfg(test)]

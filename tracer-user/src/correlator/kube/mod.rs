@@ -27,7 +27,8 @@ pub enum Level {
     Qos,
     /// A pod's cgroup (guaranteed pods sit directly under the root).
     Pod,
-    /// A container's cgroup or anything deeper.
+    /// A container's cgroup or anything deeper, or a cgroup of another kind below a
+    /// QoS slice (a `.service` of systemd's own): nothing kubelet validates.
     Container,
 }
 
@@ -78,8 +79,10 @@ pub fn kube_path(path: &str) -> Option<KubePath> {
         Some(KubeLevel::Pod) => Level::Pod,
         Some(KubeLevel::Container) | None => Level::Container,
     };
-    // An unrecognised name below a pod is still below the pod.
-    if level == Level::Pod && own.as_ref().is_some_and(|k| k.level == Level::Container) {
+    // A name the parser does not know below a pod or a QoS slice (a unit of systemd's
+    // own, `kubepods-burstable.slice/foo.service`) is no cgroup kubelet validates: the
+    // shape of the path says it sits deeper than the name parser saw.
+    if level != Level::Container && own.as_ref().is_some_and(|k| k.level == Level::Container) {
         level = Level::Container;
     }
     let pod_uid = info.pod_uid.or_else(|| own.and_then(|k| k.pod_uid));
@@ -106,6 +109,14 @@ fn structural(path: &str) -> Option<KubePath> {
         };
     }
     Some(KubePath { level, pod_uid })
+}
+
+impl Level {
+    /// The cgroups kubelet's `Validate()` checks the controllers of (root, QoS, pod):
+    /// removing one there makes kubelet kill the pods below.
+    pub fn validated_by_kubelet(self) -> bool {
+        matches!(self, Level::Root | Level::Qos | Level::Pod)
+    }
 }
 
 pub fn in_kubepods(path: &str) -> bool {
