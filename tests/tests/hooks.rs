@@ -66,8 +66,12 @@ fn cgroup_v2_mkdir_write_rmdir() {
 
 #[test]
 fn cgroup_v1_write_names_the_hierarchy() {
-    let Some(root) = cgroup1_mount("pids").or_else(|| cgroup1_mount("cpu")) else {
-        panic!("this machine has no cgroup v1 hierarchy with pids or cpu; the v1 test cannot run");
+    // With cgroup_no_v1=all (the VM suite) no controller can be bound to v1: the guest
+    // mounts a named hierarchy (`none,name=tracer-vm`), which is cgroupfs v1 all the same.
+    let Some(root) =
+        cgroup1_mount("pids").or_else(|| cgroup1_mount("cpu")).or_else(|| cgroup1_mount("name=tracer-vm"))
+    else {
+        panic!("this machine has no cgroup v1 hierarchy with pids or cpu, nor a named one; the v1 test cannot run");
     };
     let mut t = tail();
     let name = unique("v1");
@@ -75,7 +79,13 @@ fn cgroup_v1_write_names_the_hierarchy() {
     let mk = t.wait_event("cgroup_mkdir", |v| v["cgroup"] == cg.rel.as_str());
     let hierarchy = mk["hierarchy"].as_str().unwrap().to_string();
     assert_ne!(hierarchy, "v2");
-    let (file, value) = if hierarchy.contains("pids") { ("pids.max", "10") } else { ("cpu.shares", "512") };
+    let (file, value) = if hierarchy.contains("pids") {
+        ("pids.max", "10")
+    } else if hierarchy.contains("cpu") {
+        ("cpu.shares", "512")
+    } else {
+        ("notify_on_release", "1")
+    };
     let pid = sh(&format!("echo {value} > {}", cg.path.join(file).display()));
     let w = t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["file"] == file);
     assert!(pid_is(&w, pid), "{w}");

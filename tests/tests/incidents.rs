@@ -12,6 +12,9 @@ use tracer_tests::*;
 
 /// How long after a change its finding may take to reach `tail --json`.
 const FINDING_WITHIN: Duration = Duration::from_secs(1);
+/// A kubepods removal is reported when the writer's burst is over: one second without
+/// another write of it (correlator/kubepods.rs `BURST_GAP_NS`), then the next tick.
+const BURST_FINDING_WITHIN: Duration = Duration::from_millis(2500);
 
 fn tail() -> Tracer {
     Tracer::start(&["tail", "--json"])
@@ -25,12 +28,14 @@ fn u(v: &Value) -> Option<u64> {
     v.as_u64()
 }
 
-/// Waits for a finding of `step.expect` matching `pred`, within [`FINDING_WITHIN`] of the
+/// Waits for a finding of `step.expect` matching `pred`, within [`FINDING_WITHIN`] (bursts:
+/// [`BURST_FINDING_WITHIN`]) of the
 /// change; returns it and prints the latency.
 fn expect_finding(t: &mut Tracer, step: &Step, pred: impl Fn(&Value) -> bool) -> Value {
     let id = step.expect.expect("step expects a finding");
     let at = step.at.unwrap_or_else(Instant::now);
-    let left = FINDING_WITHIN.saturating_sub(at.elapsed());
+    let within = if id == "kubepods-controller-removed" { BURST_FINDING_WITHIN } else { FINDING_WITHIN };
+    let left = within.saturating_sub(at.elapsed());
     let f = t.wait_for(&format!("finding {id} for {}", step.id), left, |v| is_finding(v, id) && pred(v));
     eprintln!("{}: {id} after {:?}: {}", step.id, at.elapsed(), f["summary"]);
     if let Some(a) = step.actor {

@@ -26,6 +26,9 @@ echo "@@tracer-vm boot kernel=$(uname -r) init=$(readlink /proc/1/exe) systemd=$
 echo "@@tracer-vm cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 # The tests enter network namespaces and make veths: the cloud kernel builds veth as a module.
 modprobe veth 2>&1 || true
+# cgroup_no_v1=all binds no controller to v1; a named v1 hierarchy still mounts, for the
+# hooks tests' v1 case (cgroupfs v1 magic, a hierarchy id of its own).
+mkdir -p /run/tracer-v1 && mount -t cgroup -o none,name=tracer-vm cgroup /run/tracer-v1 2>&1
 while IFS= read -r line; do
     [ -n "$line" ] || continue
     step "${line%%|*}" "${line#*|}"

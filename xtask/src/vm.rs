@@ -171,10 +171,13 @@ fn steps(opts: &Options) -> Vec<Step> {
     let args = opts.test_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
     let all = [
         Step { name: "check", command: "/opt/tracer/bin/tracer check".into() },
-        Step { name: "hooks", command: format!("/opt/tracer/bin/hooks --test-threads=1 {args}") },
+        Step {
+            name: "hooks",
+            command: format!("/opt/tracer/bin/hooks --color never --test-threads=1 {args}"),
+        },
         Step {
             name: "incidents",
-            command: format!("/opt/tracer/bin/vm_incidents --ignored --test-threads=1 {args}"),
+            command: format!("/opt/tracer/bin/vm_incidents --color never --ignored --test-threads=1 {args}"),
         },
     ];
     all.into_iter().filter(|s| opts.only.is_empty() || opts.only.iter().any(|o| o == s.name)).collect()
@@ -410,7 +413,7 @@ fn newest_package(pattern: &str) -> Option<String> {
         .filter(|n| !n.ends_with("-dbg") && !n.contains("unsigned"))
         .map(str::to_string)
         .collect();
-    names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    names.sort_by_key(|n| version_key(n));
     names.pop()
 }
 
@@ -431,7 +434,7 @@ fn cached_kernels(cache: &Path, series: &str) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|n| n.starts_with(&prefix) && !n.ends_with(".tmp"))
         .collect();
-    v.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    v.sort_by_key(|n| version_key(n));
     v
 }
 

@@ -1,25 +1,33 @@
 //! `tracer tail`: the live view during an incident.
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use crate::session::live::Session;
 use crate::stream::filter::{Filter, FilterArgs};
 use crate::stream::metrics;
-use crate::stream::output::{Format, Printer};
+use crate::stream::output::{ColorChoice, Format, Printer};
 use crate::stream::schema::Line;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::live_args::LiveArgs;
 
+/// How long a run of no-op writes must be quiet before its folded line prints.
+const FOLD_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
 #[derive(clap::Args, Debug)]
 pub struct TailArgs {
     /// Print event schema v1 JSON lines (header, events, findings, stats) instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Colour the human output: auto (when stdout is a terminal), always, never.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
-    pub color: String,
+    /// Colour the human output (auto: on a terminal, unless NO_COLOR is set).
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Print every `cgroup.subtree_control` write that changed nothing, instead of
+    /// folding a process's run of them into one line with a count (systemd writes
+    /// hundreds per daemon-reload; the writes that removed or enabled a controller always
+    /// print on their own).
+    #[arg(long)]
+    pub unfold: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
@@ -29,16 +37,7 @@ pub struct TailArgs {
 pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let opts = args.live.options()?;
     let filter = Filter::new(&args.filter);
-    let format = if args.json {
-        Format::Json
-    } else {
-        let color = match args.color.as_str() {
-            "always" => true,
-            "never" => false,
-            _ => std::io::stdout().is_terminal(),
-        };
-        Format::Human { color }
-    };
+    let format = if args.json { Format::Json } else { Format::Human { color: args.color.enabled() } };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         // Handlers first: a SIGTERM that arrives while the hooks attach, or right after
@@ -50,6 +49,11 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         let mut session = Session::start(&opts).await.context("cannot start tracing")?;
         let stdout = std::io::stdout();
         let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), format);
+        if args.unfold {
+            printer = printer.unfold();
+        }
+        // A folded run prints once it has been quiet this long.
+        let mut fold_check = tokio::time::interval(FOLD_IDLE);
         let header = session.header().clone();
         let attached =
             header.hooks.iter().filter(|h| h.state == crate::stream::schema::HookState::Attached).count();
@@ -85,11 +89,12 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
                     }
                     printer.flush()?;
                 }
+                _ = fold_check.tick() => printer.flush_idle(FOLD_IDLE)?,
                 _ = sigint.recv(), if !stopping => { stopping = true; session.stop(); }
                 _ = sigterm.recv(), if !stopping => { stopping = true; session.stop(); }
             }
         }
-        printer.flush()?;
+        printer.finish()?;
         Ok(ExitCode::SUCCESS)
     })
 }

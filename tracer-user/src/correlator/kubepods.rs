@@ -177,8 +177,25 @@ impl Detector {
             }
             Kind::Signal if terminating(ev) => {
                 let Some(cg) = ev.target_cgroup.as_deref() else { return };
-                let Some(k) = kube::kube_path(cg) else { return };
-                let pod = k.pod_uid.unwrap_or_else(|| cg.to_string());
+                // A pod's process is in its pod cgroup, or (the driver mismatch) in a
+                // container cgroup outside kubepods that names the pod: then the pod
+                // slice of that uid is what the incident must cover.
+                let (pod, at) = match kube::kube_path(cg) {
+                    Some(k) => (k.pod_uid.unwrap_or_else(|| cg.to_string()), cg.to_string()),
+                    None => {
+                        let Some((Some(uid), _, _)) = kube::outside_container(cg) else { return };
+                        let slice = self.kube_cgroups.get(&ev.host).and_then(|set| {
+                            set.iter()
+                                .find(|p| {
+                                    kube::kube_path(p).is_some_and(|k| k.pod_uid.as_deref() == Some(&uid))
+                                })
+                                .cloned()
+                        });
+                        let Some(slice) = slice else { return };
+                        (uid, slice)
+                    }
+                };
+                let cg = at.as_str();
                 for i in self.incidents.iter_mut().filter(|i| i.host == ev.host && i.covers(cg)) {
                     i.pods_signalled.insert(pod.clone());
                     i.followup_evidence.push(ev.seq);

@@ -148,6 +148,9 @@ pub fn replay_readers<W: Write>(
     let filter = Filter::new(&args.filter);
     let format = if args.json { Format::Json } else { Format::Human { color } };
     let mut printer = Printer::new(io::BufWriter::with_capacity(256 << 10, out), format);
+    if args.unfold {
+        printer = printer.unfold();
+    }
     let mut summary =
         ReplaySummary { files: readers.iter().map(|r| r.name().to_string()).collect(), ..Default::default() };
     let in_range = |t: Timestamp| args.since.is_none_or(|s| t >= s) && args.until.is_none_or(|u| t <= u);

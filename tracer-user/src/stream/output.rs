@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use crate::stream::schema::{Event, Finding, HeaderLine, Kind, Line, Severity, Stats};
+use crate::stream::schema::{Event, Finding, HeaderLine, Kind, Line, Severity, Stats, Timestamp};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +43,9 @@ const RESET: &str = "\x1b[0m";
 pub struct Printer<W: Write> {
     out: W,
     format: Format,
+    /// Human mode: fold runs of no-op `subtree_control` writes (see [`Fold`]).
+    fold: bool,
+    pending: Option<Fold>,
     buf: Vec<u8>,
     /// Human mode: the last `(lost, decode_errors)` reported, per host, so periodic
     /// (cumulative) stats only print when something new was lost.
@@ -56,6 +59,8 @@ impl<W: Write> Printer<W> {
         Printer {
             out,
             format,
+            fold: true,
+            pending: None,
             buf: Vec::with_capacity(1024),
             reported: HashMap::new(),
             last_stats: HashMap::new(),
@@ -78,6 +83,31 @@ impl<W: Write> Printer<W> {
         self.out.flush()
     }
 
+    /// Human mode: print every no-op `subtree_control` write instead of folding a run of
+    /// them into one line (`--unfold`).
+    pub fn unfold(mut self) -> Self {
+        self.fold = false;
+        self
+    }
+
+    /// Prints a pending fold whose last write is at least `idle` old (live: called
+    /// periodically, so a burst's fold line comes out once the burst is over).
+    pub fn flush_idle(&mut self, idle: std::time::Duration) -> io::Result<()> {
+        let due =
+            self.pending.as_ref().is_some_and(|f| Timestamp::now().0 - f.last.0 >= idle.as_nanos() as i64);
+        if due {
+            self.print_fold()?;
+        }
+        self.out.flush()
+    }
+
+    fn print_fold(&mut self) -> io::Result<()> {
+        let Some(f) = self.pending.take() else { return Ok(()) };
+        let mut s = String::new();
+        f.human(&mut s);
+        self.out.write_all(s.as_bytes())
+    }
+
     /// Print one line (JSON: always exactly one line; human: zero or more lines).
     pub fn print(&mut self, line: &Line) -> io::Result<()> {
         self.buf.clear();
@@ -92,6 +122,19 @@ impl<W: Write> Printer<W> {
                 }
             }
             Format::Human { color } => {
+                if let Line::Event(e) = line {
+                    if self.fold && Fold::applies(e) {
+                        match &mut self.pending {
+                            Some(f) if f.pid == e.pid && f.host == e.host => f.add(e),
+                            _ => {
+                                self.print_fold()?;
+                                self.pending = Some(Fold::new(e));
+                            }
+                        }
+                        return Ok(());
+                    }
+                }
+                self.print_fold()?;
                 let mut s = String::with_capacity(256);
                 match line {
                     Line::Header(h) => human_header(&mut s, h),
@@ -111,6 +154,7 @@ impl<W: Write> Printer<W> {
     /// End of the stream. Human mode prints a one-line summary from the last stats seen
     /// (per host); both modes flush.
     pub fn finish(&mut self) -> io::Result<()> {
+        self.print_fold()?;
         if let Format::Human { .. } = self.format {
             let mut hosts: Vec<_> = self.last_stats.iter().collect();
             hosts.sort_by(|a, b| a.0.cmp(b.0));
@@ -161,6 +205,83 @@ impl<W: Write> Printer<W> {
         }
         let _ =
             writeln!(s, "{}; totals: {} lost, {} undecodable", parts.join(", "), st.lost, st.decode_errors);
+    }
+}
+
+/// A run of one process's `cgroup.subtree_control` writes that changed nothing: the
+/// kernel's masks before and after are equal, or the write failed. systemd writes each
+/// controller on its own into every cgroup it realizes (`-cpu`, `-cpuset`, `-io`, ...,
+/// into the empty `subtree_control` of a slice it just created): hundreds of lines per
+/// `daemon-reload` that would bury the one write that removed something. A write that
+/// enabled or removed a controller always prints on its own line.
+struct Fold {
+    host: Option<String>,
+    pid: u32,
+    actor: String,
+    first: Timestamp,
+    last: Timestamp,
+    writes: u64,
+    failed: u64,
+    cgroups: std::collections::BTreeSet<String>,
+}
+
+impl Fold {
+    fn applies(e: &Event) -> bool {
+        if e.kind != Kind::CgroupWrite || e.file.as_deref() != Some("cgroup.subtree_control") {
+            return false;
+        }
+        if e.result.is_some_and(|r| r < 0) {
+            return true;
+        }
+        matches!((&e.controllers_before, &e.controllers_after), (Some(b), Some(a)) if b == a)
+    }
+
+    fn new(e: &Event) -> Fold {
+        let mut f = Fold {
+            host: e.host.clone(),
+            pid: e.pid,
+            actor: e.actor.clone(),
+            first: e.time,
+            last: e.time,
+            writes: 0,
+            failed: 0,
+            cgroups: Default::default(),
+        };
+        f.add(e);
+        f
+    }
+
+    fn add(&mut self, e: &Event) {
+        self.last = e.time;
+        self.writes += 1;
+        self.failed += u64::from(e.result.is_some_and(|r| r < 0));
+        if self.cgroups.len() < 10_000 {
+            self.cgroups.insert(e.cgroup.clone().unwrap_or_default());
+        }
+    }
+
+    fn human(&self, s: &mut String) {
+        let _ = write!(
+            s,
+            "{} {:<ACTOR_WIDTH$} {:<KIND_WIDTH$} ",
+            self.first.clock(),
+            clean(&self.actor),
+            "cgroup_write"
+        );
+        if self.writes == 1 {
+            s.push_str("1 write to cgroup.subtree_control that changed nothing");
+        } else {
+            let _ = write!(
+                s,
+                "{} writes to cgroup.subtree_control of {} cgroup(s) that changed nothing",
+                self.writes,
+                self.cgroups.len()
+            );
+        }
+        if self.failed > 0 {
+            let _ = write!(s, " ({} refused by the kernel)", self.failed);
+        }
+        let _ = writeln!(s, "  pid={} [folded: --unfold shows each]", self.pid);
     }
 }
 
@@ -476,12 +597,52 @@ mod tests {
     // 2023-11-14T22:13:20.123456789Z
     const T: Timestamp = Timestamp(1_700_000_000_123_456_789);
 
+    /// Each line as it renders on its own (`--unfold`).
     fn human(lines: &[Line]) -> String {
-        let mut p = Printer::new(Vec::new(), Format::Human { color: false });
+        let mut p = Printer::new(Vec::new(), Format::Human { color: false }).unfold();
         for l in lines {
             p.print(l).unwrap();
         }
         String::from_utf8(p.into_inner()).unwrap()
+    }
+
+    /// A realize burst of systemd's: no-op writes fold into one line with a count, the
+    /// removal stands on its own line, another process's writes start their own fold.
+    #[test]
+    fn noop_subtree_control_writes_fold_into_one_line() {
+        let w = |pid: u32, cg: &str, v: &str, before: &str, after: &str, r: i64| {
+            let mut e = base(Kind::CgroupWrite, if pid == 1 { "systemd" } else { "kubelet" }, pid);
+            e.cgroup = Some(cg.into());
+            e.file = Some("cgroup.subtree_control".into());
+            e.value = Some(v.into());
+            e.result = Some(r);
+            let l = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+            e.controllers_before = Some(l(before));
+            e.controllers_after = Some(l(after));
+            Line::Event(Box::new(e))
+        };
+        let lines = vec![
+            w(1, "/a.slice", "-cpu", "", "", 4),
+            w(1, "/b.slice", "-cpuset", "", "", 7),
+            w(1, "/kubepods.slice", "-memory", "cpu memory", "cpu memory", -16),
+            w(1, "/kubepods.slice", "-cpu", "cpu memory", "memory", 4),
+            w(1, "/c.slice", "-pids", "", "", 5),
+            w(4242, "/kubepods.slice", "+cpu", "cpu memory", "cpu memory", 4),
+        ];
+        let mut p = Printer::new(Vec::new(), Format::Human { color: false });
+        for l in &lines {
+            p.print(l).unwrap();
+        }
+        p.finish().unwrap();
+        let out = String::from_utf8(p.into_inner()).unwrap();
+        let got: Vec<&str> = out.lines().collect();
+        assert_eq!(got.len(), 4, "{out}");
+        assert!(got[0].ends_with("systemd          cgroup_write 3 writes to cgroup.subtree_control of 3 cgroup(s) that changed nothing (1 refused by the kernel)  pid=1 [folded: --unfold shows each]"), "{out}");
+        assert!(got[1].contains("(controllers -cpu)"), "{out}");
+        assert!(got[2].contains("1 write to cgroup.subtree_control that changed nothing  pid=1"), "{out}");
+        assert!(got[3].contains("kubelet") && got[3].contains("1 write to"), "{out}");
+        // --unfold: every write on its own line.
+        assert_eq!(human(&lines).lines().count(), 6);
     }
 
     fn base(kind: Kind, actor: &str, pid: u32) -> Event {
