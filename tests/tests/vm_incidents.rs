@@ -374,3 +374,42 @@ fn real_systemd_with_a_delegated_scope_removes_nothing() {
     assert!(findings.is_empty(), "{pid1_writes} writes of PID 1, and findings: {findings:#?}");
     eprintln!("delegated: {pid1_writes} subtree_control writes of PID 1 to kubepods cgroups, no finding");
 }
+
+// ---------------------------------------------------------------------------------------
+// Incident 2: udev runs systemd-sysctl for every new interface.
+
+/// Upstream systemd's `50-default.conf` rp_filter lines (Debian drops them; Ubuntu,
+/// Fedora and Arch ship them): with them, the real udev's `99-systemd.rules` runs the real
+/// `systemd-sysctl --prefix=/net/ipv4/conf/<name>` for a new `lxc*` veth and sets 2 on
+/// it: `rp-filter-on-cilium` for that interface, actor systemd-sysctl for systemd-udevd.
+#[test]
+#[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
+fn real_udev_runs_systemd_sysctl_on_a_new_lxc_interface() {
+    require_real_node();
+    let conf = Path::new("/etc/sysctl.d/50-default.conf");
+    assert!(!conf.exists(), "{} exists already: not the VM's rootfs", conf.display());
+    std::fs::write(
+        conf,
+        "net.ipv4.conf.default.rp_filter = 2\nnet.ipv4.conf.*.rp_filter = 2\n-net.ipv4.conf.all.rp_filter\n",
+    )
+    .unwrap();
+    struct Undo;
+    impl Drop for Undo {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file("/etc/sysctl.d/50-default.conf");
+            let _ = std::process::Command::new("ip").args(["link", "del", "lxc0vmtest"]).status();
+        }
+    }
+    let _undo = Undo;
+    let mut t = Tracer::start(&["tail", "--json"]);
+    run_out("ip", &["link", "add", "lxc0vmtest", "type", "veth", "peer", "name", "lxc0vmpeer"]);
+    let f = t.wait_for("rp-filter-on-cilium for lxc0vmtest", std::time::Duration::from_secs(60), |v| {
+        v["type"] == "finding" && v["id"] == "rp-filter-on-cilium" && v["dev"] == "lxc0vmtest"
+    });
+    assert_eq!(f["actor"], "systemd-sysctl", "{f}");
+    assert_eq!(f["details"]["on_behalf_of"], "systemd-udevd", "{f}");
+    assert_eq!(f["value"], "2", "{f}");
+    let rp = std::fs::read_to_string("/proc/sys/net/ipv4/conf/lxc0vmtest/rp_filter").unwrap();
+    assert_eq!(rp.trim(), "2", "udev did not set it: the finding would be wrong");
+    assert_eq!(t.stop(), 0);
+}

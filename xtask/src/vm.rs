@@ -551,8 +551,13 @@ fn boot(
         "console=ttyS0 panic=-1 rdinit=/sbin/init systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all \
                    quiet loglevel=3 systemd.show_status=0 net.ifnames=0";
     let cpu = if accel == "kvm" { "host" } else { "max" };
+    // TCG: one host thread for both vCPUs. With a thread per vCPU (MTTCG) the kernel's
+    // live text patching (the syscall tracepoint's static key, flipped when the tracer
+    // attaches) races under emulation: 6.12 died with `Oops: int3` in
+    // syscall_trace_enter here.
+    let accel_arg = if accel == "tcg" { "tcg,thread=single".to_string() } else { accel.to_string() };
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", accel, "-cpu", cpu, "-m", "3072", "-smp", "2"])
+    cmd.args(["-accel", accel_arg.as_str(), "-cpu", cpu, "-m", "3072", "-smp", "2"])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
