@@ -2,7 +2,7 @@
 //! real kernel inside cgroups and network namespaces the test creates, and read the
 //! JSON lines that come out.
 //!
-//! Rules (shared/DESIGN.md): run as root; create only what you remove (RAII guards that
+//! Rules (docs/DESIGN.md): run as root; create only what you remove (RAII guards that
 //! clean up on drop, also when the test fails); end only processes you started; a test
 //! that cannot run fails and says why, never skips.
 

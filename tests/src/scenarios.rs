@@ -1,4 +1,4 @@
-//! The incidents of shared/DESIGN.md, reproduced with the real components wherever this
+//! The incidents of docs/DESIGN.md, reproduced with the real components wherever this
 //! machine can run them (systemd-sysctl, systemd-networkd, runc, containerd), each in a
 //! sandbox of its own: a network namespace, a private mount namespace, cgroups under a
 //! unique prefix. Every scenario sets up, makes the change, hands each step to the

@@ -1,4 +1,4 @@
-//! The incidents of shared/DESIGN.md, reproduced with the real components
+//! The incidents of docs/DESIGN.md, reproduced with the real components
 //! (`tracer_tests::scenarios`), with `tracer tail --json` watching: each step's finding
 //! must appear within a second of the change, name the right actor and carry the
 //! evidence; the legitimate writers must give none. One tracer per test; run with

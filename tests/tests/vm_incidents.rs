@@ -413,3 +413,209 @@ fn real_udev_runs_systemd_sysctl_on_a_new_lxc_interface() {
     assert_eq!(rp.trim(), "2", "udev did not set it: the finding would be wrong");
     assert_eq!(t.stop(), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Incident 3: systemd-networkd, restarted as a package upgrade restarts it, deletes the
+// routing policy rules and routes it did not create.
+
+/// Cilium's state in the VM's own network namespace: its devices, rules 9 and 10, routes
+/// in tables 2004 and 2005 and via `cilium_host`. Removed on drop.
+struct CiliumState;
+
+const CILIUM_LINKS: &[&[&str]] = &[
+    &["link", "add", "cilium_host", "type", "veth", "peer", "name", "cilium_net"],
+    // networkd manages cilium_host and sets this address itself (its .network says so):
+    // an address it did not set would be removed when it configures the link.
+    &["addr", "replace", "10.0.0.1/32", "dev", "cilium_host"],
+    &["link", "set", "cilium_host", "up"],
+    &["link", "set", "cilium_net", "up"],
+];
+
+const CILIUM_SETUP: &[&[&str]] = &[
+    &["route", "add", "10.1.0.0/24", "via", "10.0.0.1", "dev", "cilium_host", "src", "10.0.0.1"],
+    &["route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "2004"],
+    &["route", "add", "default", "via", "10.0.0.1", "dev", "cilium_host", "table", "2005"],
+    &["rule", "add", "fwmark", "0x200/0xf00", "lookup", "2004", "priority", "9"],
+    &["rule", "add", "fwmark", "0xa00/0xf00", "lookup", "2005", "priority", "10"],
+];
+
+impl CiliumState {
+    /// The links first; the routes and rules once networkd has configured cilium_host
+    /// (configuring a link removes what is foreign on it: that would be the first start,
+    /// not the restart this is about).
+    fn create() -> CiliumState {
+        for args in CILIUM_LINKS {
+            run_out("ip", args);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let list = run_out("networkctl", &["list", "--no-legend", "cilium_host"]);
+            if list.contains("configured") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "networkd did not configure cilium_host: {list}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        for args in CILIUM_SETUP {
+            run_out("ip", args);
+        }
+        CiliumState
+    }
+
+    fn rules() -> String {
+        run_out("ip", &["rule", "show"])
+    }
+}
+
+impl Drop for CiliumState {
+    fn drop(&mut self) {
+        let quiet = |a: &[&str]| {
+            let _ = std::process::Command::new("ip").args(a).stderr(std::process::Stdio::null()).status();
+        };
+        quiet(&["link", "del", "cilium_host"]);
+        quiet(&["rule", "del", "priority", "9"]);
+        quiet(&["rule", "del", "priority", "10"]);
+        quiet(&["route", "flush", "table", "2004"]);
+        quiet(&["route", "flush", "table", "2005"]);
+    }
+}
+
+/// networkd's configuration for the test: it manages `cilium_host` (as a catch-all
+/// `.network` on a node would) and `ManageForeign*=` as asked. Removed, and networkd
+/// stopped, on drop.
+struct NetworkdConfig;
+
+impl NetworkdConfig {
+    fn write(manage_foreign: bool) -> NetworkdConfig {
+        std::fs::create_dir_all("/etc/systemd/network").unwrap();
+        std::fs::create_dir_all("/etc/systemd/networkd.conf.d").unwrap();
+        std::fs::write(
+            "/etc/systemd/network/50-cilium-host.network",
+            "[Match]\nName=cilium_host\n\n[Network]\nAddress=10.0.0.1/32\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
+        )
+        .unwrap();
+        let yn = if manage_foreign { "yes" } else { "no" };
+        std::fs::write(
+            "/etc/systemd/networkd.conf.d/90-tracer-test.conf",
+            format!("[Network]\nManageForeignRoutes={yn}\nManageForeignRoutingPolicyRules={yn}\n"),
+        )
+        .unwrap();
+        NetworkdConfig
+    }
+}
+
+impl Drop for NetworkdConfig {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("systemctl")
+            .args(["stop", "systemd-networkd.service", "systemd-networkd.socket"])
+            .status();
+        let _ = std::fs::remove_file("/etc/systemd/network/50-cilium-host.network");
+        let _ = std::fs::remove_file("/etc/systemd/networkd.conf.d/90-tracer-test.conf");
+    }
+}
+
+/// networkd is up and has seen the links (networkctl answers over D-Bus).
+fn wait_networkd() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ok = std::process::Command::new("networkctl")
+            .arg("list")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "systemd-networkd did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Starts networkd, then makes Cilium's state (so networkd has not removed it yet), then
+/// restarts networkd as a package upgrade does, with the tracer watching; returns the
+/// tracer's lines once networkd has settled.
+fn networkd_restart(manage_foreign: bool) -> (Tracer, String, CiliumState, NetworkdConfig) {
+    require_real_node();
+    let cfg = NetworkdConfig::write(manage_foreign);
+    run_out("systemctl", &["start", "systemd-networkd.service"]);
+    wait_networkd();
+    let state = CiliumState::create();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = CiliumState::rules();
+    assert!(
+        before.contains("lookup 2004") && before.contains("lookup 2005"),
+        "rules missing before the restart:\n{before}"
+    );
+    let mut t = Tracer::start(&["tail", "--json"]);
+    run_out("systemctl", &["restart", "systemd-networkd.service"]);
+    wait_networkd();
+    settle(&mut t, 8);
+    assert_eq!(t.stop(), 0);
+    (t, CiliumState::rules(), state, cfg)
+}
+
+fn findings<'a>(t: &'a Tracer, id: &str) -> Vec<&'a serde_json::Value> {
+    t.seen.iter().filter(|v| v["type"] == "finding" && v["id"] == id).collect()
+}
+
+/// The Datadog trigger: the real `systemd-networkd.service` restarted removes the rules
+/// it did not create (ManageForeignRoutingPolicyRules=yes, the default) and the foreign
+/// routes on the link it manages: the findings, actor systemd-networkd.
+#[test]
+#[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
+fn real_networkd_restart_deletes_ciliums_rules_and_routes() {
+    let (t, after, _state, _cfg) = networkd_restart(true);
+    assert!(!after.contains("lookup 2004"), "networkd kept rule 9: the test proved nothing\n{after}");
+    let rules = findings(&t, "cilium-rule-deleted");
+    assert!(!rules.is_empty(), "no cilium-rule-deleted; seen:\n{}", deletions(&t));
+    for f in &rules {
+        assert_eq!(f["actor"], "systemd-networkd", "{f}");
+        assert_eq!(f["severity"], "critical", "{f}");
+        assert!(f["remediation"].as_str().unwrap().contains("ManageForeignRoutingPolicyRules=no"), "{f}");
+    }
+    let summaries: String =
+        rules.iter().map(|f| f["summary"].as_str().unwrap_or("")).collect::<Vec<_>>().join("\n");
+    assert!(summaries.contains("2004") && summaries.contains("2005"), "both rules named:\n{summaries}");
+    // Routes: networkd removes foreign routes on the link it manages; when the kernel's
+    // table shows them gone, a finding must say so.
+    let gone = !run_out("ip", &["route", "show", "table", "2005"]).contains("cilium_host");
+    if gone {
+        let routes = findings(&t, "cilium-route-deleted");
+        assert!(
+            !routes.is_empty(),
+            "table 2005's route is gone and no cilium-route-deleted:\n{}",
+            deletions(&t)
+        );
+        assert!(routes.iter().all(|f| f["actor"] == "systemd-networkd"), "{routes:#?}");
+    }
+    eprintln!("networkd restart: {} rule findings, route in table 2005 removed: {gone}", rules.len());
+}
+
+/// The fix: with `ManageForeignRoutes=no` and `ManageForeignRoutingPolicyRules=no` the
+/// same restart leaves Cilium's rules and routes alone: no finding.
+#[test]
+#[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
+fn real_networkd_restart_with_manage_foreign_off_deletes_nothing() {
+    let (t, after, _state, _cfg) = networkd_restart(false);
+    assert!(
+        after.contains("lookup 2004") && after.contains("lookup 2005"),
+        "rules removed all the same:\n{after}"
+    );
+    let bad: Vec<&serde_json::Value> = t
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "finding" && v["id"].as_str().is_some_and(|i| i.starts_with("cilium-")))
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// The route, rule, address and link deletions seen, for failure messages.
+fn deletions(t: &Tracer) -> String {
+    t.seen
+        .iter()
+        .filter(|v| v["kind"].as_str().is_some_and(|k| k.ends_with("_delete")))
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -61,6 +61,94 @@ pub mod kind {
     pub const CGROUP_WRITE_EXIT: u16 = 11;
 }
 
+/// Every record kind in one table: its number, its name (the per-hook counters of
+/// `stats` lines and metrics), and the schema-v1 `kind` values of the events it makes
+/// (`tracer-user/src/stream/schema.rs` holds `Kind`, and a test there checks it against
+/// this table).
+pub mod kinds {
+    use super::kind;
+
+    pub struct KindInfo {
+        pub number: u16,
+        pub name: &'static str,
+        pub events: &'static [&'static str],
+    }
+
+    pub const KINDS: &[KindInfo] = &[
+        KindInfo { number: kind::CGROUP_WRITE, name: "cgroup_write", events: &["cgroup_write"] },
+        KindInfo { number: kind::CGROUP_MKDIR, name: "cgroup_mkdir", events: &["cgroup_mkdir"] },
+        KindInfo { number: kind::CGROUP_RMDIR, name: "cgroup_rmdir", events: &["cgroup_rmdir"] },
+        KindInfo { number: kind::SYSCTL_WRITE, name: "sysctl_write", events: &["sysctl_write"] },
+        KindInfo {
+            number: kind::NETLINK,
+            name: "netlink",
+            events: &["route_delete", "rule_delete", "addr_delete", "link_delete", "link_set"],
+        },
+        KindInfo { number: kind::SIGNAL, name: "signal", events: &["signal"] },
+        KindInfo { number: kind::PROC_EXEC, name: "proc_exec", events: &[] },
+        KindInfo { number: kind::PROC_FORK, name: "proc_fork", events: &[] },
+        KindInfo { number: kind::PROC_EXIT, name: "proc_exit", events: &[] },
+        // Counted in the slot of CGROUP_WRITE (its events are `cgroup_write`).
+        KindInfo { number: kind::CGROUP_WRITE_ENTER, name: "cgroup_write_enter", events: &[] },
+        KindInfo { number: kind::CGROUP_WRITE_EXIT, name: "cgroup_write_exit", events: &[] },
+    ];
+
+    /// The name of a record kind.
+    pub fn name(number: u16) -> Option<&'static str> {
+        let mut i = 0;
+        while i < KINDS.len() {
+            if KINDS[i].number == number {
+                return Some(KINDS[i].name);
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+/// The signals the `signal_generate` program keeps: those that end or stop a process
+/// (SIGCHLD and friends would drown the ring buffer), with their names
+/// (arch/x86/include/uapi/asm/signal.h) and whether they end it.
+pub mod signals {
+    pub struct SignalInfo {
+        pub number: i32,
+        pub name: &'static str,
+        /// Ends the process unless handled (SIGSTOP stops it, SIGUSR1/2 only end an
+        /// unprepared one: both are kept, but are no kill).
+        pub terminating: bool,
+    }
+
+    pub const KEPT: &[SignalInfo] = &[
+        SignalInfo { number: 1, name: "SIGHUP", terminating: true },
+        SignalInfo { number: 2, name: "SIGINT", terminating: true },
+        SignalInfo { number: 3, name: "SIGQUIT", terminating: true },
+        SignalInfo { number: 6, name: "SIGABRT", terminating: true },
+        SignalInfo { number: 9, name: "SIGKILL", terminating: true },
+        SignalInfo { number: 10, name: "SIGUSR1", terminating: false },
+        SignalInfo { number: 11, name: "SIGSEGV", terminating: true },
+        SignalInfo { number: 12, name: "SIGUSR2", terminating: false },
+        SignalInfo { number: 15, name: "SIGTERM", terminating: true },
+        SignalInfo { number: 19, name: "SIGSTOP", terminating: false },
+    ];
+
+    /// Whether the kernel program keeps this signal (a loop the verifier bounds).
+    #[inline(always)]
+    pub fn kept(sig: i32) -> bool {
+        let mut i = 0;
+        while i < KEPT.len() {
+            if KEPT[i].number == sig {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    pub fn info(sig: i32) -> Option<&'static SignalInfo> {
+        KEPT.iter().find(|s| s.number == sig)
+    }
+}
+
 /// Counter slots: one per record kind (`kind - 1`), plus internal ones.
 pub mod counter {
     /// Number of counter slots in the `SEEN` and `LOST` per-CPU arrays.
@@ -74,6 +162,17 @@ pub mod counter {
     /// Result records of cgroup writes (`CGROUP_WRITE_EXIT`); a lost one leaves its
     /// event without a result, it never drops the event.
     pub const CGROUP_WRITE_RESULT: u32 = 13;
+
+    /// The name of a counter slot in `stats` lines: the record kind's, or an internal one.
+    pub fn name(slot: u32) -> Option<&'static str> {
+        match slot {
+            PENDING_FULL => Some("cgroup_write_pending_full"),
+            CGROUP_WRITE_RESULT => Some("cgroup_write_result"),
+            // Slots 0..9 are the record kinds 1..10 that have counters of their own.
+            s if s < 9 => super::kinds::name(s as u16 + 1),
+            _ => None,
+        }
+    }
 }
 
 /// x86_64 syscall numbers the raw `sys_enter`/`sys_exit` programs act on

@@ -1,7 +1,7 @@
 //! tracer's kernel programs. One module per hook family; each program is a thin entry
 //! point around a `try_*` body. Every kernel struct offset comes from the global
 //! `OFFSETS` that userspace fills from the running kernel's BTF before load
-//! (shared/DESIGN.md: "No kernel layout is compiled in").
+//! (docs/DESIGN.md: "No kernel layout is compiled in").
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]

@@ -8,10 +8,10 @@ use tracer_common::{kind, Signal};
 use crate::kernel::{self, off, read, read_ptr};
 use crate::maps::{account, EVENTS};
 
+/// The signals kept are listed once, in `tracer_common::signals::KEPT`.
 #[inline(always)]
 fn wanted(sig: i32) -> bool {
-    // SIGHUP SIGINT SIGQUIT SIGABRT SIGKILL SIGUSR1 SIGSEGV SIGUSR2 SIGTERM SIGSTOP
-    matches!(sig, 1 | 2 | 3 | 6 | 9 | 10 | 11 | 12 | 15 | 19)
+    tracer_common::signals::kept(sig)
 }
 
 #[raw_tracepoint(tracepoint = "signal_generate")]

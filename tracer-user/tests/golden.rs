@@ -2,7 +2,7 @@
 //! incident scenario played (`cargo xtask golden`, see tests/tests/golden_record.rs),
 //! replayed through `tracer_user::session::replay` with this build's correlator. The findings
 //! must be exactly those of `testdata/golden/<scenario>.expected.json`, which are written
-//! by hand from the incidents of shared/DESIGN.md: which finding, by whom, on what, and
+//! by hand from the incidents of docs/DESIGN.md: which finding, by whom, on what, and
 //! which events are its evidence.
 //!
 //! Expectation format (`*.expected.json`):

@@ -1,7 +1,7 @@
 //! Installs what building and testing need on a fresh machine: the nightly
 //! `rust-src` component, `bpf-linker` built against the nightly's own libLLVM,
 //! and the apt packages the end-to-end tests use. Each step checks first and
-//! does nothing when its tool is already there. See shared/TOOLCHAIN.md.
+//! does nothing when its tool is already there. See docs/TOOLCHAIN.md.
 
 use std::{
     fs,

@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: build the release `tracer` and the `tracer-demo` binary (crate
 //! `tracer-tests`, `tests/src/bin/demo.rs`), then run the demo as root: the incidents of
-//! shared/DESIGN.md are reproduced with the real components while `tracer tail` runs,
+//! docs/DESIGN.md are reproduced with the real components while `tracer tail` runs,
 //! each in its own sandbox, cleaned up afterwards.
 
 use std::ffi::OsString;

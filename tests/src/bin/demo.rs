@@ -1,4 +1,4 @@
-//! `tracer-demo` (`cargo xtask demo`): the incidents of shared/DESIGN.md, reproduced with
+//! `tracer-demo` (`cargo xtask demo`): the incidents of docs/DESIGN.md, reproduced with
 //! the real components (`tracer_tests::scenarios`), played one after the other while
 //! `tracer tail` runs, so that a person without a Kubernetes cluster sees each change
 //! happen and the finding appear. Every scenario runs in a sandbox of its own (network
@@ -147,7 +147,7 @@ fn parse_args() -> Result<Opts, String> {
                 o.pause = Duration::from_secs_f64(s.clamp(0.0, 60.0));
             }
             "-h" | "--help" => {
-                println!("{USAGE}\n\nPlays the incidents of shared/DESIGN.md with the real components while `tracer tail` runs.\nScenarios (--list for details): {}", names());
+                println!("{USAGE}\n\nPlays the incidents of docs/DESIGN.md with the real components while `tracer tail` runs.\nScenarios (--list for details): {}", names());
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown argument {a:?}")),

@@ -56,10 +56,6 @@ Use the systemd driver on both: in /etc/containerd/config.toml set `SystemdCgrou
 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options] and restart containerd; \
 set `cgroupDriver: systemd` in the kubelet configuration and restart kubelet (drain the node first).";
 
-/// Signals that do not end a process: routine traffic, not a kill.
-const ROUTINE_SIGNALS: &[&str] =
-    &["CHLD", "URG", "WINCH", "CONT", "PIPE", "ALRM", "VTALRM", "PROF", "IO", "POLL"];
-
 /// One actor's burst of removals, then its follow-up window.
 #[derive(Debug)]
 struct Incident {
@@ -112,14 +108,14 @@ fn tokens(value: &str) -> impl Iterator<Item = (bool, &str)> {
         .filter(|(_, n)| !n.is_empty())
 }
 
-/// A signal that ends or is meant to end a process.
+/// A signal that ends or is meant to end a process (`tracer_common::signals`, the list
+/// the kernel program keeps; by number, or by name in recordings).
 fn terminating(ev: &Event) -> bool {
-    let name = ev.signal.as_deref().unwrap_or("");
-    let name = name.strip_prefix("SIG").unwrap_or(name);
-    if name.is_empty() {
-        return ev.signo.is_some_and(|s| matches!(s, 1 | 2 | 3 | 6 | 9 | 15));
-    }
-    !ROUTINE_SIGNALS.contains(&name)
+    let by_name = ev.signal.as_deref().and_then(|n| {
+        let n = if n.starts_with("SIG") { n.to_string() } else { format!("SIG{n}") };
+        tracer_common::signals::KEPT.iter().find(|s| s.name == n)
+    });
+    by_name.or_else(|| ev.signo.and_then(tracer_common::signals::info)).is_some_and(|s| s.terminating)
 }
 
 /// What a `subtree_control` write removed and added: from the kernel's masks when the

@@ -1,4 +1,4 @@
-//! The incident detectors (shared/DESIGN.md, "The incidents it exists for").
+//! The incident detectors (docs/DESIGN.md, "The incidents it exists for").
 //!
 //! The correlator sees attributed events only, from the live pipeline or from `replay`,
 //! so everything it knows comes from the event stream: which cgroups are kubepods, which

@@ -3,7 +3,7 @@
 //! aya's Rust programs get no CO-RE relocations, and bindings generated from one
 //! kernel's BTF carry that kernel's offsets. So every offset the programs use is looked
 //! up here, at load time, in `/sys/kernel/btf/vmlinux`, and handed to them as the global
-//! `OFFSETS` (shared/DESIGN.md, "No kernel layout is compiled in"). Fields renamed across
+//! `OFFSETS` (docs/DESIGN.md, "No kernel layout is compiled in"). Fields renamed across
 //! kernel versions are handled in this one table (`kernfs_node.parent` became
 //! `__parent` in 6.15).
 

@@ -230,6 +230,11 @@ pub fn peek_kind(buf: &[u8]) -> Result<u16, DecodeError> {
     Ok(h.kind)
 }
 
+/// A record kind's name, for errors (from tracer-common's one kind table).
+fn kind_name(k: u16) -> &'static str {
+    tracer_common::kinds::name(k).unwrap_or("unknown")
+}
+
 fn checked<T: Copy>(buf: &[u8], name: &'static str) -> Result<T, DecodeError> {
     let rec: T = read_pod(buf, name)?;
     let h: Header = read_pod(buf, "header")?;
@@ -256,7 +261,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
     Ok(match k {
         kind::CGROUP_WRITE_ENTER => decode_write_enter(buf)?,
         kind::CGROUP_WRITE_EXIT => {
-            let r: common::CgroupWriteExit = checked(buf, "cgroup_write_exit")?;
+            let r: common::CgroupWriteExit = checked(buf, kind_name(kind::CGROUP_WRITE_EXIT))?;
             Record::CgroupWriteResult(CgroupWriteResult {
                 task: Task {
                     ktime_ns: r.header.ktime_ns,
@@ -284,7 +289,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
             }
         }
         kind::SYSCTL_WRITE => {
-            let r: common::SysctlWrite = checked(buf, "sysctl_write")?;
+            let r: common::SysctlWrite = checked(buf, kind_name(kind::SYSCTL_WRITE))?;
             Record::SysctlWrite(SysctlWrite {
                 task: task(&r.header),
                 name: cstr(&r.name),
@@ -293,7 +298,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
             })
         }
         kind::NETLINK => {
-            let r: common::Netlink = checked(buf, "netlink")?;
+            let r: common::Netlink = checked(buf, kind_name(kind::NETLINK))?;
             let n = (r.captured as usize).min(common::NETLINK_LEN);
             Record::Netlink(Netlink {
                 task: task(&r.header),
@@ -305,7 +310,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
             })
         }
         kind::SIGNAL => {
-            let r: common::Signal = checked(buf, "signal")?;
+            let r: common::Signal = checked(buf, kind_name(kind::SIGNAL))?;
             Record::Signal(Signal {
                 task: task(&r.header),
                 sig: r.sig,
@@ -318,16 +323,16 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
             })
         }
         kind::PROC_EXEC => {
-            let r: common::ProcExec = checked(buf, "proc_exec")?;
+            let r: common::ProcExec = checked(buf, kind_name(kind::PROC_EXEC))?;
             let n = (r.filename_len as usize).min(common::FILENAME_LEN);
             Record::Exec { task: task(&r.header), filename: cstr(&r.filename[..n]), old_pid: r.old_pid }
         }
         kind::PROC_FORK => {
-            let r: common::ProcFork = checked(buf, "proc_fork")?;
+            let r: common::ProcFork = checked(buf, kind_name(kind::PROC_FORK))?;
             Record::Fork { task: task(&r.header), child_pid: r.child_pid, child_start_ns: r.child_start_ns }
         }
         kind::PROC_EXIT => {
-            let r: common::ProcExit = checked(buf, "proc_exit")?;
+            let r: common::ProcExit = checked(buf, kind_name(kind::PROC_EXIT))?;
             Record::Exit { task: task(&r.header), exit_code: r.exit_code }
         }
         other => return Err(DecodeError::UnknownKind(other)),

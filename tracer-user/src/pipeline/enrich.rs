@@ -150,22 +150,12 @@ impl CgroupPaths {
     }
 }
 
-/// Signal names for the signals the kernel program keeps.
+/// Signal names for the signals the kernel program keeps (`tracer_common::signals`).
 pub fn signal_name(sig: i32) -> String {
-    match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        6 => "SIGABRT",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        15 => "SIGTERM",
-        19 => "SIGSTOP",
-        _ => return format!("SIG{sig}"),
+    match tracer_common::signals::info(sig) {
+        Some(s) => s.name.to_string(),
+        None => format!("SIG{sig}"),
     }
-    .to_string()
 }
 
 /// Everything needed to turn records into events.

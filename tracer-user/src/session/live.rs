@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::sync::mpsc;
-use tracer_common::{counter, kind};
+use tracer_common::counter;
 
 use crate::correlator::{Correlator, TICK};
 use crate::kernel::loader::{self, LoadError, LoadOptions, Loaded};
@@ -121,22 +121,9 @@ impl StopFd {
     }
 }
 
-/// Counter slot names, in `tracer_common::counter` order.
+/// Counter slot names (`tracer_common::counter::name`, from the one kind table).
 fn slot_name(slot: u32) -> Option<&'static str> {
-    Some(match slot {
-        s if s == counter::of_kind(kind::CGROUP_WRITE) => "cgroup_write",
-        s if s == counter::of_kind(kind::CGROUP_MKDIR) => "cgroup_mkdir",
-        s if s == counter::of_kind(kind::CGROUP_RMDIR) => "cgroup_rmdir",
-        s if s == counter::of_kind(kind::SYSCTL_WRITE) => "sysctl_write",
-        s if s == counter::of_kind(kind::NETLINK) => "netlink",
-        s if s == counter::of_kind(kind::SIGNAL) => "signal",
-        s if s == counter::of_kind(kind::PROC_EXEC) => "proc_exec",
-        s if s == counter::of_kind(kind::PROC_FORK) => "proc_fork",
-        s if s == counter::of_kind(kind::PROC_EXIT) => "proc_exit",
-        counter::PENDING_FULL => "cgroup_write_pending_full",
-        counter::CGROUP_WRITE_RESULT => "cgroup_write_result",
-        _ => return None,
-    })
+    counter::name(slot)
 }
 
 pub fn hostname() -> String {
@@ -503,6 +490,7 @@ mod tests {
     use super::*;
     use std::mem::size_of;
     use tracer_common as common;
+    use tracer_common::kind;
 
     fn bytes_of<T: Copy>(v: &T, len: usize) -> Vec<u8> {
         // SAFETY: T is a POD record; reading its first `len` bytes is fine.

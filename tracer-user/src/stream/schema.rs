@@ -1,5 +1,5 @@
 //! Event schema v1: the JSON lines printed by `tail --json`, written by `record` and read
-//! by `replay` (shared/DESIGN.md, "Event schema v1"). One object per line, tagged by
+//! by `replay` (docs/DESIGN.md, "Event schema v1"). One object per line, tagged by
 //! `"type"`. Required fields are always present; optional ones are omitted when unknown.
 
 use std::collections::BTreeMap;
@@ -400,6 +400,21 @@ pub struct Stats {
 
 #[cfg(test)]
 mod tests {
+    /// Every event kind comes from exactly one record kind of tracer-common's table.
+    #[test]
+    fn kinds_match_the_record_kind_table() {
+        for k in Kind::ALL {
+            let from: Vec<&str> = tracer_common::kinds::KINDS
+                .iter()
+                .filter(|r| r.events.contains(&k.as_str()))
+                .map(|r| r.name)
+                .collect();
+            assert_eq!(from.len(), 1, "{} is made by {from:?}", k.as_str());
+        }
+        let listed: usize = tracer_common::kinds::KINDS.iter().map(|r| r.events.len()).sum();
+        assert_eq!(listed, Kind::ALL.len(), "the table names an event kind the schema lacks");
+    }
+
     use super::*;
 
     #[test]
