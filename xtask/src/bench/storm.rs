@@ -13,8 +13,8 @@
 //! Everything it creates it removes: one cgroup `<cgroup2 root>/xtask-storm.<pid>`, a
 //! temporary output file, the tracer (ended by its pid with SIGINT).
 //!
-//! Wiring (in bench.rs): `#[path = "storm.rs"] mod storm;` then
-//! `storm::run(&tracer, quick)` -> `Result<storm::Storm>` and `storm::print_table(&s)`.
+//! Used by the bench driver (`bench/mod.rs`): `storm::run(&tracer, quick)` ->
+//! `Result<storm::Storm>`, then `storm::print_table(&s)`.
 
 use std::{
     fs,

@@ -24,13 +24,9 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::util::{self, tracer_bin};
 
-#[path = "bench_audit.rs"]
 mod audit;
-#[path = "bench_footprint.rs"]
 mod footprint;
-#[path = "bench_replay.rs"]
 mod replay;
-#[path = "storm.rs"]
 mod storm;
 
 #[derive(clap::Args)]
