@@ -149,19 +149,8 @@ pub(crate) fn finding(
     remediation: &str,
 ) -> Finding {
     Finding {
-        id: id.to_string(),
-        severity,
-        time: ev.time,
-        actor: actor(ev),
-        summary,
-        evidence: vec![ev.seq],
-        remediation: remediation.to_string(),
-        controller: None,
-        cgroup: None,
-        dev: None,
-        value: None,
-        details: Default::default(),
         host: ev.host.clone(),
+        ..Finding::new(id, severity, ev.time, &actor(ev), summary, vec![ev.seq]).with_remediation(remediation)
     }
 }
 

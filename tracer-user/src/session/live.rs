@@ -165,18 +165,7 @@ impl Session {
         let mut table = ProcessTable::new();
         table.seed_from_proc(&opts.proc_root);
         let builder = EventBuilder::new(loaded.controllers.clone(), loaded.cgroup2_root.clone());
-        let pipeline = Pipeline {
-            builder,
-            table,
-            correlator: Correlator::new(),
-            seq: 0,
-            decode_errors: 0,
-            writes: HashMap::new(),
-            out: Vec::with_capacity(BATCH),
-            tx,
-            closed: false,
-            ticks: 0,
-        };
+        let pipeline = Pipeline::new(builder, table, tx);
         let stats_every = opts.stats_every;
         let stop_rx = stop.clone();
         boost_priority();
@@ -255,6 +244,21 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    fn new(builder: EventBuilder, table: ProcessTable, tx: mpsc::Sender<Vec<Line>>) -> Pipeline {
+        Pipeline {
+            builder,
+            table,
+            correlator: Correlator::new(),
+            seq: 0,
+            decode_errors: 0,
+            writes: HashMap::new(),
+            out: Vec::with_capacity(BATCH),
+            tx,
+            closed: false,
+            ticks: 0,
+        }
+    }
+
     fn handle(&mut self, bytes: &[u8]) {
         let rec = match decode::decode(bytes) {
             Ok(r) => r,
@@ -544,18 +548,11 @@ mod tests {
 
     fn pipeline() -> (Pipeline, mpsc::Receiver<Vec<Line>>) {
         let (tx, rx) = mpsc::channel(1024);
-        let p = Pipeline {
-            builder: EventBuilder::new(vec!["cpuset".into(), "cpu".into()], None),
-            table: ProcessTable::new(),
-            correlator: Correlator::new(),
-            seq: 0,
-            decode_errors: 0,
-            writes: HashMap::new(),
-            out: Vec::new(),
+        let p = Pipeline::new(
+            EventBuilder::new(vec!["cpuset".into(), "cpu".into()], None),
+            ProcessTable::new(),
             tx,
-            closed: false,
-            ticks: 0,
-        };
+        );
         (p, rx)
     }
 

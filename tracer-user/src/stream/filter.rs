@@ -219,21 +219,14 @@ mod tests {
     }
 
     fn finding(actor: &str) -> Finding {
-        Finding {
-            id: "kubepods-controller-removed".into(),
-            severity: crate::stream::schema::Severity::Critical,
-            time: Default::default(),
-            actor: actor.into(),
-            summary: String::new(),
-            evidence: vec![],
-            remediation: String::new(),
-            controller: None,
-            cgroup: None,
-            dev: None,
-            value: None,
-            details: Default::default(),
-            host: None,
-        }
+        Finding::new(
+            "kubepods-controller-removed",
+            crate::stream::schema::Severity::Critical,
+            Default::default(),
+            actor,
+            String::new(),
+            vec![],
+        )
     }
 
     #[test]

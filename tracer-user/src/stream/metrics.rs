@@ -353,21 +353,14 @@ mod tests {
         for kind in [Kind::CgroupWrite, Kind::CgroupWrite, Kind::SysctlWrite] {
             m.observe(&Line::Event(Box::new(Event { kind, ..Default::default() })));
         }
-        m.observe(&Line::Finding(Finding {
-            id: "rp-filter-on-cilium".into(),
-            severity: Severity::Critical,
-            time: Timestamp(0),
-            actor: "systemd-sysctl".into(),
-            summary: String::new(),
-            evidence: vec![1],
-            remediation: String::new(),
-            controller: None,
-            cgroup: None,
-            dev: None,
-            value: None,
-            details: Default::default(),
-            host: None,
-        }));
+        m.observe(&Line::Finding(Finding::new(
+            "rp-filter-on-cilium",
+            Severity::Critical,
+            Timestamp(0),
+            "systemd-sysctl",
+            String::new(),
+            vec![1],
+        )));
         let t = m.render();
         assert_eq!(value(&t, r#"tracer_events_total{kind="cgroup_write"}"#), Some(2.0), "{t}");
         assert_eq!(value(&t, r#"tracer_events_total{kind="sysctl_write"}"#), Some(1.0), "{t}");

@@ -781,19 +781,17 @@ mod tests {
 
     fn finding() -> Finding {
         Finding {
-            id: "kubepods-controller-removed".into(),
-            severity: Severity::Critical,
-            time: T,
-            actor: "systemd".into(),
-            summary: "cpuset removed from /kubepods.slice".into(),
-            evidence: vec![3, 7],
-            remediation: "SystemdCgroup = true in containerd, cgroupDriver: systemd in kubelet".into(),
             controller: Some("cpuset".into()),
             cgroup: Some("/kubepods.slice".into()),
-            dev: None,
-            value: None,
-            details: Default::default(),
-            host: None,
+            ..Finding::new(
+                "kubepods-controller-removed",
+                Severity::Critical,
+                T,
+                "systemd",
+                "cpuset removed from /kubepods.slice".into(),
+                vec![3, 7],
+            )
+            .with_remediation("SystemdCgroup = true in containerd, cgroupDriver: systemd in kubelet")
         }
     }
 

@@ -318,6 +318,41 @@ pub struct Finding {
     pub host: Option<String>,
 }
 
+impl Finding {
+    /// A finding with the required fields; the optional ones (`controller`, `cgroup`,
+    /// `dev`, `value`, `details`, `host`) empty, for the detector to fill.
+    pub fn new(
+        id: &str,
+        severity: Severity,
+        time: Timestamp,
+        actor: &str,
+        summary: String,
+        evidence: Vec<u64>,
+    ) -> Self {
+        Finding {
+            id: id.to_string(),
+            severity,
+            time,
+            actor: actor.to_string(),
+            summary,
+            evidence,
+            remediation: String::new(),
+            controller: None,
+            cgroup: None,
+            dev: None,
+            value: None,
+            details: Default::default(),
+            host: None,
+        }
+    }
+
+    /// The fix, as the on-call engineer reads it.
+    pub fn with_remediation(mut self, remediation: &str) -> Self {
+        self.remediation = remediation.to_string();
+        self
+    }
+}
+
 /// State of one kernel hook at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HookStatus {

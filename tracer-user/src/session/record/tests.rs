@@ -67,19 +67,17 @@ pub(crate) fn event(seq: u64) -> Line {
 
 pub(crate) fn finding(seq: u64) -> Line {
     Line::Finding(Finding {
-        id: "kubepods-controller-removed".into(),
-        severity: Severity::Critical,
-        time: Timestamp(1_700_000_000_000_000_000 + seq as i64 * 1_000_000),
-        actor: "systemd".into(),
-        summary: "cpuset removed".into(),
-        evidence: vec![seq],
-        remediation: "SystemdCgroup = true".into(),
         controller: Some("cpuset".into()),
         cgroup: Some("/kubepods.slice".into()),
-        dev: None,
-        value: None,
-        details: Default::default(),
-        host: None,
+        ..Finding::new(
+            "kubepods-controller-removed",
+            Severity::Critical,
+            Timestamp(1_700_000_000_000_000_000 + seq as i64 * 1_000_000),
+            "systemd",
+            "cpuset removed".into(),
+            vec![seq],
+        )
+        .with_remediation("SystemdCgroup = true")
     })
 }
 
