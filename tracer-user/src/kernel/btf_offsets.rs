@@ -19,8 +19,12 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 #[derive(Debug, Error)]
 pub enum OffsetError {
     /// The BTF file is missing or unreadable.
-    #[error("cannot read kernel BTF at {path}: {reason}. tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8+); check that {path} exists")]
-    NoBtf { path: String, reason: String },
+    #[error("cannot read kernel BTF at {path}. tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8+); check that {path} exists")]
+    NoBtf {
+        path: String,
+        #[source]
+        source: btf_rs::Error,
+    },
     /// The kernel has no such struct.
     #[error("kernel BTF has no `struct {structure}` (needed for {purpose}); this kernel is not supported")]
     MissingStruct { structure: &'static str, purpose: &'static str },
@@ -121,8 +125,7 @@ pub fn from_file(path: &Path) -> Result<Offsets, OffsetError> {
 
 /// Parses a BTF file.
 pub fn open(path: &Path) -> Result<Btf, OffsetError> {
-    Btf::from_file(path)
-        .map_err(|e| OffsetError::NoBtf { path: path.display().to_string(), reason: e.to_string() })
+    Btf::from_file(path).map_err(|source| OffsetError::NoBtf { path: path.display().to_string(), source })
 }
 
 /// Controller names indexed by subsystem id (`enum cgroup_subsys_id`), which is the bit
@@ -160,8 +163,8 @@ pub fn mask_names(controllers: &[String], mask: u16) -> Vec<String> {
 }
 
 pub fn from_bytes(bytes: &[u8]) -> Result<Offsets, OffsetError> {
-    let btf = Btf::from_bytes(bytes)
-        .map_err(|e| OffsetError::NoBtf { path: "<bytes>".into(), reason: e.to_string() })?;
+    let btf =
+        Btf::from_bytes(bytes).map_err(|source| OffsetError::NoBtf { path: "<bytes>".into(), source })?;
     resolve(&btf)
 }
 

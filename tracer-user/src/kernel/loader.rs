@@ -56,8 +56,26 @@ pub enum LoadError {
     Privileges(String),
     #[error("this tracer binary was built without its eBPF programs (AYA_BUILD_SKIP was set); build it with `cargo xtask build`")]
     NoObject,
-    #[error("cannot load the eBPF object: {0}")]
-    Object(String),
+    /// The kernel refused the object as a whole (its maps, BTF or a program).
+    #[error("cannot load the eBPF object")]
+    Object(#[source] aya::EbpfError),
+    /// A map the programs share with userspace is missing or of another type.
+    #[error("the eBPF object's map {name} is missing or not what tracer expects")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Option<aya::maps::MapError>,
+    },
+    /// A resource of the tracer's own (an eventfd, its ring-buffer thread).
+    #[error("cannot create {what}")]
+    Resource {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The benchmark floor's programs did not attach.
+    #[error("cannot attach the benchmark floor: {0}")]
+    Floor(String),
     #[error("no hook could be attached:\n{0}")]
     NothingAttached(String),
 }
@@ -127,7 +145,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .override_global("TRACER_TGID", &tgid, true)
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
         .load(EBPF_OBJECT)
-        .map_err(|e| LoadError::Object(error_chain(&e)))?;
+        .map_err(LoadError::Object)?;
 
     let cgroup2_root = opts.cgroup2_root.clone().or_else(find_cgroup2_root);
     let mut hooks = Vec::new();
@@ -208,9 +226,9 @@ pub fn load_floor() -> Result<Ebpf, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| LoadError::Object(error_chain(&e)))?;
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(LoadError::Object)?;
     for (prog, tp) in [("floor_sys_enter", "sys_enter"), ("floor_sys_exit", "sys_exit")] {
-        attach_raw(&mut ebpf, prog, tp).map_err(|(_, e)| LoadError::Object(e))?;
+        attach_raw(&mut ebpf, prog, tp).map_err(|(_, e)| LoadError::Floor(e))?;
     }
     Ok(ebpf)
 }

@@ -153,15 +153,16 @@ impl Session {
             started_at: Timestamp::now(),
             hooks: loaded.hooks.clone(),
         };
-        let ring = loaded
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or_else(|| LoadError::Object("map EVENTS missing".into()))
-            .and_then(|m| RingBuf::try_from(m).map_err(|e| LoadError::Object(e.to_string())))?;
+        let ring =
+            loaded.ebpf.take_map("EVENTS").ok_or(LoadError::Map { name: "EVENTS", source: None }).and_then(
+                |m| RingBuf::try_from(m).map_err(|e| LoadError::Map { name: "EVENTS", source: Some(e) }),
+            )?;
         let seen = take_counter(&mut loaded, "SEEN")?;
         let lost = take_counter(&mut loaded, "LOST")?;
         let (tx, rx) = mpsc::channel(BATCHES_IN_FLIGHT);
-        let stop = Arc::new(StopFd::new().map_err(|e| LoadError::Object(format!("eventfd: {e}")))?);
+        let stop = Arc::new(
+            StopFd::new().map_err(|source| LoadError::Resource { what: "the stop eventfd", source })?,
+        );
         let mut table = ProcessTable::new();
         table.seed_from_proc(&opts.proc_root);
         let builder = EventBuilder::new(loaded.controllers.clone(), loaded.cgroup2_root.clone());
@@ -175,7 +176,7 @@ impl Session {
                 boost_priority();
                 run(loaded, ring, seen, lost, pipeline, stop_rx, stats_every)
             })
-            .map_err(|e| LoadError::Object(format!("cannot start the ring-buffer thread: {e}")))?;
+            .map_err(|source| LoadError::Resource { what: "the ring-buffer thread", source })?;
         Ok(Session { header, rx, queued: VecDeque::new(), stop })
     }
 
@@ -217,12 +218,12 @@ impl Drop for Session {
     }
 }
 
-fn take_counter(loaded: &mut Loaded, name: &str) -> Result<PerCpuArray<MapData, u64>, LoadError> {
+fn take_counter(loaded: &mut Loaded, name: &'static str) -> Result<PerCpuArray<MapData, u64>, LoadError> {
     loaded
         .ebpf
         .take_map(name)
-        .ok_or_else(|| LoadError::Object(format!("map {name} missing")))
-        .and_then(|m| PerCpuArray::try_from(m).map_err(|e| LoadError::Object(e.to_string())))
+        .ok_or(LoadError::Map { name, source: None })
+        .and_then(|m| PerCpuArray::try_from(m).map_err(|e| LoadError::Map { name, source: Some(e) }))
 }
 
 /// Record -> lines, with all the state that takes.
