@@ -221,3 +221,26 @@ fn sigterm_ends_with_stats_and_detaches() {
     assert_eq!(last["type"], "stats", "last line is the final stats: {last}");
     assert_eq!(last["lost"], 0);
 }
+
+/// A `writev` of two iovecs to a cgroup file: the kernel program reads the first, and the
+/// event says so (`more_iovecs`, `value_truncated`) instead of passing a part as the
+/// whole value.
+#[test]
+fn cgroup_writev_says_only_the_first_iovec_was_read() {
+    let mut t = tail();
+    let cg = CgroupGuard::new(&cgroup2_root(), &unique("iov"));
+    let file = cg.path.join("cgroup.max.depth");
+    let pid = sh(&format!(
+        "exec python3 -c \"import os; fd = os.open('{}', os.O_WRONLY); os.writev(fd, [b'5', b'\\n'])\"",
+        file.display()
+    ));
+    let w =
+        t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["file"] == "cgroup.max.depth");
+    assert!(pid_is(&w, pid), "{w}");
+    assert_eq!(w["value"], "5", "{w}");
+    assert_eq!(w["more_iovecs"], true, "{w}");
+    assert_eq!(w["value_truncated"], true, "{w}");
+    assert_eq!(w["result"].as_i64(), Some(2), "{w}");
+    drop(cg);
+    assert_eq!(t.stop(), 0);
+}

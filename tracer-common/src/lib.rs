@@ -201,7 +201,8 @@ pub mod flags {
     pub const PATH_TRUNCATED: u32 = 1 << 2;
     /// The syscall exit was not seen (result unknown).
     pub const NO_RESULT: u32 = 1 << 3;
-    /// A netlink sendmsg had more than one iovec; only the first was copied.
+    /// A netlink sendmsg, or a cgroup writev/pwritev, had more than one iovec; only the
+    /// first was copied.
     pub const MORE_IOVECS: u32 = 1 << 4;
     /// The cgroup path was sent in an earlier record for the same
     /// (`hierarchy_id`, `cgroup_id`) and is not repeated (`CgroupWriteEnter`).

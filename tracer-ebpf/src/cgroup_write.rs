@@ -118,7 +118,8 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
             r.flags |= flags::VALUE_UNREADABLE;
         }
         if arg2 > 1 {
-            r.flags |= flags::VALUE_TRUNCATED;
+            // Only the first iovec is read: the value may go on in the others.
+            r.flags |= flags::VALUE_TRUNCATED | flags::MORE_IOVECS;
         }
         (iov[0], iov[1])
     };

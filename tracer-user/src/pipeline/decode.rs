@@ -109,6 +109,8 @@ pub struct CgroupWrite {
     pub file: String,
     pub value: Vec<u8>,
     pub value_truncated: bool,
+    /// A `writev`/`pwritev` with more than one iovec: only the first was read.
+    pub more_iovecs: bool,
     pub value_unreadable: bool,
     pub count: u64,
     /// `None` when the syscall exit was not seen.
@@ -388,6 +390,7 @@ fn decode_write_enter(buf: &[u8]) -> Result<Record, DecodeError> {
         file: cstr(&r.file),
         value: r.value[..value_len].to_vec(),
         value_truncated: r.flags & flags::VALUE_TRUNCATED != 0,
+        more_iovecs: r.flags & flags::MORE_IOVECS != 0,
         value_unreadable: r.flags & flags::VALUE_UNREADABLE != 0,
         count: r.count,
         result: None,

@@ -273,7 +273,9 @@ impl EventBuilder {
                 } else {
                     Some(String::from_utf8_lossy(&w.value).into_owned())
                 };
-                ev.value_truncated = w.value_truncated || w.path_truncated;
+                ev.value_truncated = w.value_truncated;
+                ev.path_truncated = w.path_truncated;
+                ev.more_iovecs = w.more_iovecs;
                 ev.result = w.result;
                 if w.file == "cgroup.subtree_control" {
                     ev.controllers_before =
@@ -328,6 +330,7 @@ impl EventBuilder {
                         let mut ev = self.base(&n.task, req.kind);
                         req.apply_to(&mut ev);
                         ev.netns = Some(n.task.netns);
+                        ev.more_iovecs = n.more_iovecs;
                         if ev.dev.is_none() {
                             if let Some(ifindex) = req.ifindex {
                                 ev.dev = self.netns_names.name(n.task.pid, n.task.netns, ifindex);

@@ -332,6 +332,13 @@ fn human_event(s: &mut String, e: &Event) {
         kw = KIND_WIDTH
     );
     describe(s, e);
+    // What the kernel program could not read, said where it matters.
+    if e.path_truncated {
+        s.push_str(" [path truncated: only its last components]");
+    }
+    if e.more_iovecs {
+        s.push_str(" [first iovec only: more were sent]");
+    }
     let _ = write!(s, "  pid={} comm={}", e.pid, clean(&e.comm));
     if let Some(exe) = &e.exe {
         let _ = write!(s, " [{}]", clean(exe));
@@ -682,6 +689,23 @@ mod tests {
         assert_eq!(
             one(e),
             "22:13:20.123 systemd          cgroup_write /kubepods.slice/kubepods-burstable.slice cgroup.subtree_control <- \"-cpuset\" = EBUSY (controllers -cpuset) (v1 cpu,cpuacct)  pid=1 comm=systemd [/usr/lib/systemd/systemd]\n"
+        );
+    }
+
+    #[test]
+    fn what_the_kernel_could_not_read_is_said() {
+        let mut e = base(Kind::CgroupWrite, "runc", 7);
+        e.cgroup = Some("/a/b".into());
+        e.file = Some("cpu.max".into());
+        e.value = Some("max".into());
+        e.value_truncated = true;
+        e.more_iovecs = true;
+        e.path_truncated = true;
+        let line = one(e);
+        assert!(line.contains("<- \"max...\""), "{line}");
+        assert!(
+            line.contains("[path truncated: only its last components] [first iovec only: more were sent]"),
+            "{line}"
         );
     }
 

@@ -201,6 +201,15 @@ pub struct Event {
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub value_truncated: bool,
+    /// The cgroup path had more components than the kernel program walks: `cgroup` is
+    /// its tail, not the whole path.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub path_truncated: bool,
+    /// The write or netlink request came in several iovecs and only the first was read
+    /// (a cgroup `writev`, a netlink `sendmsg`): the value or the later requests of the
+    /// batch are not seen.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more_iovecs: bool,
     /// Bytes written or negative errno.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<i64>,
