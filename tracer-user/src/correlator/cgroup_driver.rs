@@ -11,6 +11,7 @@ use std::collections::HashSet;
 
 use super::kube;
 use super::kubepods::REMEDIATION;
+use super::Detector;
 use super::{attribution, finding, who, HostKey};
 use crate::stream::schema::{Event, Finding, Kind, Severity};
 
@@ -20,7 +21,7 @@ pub const ID: &str = "cgroup-driver-mismatch";
 const MAX_PENDING: usize = 64;
 
 #[derive(Debug, Default)]
-pub struct Detector {
+pub struct DriverMismatch {
     /// Hosts where kubepods cgroups were seen (written, created, removed, signalled into).
     kubepods_seen: HashSet<HostKey>,
     /// (host, pod or parent) already reported.
@@ -34,8 +35,8 @@ fn paths(ev: &Event) -> impl Iterator<Item = &str> {
     ev.cgroup.as_deref().into_iter().chain(ev.target_cgroup.as_deref())
 }
 
-impl Detector {
-    pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+impl Detector for DriverMismatch {
+    fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         let first_kube = !self.kubepods_seen.contains(&ev.host) && paths(ev).any(kube::in_kubepods);
         if first_kube && self.kubepods_seen.insert(ev.host.clone()) {
             let (now, later): (Vec<Event>, Vec<Event>) =
@@ -62,7 +63,9 @@ impl Detector {
             self.pending.push(ev.clone());
         }
     }
+}
 
+impl DriverMismatch {
     fn report(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         let cg = ev.cgroup.as_deref().unwrap_or_default();
         let Some((uid, runtime, id)) = kube::outside_container(cg) else {

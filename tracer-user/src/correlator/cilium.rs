@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 
 use super::rp_filter::is_cilium_dev;
+use super::Detector;
 use super::{attribution, finding, made_by, parse_num, who, HostKey};
 use crate::stream::schema::{Event, Finding, Kind, Severity};
 
@@ -79,28 +80,13 @@ fn cilium_mark(s: &str) -> bool {
 }
 
 #[derive(Debug, Default)]
-pub struct Detector {
+pub struct CiliumDeletions {
     /// ifindex -> name per netns, for requests that name the device by index only.
     names: HashMap<(HostKey, Option<u32>, u32), String>,
 }
 
-impl Detector {
-    fn dev_of(&mut self, ev: &Event) -> Option<String> {
-        match (&ev.dev, ev.ifindex) {
-            (Some(d), Some(i)) => {
-                if self.names.len() >= MAX_NAMES {
-                    self.names.clear();
-                }
-                self.names.insert((ev.host.clone(), ev.netns, i), d.clone());
-                Some(d.clone())
-            }
-            (Some(d), None) => Some(d.clone()),
-            (None, Some(i)) => self.names.get(&(ev.host.clone(), ev.netns, i)).cloned(),
-            (None, None) => None,
-        }
-    }
-
-    pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+impl Detector for CiliumDeletions {
+    fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         if !matches!(
             ev.kind,
             Kind::RouteDelete | Kind::RuleDelete | Kind::AddrDelete | Kind::LinkDelete | Kind::LinkSet
@@ -203,6 +189,23 @@ impl Detector {
                 out.push(f);
             }
             _ => {}
+        }
+    }
+}
+
+impl CiliumDeletions {
+    fn dev_of(&mut self, ev: &Event) -> Option<String> {
+        match (&ev.dev, ev.ifindex) {
+            (Some(d), Some(i)) => {
+                if self.names.len() >= MAX_NAMES {
+                    self.names.clear();
+                }
+                self.names.insert((ev.host.clone(), ev.netns, i), d.clone());
+                Some(d.clone())
+            }
+            (Some(d), None) => Some(d.clone()),
+            (None, Some(i)) => self.names.get(&(ev.host.clone(), ev.netns, i)).cloned(),
+            (None, None) => None,
         }
     }
 }

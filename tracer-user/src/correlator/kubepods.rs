@@ -31,6 +31,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::kube::{self, Level};
+use super::Detector;
 use super::{attribution, finding, made_by, who, HostKey};
 use crate::stream::schema::{Event, Finding, Kind, Severity, Timestamp};
 
@@ -79,7 +80,7 @@ struct Incident {
 }
 
 #[derive(Debug, Default)]
-pub struct Detector {
+pub struct ControllerRemoved {
     /// Last known `cgroup.subtree_control` of each cgroup.
     enabled: HashMap<(HostKey, String), BTreeSet<String>>,
     /// Kubepods cgroups seen per host (written, created, signalled into): their
@@ -144,8 +145,8 @@ fn delta(ev: &Event, known: Option<&BTreeSet<String>>) -> (Vec<String>, Vec<Stri
     (removed, added)
 }
 
-impl Detector {
-    pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+impl Detector for ControllerRemoved {
+    fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         self.last = self.last.max(ev.time);
         self.expire(ev.time, out);
         for p in ev.cgroup.iter().chain(ev.target_cgroup.iter()) {
@@ -201,6 +202,25 @@ impl Detector {
         }
     }
 
+    fn tick(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
+        self.expire(now, out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        for n in 0..self.incidents.len() {
+            if self.incidents[n].emitted.is_none() {
+                self.emit(n, out);
+            }
+        }
+        let last = self.last;
+        for i in std::mem::take(&mut self.incidents) {
+            let t = i.deadline().min(last.max(i.first_removal));
+            close(i, t, out);
+        }
+    }
+}
+
+impl ControllerRemoved {
     /// Whether kubelet depends on this cgroup's `subtree_control`: one it validates, or an
     /// ancestor of a kubepods cgroup seen on the host (the cgroup2 root included).
     fn counts(&self, host: &HostKey, cg: &str) -> Option<&'static str> {
@@ -380,23 +400,6 @@ impl Detector {
         out.push(f.clone());
         i.emitted = Some(f);
     }
-
-    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
-        self.expire(now, out);
-    }
-
-    pub fn finish(&mut self, out: &mut Vec<Finding>) {
-        for n in 0..self.incidents.len() {
-            if self.incidents[n].emitted.is_none() {
-                self.emit(n, out);
-            }
-        }
-        let last = self.last;
-        for i in std::mem::take(&mut self.incidents) {
-            let t = i.deadline().min(last.max(i.first_removal));
-            close(i, t, out);
-        }
-    }
 }
 
 impl Incident {
@@ -552,7 +555,7 @@ mod tests {
     fn quiet_window_gives_one_finding_and_windows_close_on_tick() {
         let f = run(vec![cg_write("systemd", QOS, "-cpuset")]);
         assert_eq!(f.len(), 1);
-        let mut d = Detector::default();
+        let mut d = ControllerRemoved::default();
         let mut out = Vec::new();
         let mut e = cg_write("systemd", QOS, "-cpuset").at(0.0).seq(1).0;
         d.observe(&e, &mut out);

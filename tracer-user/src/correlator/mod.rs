@@ -27,10 +27,20 @@ use crate::stream::schema::{Event, Finding, Severity, Timestamp};
 /// Runs every detector over the event stream.
 #[derive(Debug, Default)]
 pub struct Correlator {
-    kubepods: kubepods::Detector,
-    driver: cgroup_driver::Detector,
-    rp_filter: rp_filter::Detector,
-    cilium: cilium::Detector,
+    kubepods: kubepods::ControllerRemoved,
+    driver: cgroup_driver::DriverMismatch,
+    rp_filter: rp_filter::RpFilter,
+    cilium: cilium::CiliumDeletions,
+}
+
+/// One incident's detector: it sees every attributed event in time order and pushes the
+/// findings an event completes; `tick` closes the time windows that ended by `now` (the
+/// wall clock live, the events' time in replay: see [`Ticker`]); `finish` closes the rest
+/// at the end of the stream. Adding one: docs/ARCHITECTURE.md, "Add a detector".
+pub trait Detector {
+    fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>);
+    fn tick(&mut self, _now: Timestamp, _out: &mut Vec<Finding>) {}
+    fn finish(&mut self, _out: &mut Vec<Finding>) {}
 }
 
 impl Correlator {
@@ -39,12 +49,15 @@ impl Correlator {
     }
 
     /// Findings the event completes, at once (live users see them with the event).
+    fn detectors(&mut self) -> [&mut dyn Detector; 4] {
+        [&mut self.kubepods, &mut self.driver, &mut self.rp_filter, &mut self.cilium]
+    }
+
     pub fn observe(&mut self, ev: &Event) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.kubepods.observe(ev, &mut out);
-        self.driver.observe(ev, &mut out);
-        self.rp_filter.observe(ev, &mut out);
-        self.cilium.observe(ev, &mut out);
+        for d in self.detectors() {
+            d.observe(ev, &mut out);
+        }
         out
     }
 
@@ -52,16 +65,18 @@ impl Correlator {
     /// and at the end of a replay).
     pub fn tick(&mut self, now: Timestamp) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.kubepods.tick(now, &mut out);
-        self.rp_filter.tick(now, &mut out);
+        for d in self.detectors() {
+            d.tick(now, &mut out);
+        }
         out
     }
 
     /// End of the stream: closes every open window.
     pub fn finish(&mut self) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.kubepods.finish(&mut out);
-        self.rp_filter.finish(&mut out);
+        for d in self.detectors() {
+            d.finish(&mut out);
+        }
         out
     }
 }
@@ -113,6 +128,27 @@ impl Correlate for NoCorrelator {
 /// the wall clock at this period, replay with the events' time. A held rp_filter finding
 /// (its revert window, [`rp_filter::REVERT_WINDOW_NS`]) is out within two periods.
 pub const TICK_NS: i64 = 250_000_000;
+/// The one tick driver live and replay share: it ticks a correlator once a tick period
+/// of the clock it is given has passed since its last tick (the wall clock live, each
+/// event's time in replay), so windows close the same way in both.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ticker {
+    last: Option<Timestamp>,
+}
+
+impl Ticker {
+    /// The findings of the windows that closed by `now`, when a tick is due.
+    pub fn advance(&mut self, c: &mut dyn Correlate, now: Timestamp) -> Vec<Finding> {
+        match self.last {
+            Some(last) if now.0.saturating_sub(last.0) < TICK_NS => Vec::new(),
+            _ => {
+                self.last = Some(now);
+                c.tick(now)
+            }
+        }
+    }
+}
+
 /// [`TICK_NS`] as a duration.
 pub const TICK: std::time::Duration = std::time::Duration::from_nanos(TICK_NS as u64);
 

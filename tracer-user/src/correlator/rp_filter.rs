@@ -35,6 +35,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::Detector;
 use super::{attribution, finding, who, HostKey};
 use crate::stream::schema::{Event, Finding, Kind, Severity, Timestamp};
 
@@ -143,7 +144,7 @@ impl Held {
 }
 
 #[derive(Debug, Default)]
-pub struct Detector {
+pub struct RpFilter {
     netns: HashMap<(HostKey, Option<u32>), Netns>,
     /// ifindex -> name per netns, learned from events naming both.
     names: HashMap<(HostKey, Option<u32>, u32), String>,
@@ -170,56 +171,8 @@ fn parse_value(v: Option<&str>) -> Option<u32> {
     v.parse::<i64>().ok().map(|n| n.clamp(0, u32::MAX as i64) as u32)
 }
 
-impl Detector {
-    fn dev_of(&mut self, ev: &Event) -> Option<String> {
-        let key = (ev.host.clone(), ev.netns);
-        match (&ev.dev, ev.ifindex) {
-            (Some(d), Some(i)) => {
-                if self.names.len() >= MAX_NAMES {
-                    self.names.clear();
-                }
-                self.names.insert((key.0, key.1, i), d.clone());
-                Some(d.clone())
-            }
-            (Some(d), None) => Some(d.clone()),
-            (None, Some(i)) => self.names.get(&(key.0, key.1, i)).cloned(),
-            (None, None) => None,
-        }
-    }
-
-    /// Emits the held writes whose window closed by `now`.
-    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
-        if self.held.iter().any(|h| h.until <= now.0) {
-            let (done, keep): (Vec<Held>, Vec<Held>) =
-                std::mem::take(&mut self.held).into_iter().partition(|h| h.until <= now.0);
-            self.held = keep;
-            out.extend(done.into_iter().map(Held::into_finding));
-        }
-    }
-
-    /// End of the stream: emits every held write.
-    pub fn finish(&mut self, out: &mut Vec<Finding>) {
-        out.extend(self.held.drain(..).map(Held::into_finding));
-    }
-
-    fn hold(&mut self, ev: &Event, value: u32, scope: Scope, out: &mut Vec<Finding>) {
-        if self.held.len() >= MAX_HELD {
-            out.push(self.held.remove(0).into_finding());
-        }
-        self.held.push(Held {
-            ev: ev.clone(),
-            value,
-            scope,
-            until: ev.time.0.saturating_add(REVERT_WINDOW_NS),
-        });
-    }
-
-    /// A write of 0 on `dev` by `ev`'s process: drops what it reverts.
-    fn revert(&mut self, ev: &Event, dev: &str) {
-        self.held.retain_mut(|h| !(h.same_writer(ev) && h.revert(dev)));
-    }
-
-    pub fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
+impl Detector for RpFilter {
+    fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         // Events past a window close it even between ticks (between ticks).
         self.tick(ev.time, out);
         let key = (ev.host.clone(), ev.netns);
@@ -321,6 +274,56 @@ impl Detector {
             }
             _ => {}
         }
+    }
+
+    /// Emits the held writes whose window closed by `now`.
+    fn tick(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
+        if self.held.iter().any(|h| h.until <= now.0) {
+            let (done, keep): (Vec<Held>, Vec<Held>) =
+                std::mem::take(&mut self.held).into_iter().partition(|h| h.until <= now.0);
+            self.held = keep;
+            out.extend(done.into_iter().map(Held::into_finding));
+        }
+    }
+
+    /// End of the stream: emits every held write.
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        out.extend(self.held.drain(..).map(Held::into_finding));
+    }
+}
+
+impl RpFilter {
+    fn dev_of(&mut self, ev: &Event) -> Option<String> {
+        let key = (ev.host.clone(), ev.netns);
+        match (&ev.dev, ev.ifindex) {
+            (Some(d), Some(i)) => {
+                if self.names.len() >= MAX_NAMES {
+                    self.names.clear();
+                }
+                self.names.insert((key.0, key.1, i), d.clone());
+                Some(d.clone())
+            }
+            (Some(d), None) => Some(d.clone()),
+            (None, Some(i)) => self.names.get(&(key.0, key.1, i)).cloned(),
+            (None, None) => None,
+        }
+    }
+
+    fn hold(&mut self, ev: &Event, value: u32, scope: Scope, out: &mut Vec<Finding>) {
+        if self.held.len() >= MAX_HELD {
+            out.push(self.held.remove(0).into_finding());
+        }
+        self.held.push(Held {
+            ev: ev.clone(),
+            value,
+            scope,
+            until: ev.time.0.saturating_add(REVERT_WINDOW_NS),
+        });
+    }
+
+    /// A write of 0 on `dev` by `ev`'s process: drops what it reverts.
+    fn revert(&mut self, ev: &Event, dev: &str) {
+        self.held.retain_mut(|h| !(h.same_writer(ev) && h.revert(dev)));
     }
 }
 
@@ -629,7 +632,7 @@ mod tests {
     #[test]
     fn a_write_not_reverted_comes_out_within_a_second() {
         // Live: the pipeline ticks with the wall clock (every 250 ms), and at stop.
-        let mut d = Detector::default();
+        let mut d = RpFilter::default();
         let mut out = Vec::new();
         d.observe(&sd(&rp("lxcab12"), "2", 20.0).seq(8).0, &mut out);
         assert!(out.is_empty(), "held for its revert window");
@@ -639,13 +642,13 @@ mod tests {
         assert_eq!(ids(&out), vec![ID]);
         const { assert!(REVERT_WINDOW_NS + super::super::TICK_NS <= 500_000_000, "out within half a second") };
         // The next event past the window closes it too (between ticks).
-        let mut d = Detector::default();
+        let mut d = RpFilter::default();
         let mut out = Vec::new();
         d.observe(&sd(&rp("lxcab12"), "2", 20.0).0, &mut out);
         d.observe(&sysctl("sh", "net.ipv4.ip_forward", "1").at(20.3).0, &mut out);
         assert_eq!(ids(&out), vec![ID]);
         // At stop, whatever is held comes out.
-        let mut d = Detector::default();
+        let mut d = RpFilter::default();
         let mut out = Vec::new();
         d.observe(&sd(&rp("all"), "1", 20.0).0, &mut out);
         d.finish(&mut out);
@@ -654,7 +657,7 @@ mod tests {
 
     #[test]
     fn held_writes_stay_bounded() {
-        let mut d = Detector::default();
+        let mut d = RpFilter::default();
         let mut out = Vec::new();
         for i in 0..(MAX_HELD + 10) {
             let e = by(sysctl("sh", &rp("lxcab12"), "2"), i as u32 + 1, 1).at(1.0).0;
@@ -668,7 +671,7 @@ mod tests {
 
     #[test]
     fn interface_inventory_stays_bounded_under_pod_churn() {
-        let mut d = Detector::default();
+        let mut d = RpFilter::default();
         let mut out = Vec::new();
         for i in 0..(MAX_IFACES * 3) {
             let e = sysctl("cilium-agent", &format!("net.ipv4.conf.lxc{i:x}.forwarding"), "1").0;

@@ -26,7 +26,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::sync::mpsc;
 use tracer_common::counter;
 
-use crate::correlator::{Correlator, TICK};
+use crate::correlator::{Correlator, Ticker, TICK};
 use crate::kernel::loader::{self, LoadError, LoadOptions, Loaded};
 use crate::pipeline::decode::{self, Record};
 use crate::pipeline::enrich::EventBuilder;
@@ -242,6 +242,7 @@ struct Pipeline {
     closed: bool,
     /// Ticks so far (housekeeping runs every [`HOUSEKEEPING_TICKS`]).
     ticks: u64,
+    ticker: Ticker,
 }
 
 impl Pipeline {
@@ -257,6 +258,7 @@ impl Pipeline {
             tx,
             closed: false,
             ticks: 0,
+            ticker: Ticker::default(),
         }
     }
 
@@ -357,7 +359,7 @@ impl Pipeline {
         if self.ticks.is_multiple_of(HOUSEKEEPING_TICKS) {
             self.builder.expire_removed();
         }
-        for f in self.correlator.tick(Timestamp::now()) {
+        for f in self.ticker.advance(&mut self.correlator, Timestamp::now()) {
             self.push(Line::Finding(f));
         }
     }

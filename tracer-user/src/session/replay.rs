@@ -25,7 +25,7 @@ use anyhow::{bail, Context as _};
 
 pub use crate::cli::replay_args::ReplayArgs;
 use crate::correlator::default_correlator;
-use crate::correlator::{Correlate, TICK_NS};
+use crate::correlator::{Correlate, Ticker};
 use crate::stream::filter::Filter;
 use crate::stream::output::{Format, Printer};
 use crate::stream::reader::{BadReason, RecordingReader};
@@ -181,7 +181,7 @@ pub fn replay_readers<W: Write>(
             heap.push(Reverse((line_time(l), i)));
         }
     }
-    let mut correlators: HashMap<String, (Box<dyn Correlate>, Timestamp)> = HashMap::new();
+    let mut correlators: HashMap<String, (Box<dyn Correlate>, Ticker)> = HashMap::new();
     let mut printed_headers: Vec<(String, Timestamp)> = Vec::new();
     let mut actors: HashMap<String, u64> = HashMap::new();
     let mut new_findings: Vec<Finding> = Vec::new();
@@ -211,14 +211,11 @@ pub fn replay_readers<W: Write>(
                     e.host = host.clone();
                 }
                 let key = e.host.clone().or(host).unwrap_or_default();
-                let (corr, last_tick) =
-                    correlators.entry(key.clone()).or_insert_with(|| (new_correlator(), Timestamp(i64::MIN)));
+                let (corr, ticker) =
+                    correlators.entry(key.clone()).or_insert_with(|| (new_correlator(), Ticker::default()));
                 // Close the windows that ended, every tick of event time, as the live
                 // session does with the wall clock.
-                if e.time.0.saturating_sub(last_tick.0) >= TICK_NS {
-                    new_findings.extend(corr.tick(e.time));
-                    *last_tick = e.time;
-                }
+                new_findings.extend(ticker.advance(corr.as_mut(), e.time));
                 let observed = corr.observe(e);
                 // Windows that closed before this event print before it.
                 emit_findings(
