@@ -178,15 +178,7 @@ pub fn apt_packages() -> Result<()> {
         return check_required_tools();
     }
     eprintln!("xtask: installing apt packages: {}", missing.join(" "));
-    let apt = |args: &[&str]| {
-        let mut cmd = Command::new("apt-get");
-        // Wait for another apt (unattended upgrades, a parallel job) instead of failing.
-        cmd.args(["-o", "DPkg::Lock::Timeout=600"]).args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
-    if let Err(e) = run(&mut apt(&["update", "-q"])) {
-        eprintln!("xtask: warning: {e:#}; trying to install from the existing package lists");
-    }
+    apt_update();
     for pkg in missing {
         let mut candidates = vec![pkg];
         if pkg == "bpftool" {
@@ -207,16 +199,24 @@ pub fn apt_packages() -> Result<()> {
     Ok(())
 }
 
-/// Installs these packages (root), waiting for another apt's lock.
-pub fn apt_install(pkgs: &[&str]) -> Result<()> {
-    let apt = |args: &[&str]| {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(["-o", "DPkg::Lock::Timeout=600"]).args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
+/// `apt-get ARGS`, non-interactive, waiting for another apt (unattended upgrades, a
+/// parallel job) to release the dpkg lock instead of failing.
+fn apt(args: &[&str]) -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["-o", "DPkg::Lock::Timeout=600"]).args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+/// `apt-get update`; on failure the existing package lists are used.
+fn apt_update() {
     if let Err(e) = run(&mut apt(&["update", "-q"])) {
         eprintln!("xtask: warning: {e:#}; trying to install from the existing package lists");
     }
+}
+
+/// Installs these packages (root), waiting for another apt's lock.
+pub fn apt_install(pkgs: &[&str]) -> Result<()> {
+    apt_update();
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend_from_slice(pkgs);
     run(&mut apt(&args)).with_context(|| format!("apt-get install {} failed", pkgs.join(" ")))

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::cli::human_args::HumanArgs;
 use crate::stream::filter::FilterArgs;
-use crate::stream::output::ColorChoice;
 use crate::stream::schema::Timestamp;
 
 /// Arguments of `tracer replay`.
@@ -31,14 +31,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub until: Option<Timestamp>,
 
-    /// Color the human output (auto: on a terminal, unless NO_COLOR is set).
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
-
-    /// Print every `cgroup.subtree_control` write that changed nothing, instead of
-    /// folding a process's run of them into one line with a count.
-    #[arg(long)]
-    pub unfold: bool,
+    #[command(flatten)]
+    pub human: HumanArgs,
 
     #[command(flatten)]
     pub filter: FilterArgs,

@@ -1,10 +1,11 @@
 //! `tracer tail`: the live view during an incident.
 use std::process::ExitCode;
 
+use crate::cli::human_args::HumanArgs;
 use crate::session::live::Session;
 use crate::stream::filter::{Filter, FilterArgs};
 use crate::stream::metrics;
-use crate::stream::output::{ColorChoice, Format, Printer};
+use crate::stream::output::{Format, Printer};
 use crate::stream::schema::Line;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
@@ -19,15 +20,8 @@ pub struct TailArgs {
     /// Print event schema v1 JSON lines (header, events, findings, stats) instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Colour the human output (auto: on a terminal, unless NO_COLOR is set).
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
-    /// Print every `cgroup.subtree_control` write that changed nothing, instead of
-    /// folding a process's run of them into one line with a count (systemd writes
-    /// hundreds per daemon-reload; the writes that removed or enabled a controller always
-    /// print on their own).
-    #[arg(long)]
-    pub unfold: bool,
+    #[command(flatten)]
+    pub human: HumanArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
@@ -37,7 +31,7 @@ pub struct TailArgs {
 pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let opts = args.live.options()?;
     let filter = Filter::new(&args.filter);
-    let format = if args.json { Format::Json } else { Format::Human { color: args.color.enabled() } };
+    let format = if args.json { Format::Json } else { Format::Human { color: args.human.color.enabled() } };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         // Handlers first: a SIGTERM that arrives while the hooks attach, or right after
@@ -49,9 +43,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         let mut session = Session::start(&opts).await.context("cannot start tracing")?;
         let stdout = std::io::stdout();
         let mut printer = Printer::new(std::io::BufWriter::new(stdout.lock()), format);
-        if args.unfold {
-            printer = printer.unfold();
-        }
+        printer = args.human.apply(printer);
         // A folded run prints once it has been quiet this long.
         let mut fold_check = tokio::time::interval(FOLD_IDLE);
         let header = session.header().clone();

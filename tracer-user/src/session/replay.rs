@@ -38,7 +38,7 @@ mod summary;
 /// summary to stderr. A closed `out` comes back as an `io::Error` of kind `BrokenPipe`
 /// (inside the anyhow error).
 pub fn run_replay<W: Write>(args: &ReplayArgs, out: W) -> anyhow::Result<ReplaySummary> {
-    let color = args.color.enabled();
+    let color = args.human.color.enabled();
     let summary = replay_with(args, out, color, &default_correlator)?;
     if args.json {
         summary.write_human(&mut io::stderr().lock(), false)?;
@@ -148,9 +148,7 @@ pub fn replay_readers<W: Write>(
     let filter = Filter::new(&args.filter);
     let format = if args.json { Format::Json } else { Format::Human { color } };
     let mut printer = Printer::new(io::BufWriter::with_capacity(256 << 10, out), format);
-    if args.unfold {
-        printer = printer.unfold();
-    }
+    printer = args.human.apply(printer);
     let mut summary =
         ReplaySummary { files: readers.iter().map(|r| r.name().to_string()).collect(), ..Default::default() };
     let in_range = |t: Timestamp| args.since.is_none_or(|s| t >= s) && args.until.is_none_or(|u| t <= u);
