@@ -12,11 +12,9 @@
 //! IPv4 routes with no RTM_DELROUTE at all, so addr_delete, link_delete and link_set down
 //! on those devices count as route deletions.
 
-use std::collections::HashMap;
-
 use super::rp_filter::is_cilium_dev;
 use super::Detector;
-use super::{attribution, finding, made_by, parse_num, who, HostKey};
+use super::{attribution, finding, made_by, parse_num, who};
 use crate::stream::schema::{Event, Finding, Kind, Severity};
 
 pub const ROUTE_ID: &str = "cilium-route-deleted";
@@ -29,9 +27,6 @@ pub const PRIORITIES: &[u32] = &[9, 10, 100];
 /// Cilium's proxy marks under mask 0xf00.
 pub const MARKS: &[u32] = &[0x200, 0xa00];
 const MARK_MASK: u32 = 0xf00;
-
-/// ifindex -> name entries kept before starting over (ifindexes only grow in a netns).
-const MAX_NAMES: usize = 65_536;
 
 /// Cilium's own components.
 const OWNERS: &[&str] = &["cilium-agent", "cilium-cni"];
@@ -80,10 +75,7 @@ fn cilium_mark(s: &str) -> bool {
 }
 
 #[derive(Debug, Default)]
-pub struct CiliumDeletions {
-    /// ifindex -> name per netns, for requests that name the device by index only.
-    names: HashMap<(HostKey, Option<u32>, u32), String>,
-}
+pub struct CiliumDeletions {}
 
 impl Detector for CiliumDeletions {
     fn observe(&mut self, ev: &Event, out: &mut Vec<Finding>) {
@@ -93,7 +85,7 @@ impl Detector for CiliumDeletions {
         ) {
             return;
         }
-        let dev = self.dev_of(ev);
+        let dev = ev.dev.clone();
         if made_by(ev, OWNERS) {
             return;
         }
@@ -189,23 +181,6 @@ impl Detector for CiliumDeletions {
                 out.push(f);
             }
             _ => {}
-        }
-    }
-}
-
-impl CiliumDeletions {
-    fn dev_of(&mut self, ev: &Event) -> Option<String> {
-        match (&ev.dev, ev.ifindex) {
-            (Some(d), Some(i)) => {
-                if self.names.len() >= MAX_NAMES {
-                    self.names.clear();
-                }
-                self.names.insert((ev.host.clone(), ev.netns, i), d.clone());
-                Some(d.clone())
-            }
-            (Some(d), None) => Some(d.clone()),
-            (None, Some(i)) => self.names.get(&(ev.host.clone(), ev.netns, i)).cloned(),
-            (None, None) => None,
         }
     }
 }

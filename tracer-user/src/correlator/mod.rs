@@ -27,6 +27,7 @@ use crate::stream::schema::{Event, Finding, Severity, Timestamp};
 /// Runs every detector over the event stream.
 #[derive(Debug, Default)]
 pub struct Correlator {
+    ifnames: IfIndexNames,
     kubepods: kubepods::ControllerRemoved,
     driver: cgroup_driver::DriverMismatch,
     rp_filter: rp_filter::RpFilter,
@@ -54,6 +55,8 @@ impl Correlator {
     }
 
     pub fn observe(&mut self, ev: &Event) -> Vec<Finding> {
+        let ev = self.ifnames.resolve(ev);
+        let ev = ev.as_ref();
         let mut out = Vec::new();
         for d in self.detectors() {
             d.observe(ev, &mut out);
@@ -151,6 +154,37 @@ impl Ticker {
 
 /// [`TICK_NS`] as a duration.
 pub const TICK: std::time::Duration = std::time::Duration::from_nanos(TICK_NS as u64);
+
+/// ifindex -> name per (host, netns), learned from events that name both (a request
+/// naming the device, the live pipeline's names), so that every detector sees a
+/// request that names a device by index only with its name filled in.
+#[derive(Debug, Default)]
+struct IfIndexNames {
+    names: std::collections::HashMap<(HostKey, Option<u32>, u32), String>,
+}
+
+impl IfIndexNames {
+    /// Entries kept before starting over (ifindexes only grow in a netns).
+    const MAX: usize = 65_536;
+
+    fn resolve<'a>(&mut self, ev: &'a Event) -> std::borrow::Cow<'a, Event> {
+        use std::borrow::Cow;
+        match (&ev.dev, ev.ifindex) {
+            (Some(d), Some(i)) => {
+                if self.names.len() >= Self::MAX {
+                    self.names.clear();
+                }
+                self.names.insert((ev.host.clone(), ev.netns, i), d.clone());
+                Cow::Borrowed(ev)
+            }
+            (None, Some(i)) => match self.names.get(&(ev.host.clone(), ev.netns, i)) {
+                Some(name) => Cow::Owned(Event { dev: Some(name.clone()), ..ev.clone() }),
+                None => Cow::Borrowed(ev),
+            },
+            _ => Cow::Borrowed(ev),
+        }
+    }
+}
 
 /// State of one node: replay may merge recordings of several.
 type HostKey = Option<String>;

@@ -47,8 +47,6 @@ pub const REMEDIATION: &str = "Cilium needs rp_filter 0 on its interfaces and sy
 (the kernel uses max(all, interface)), then `systemctl restart systemd-sysctl`; fix the running interfaces now with \
 `sysctl -w net.ipv4.conf.<dev>.rp_filter=0`.";
 
-/// ifindex -> name entries kept before starting over (ifindexes only grow in a netns).
-const MAX_NAMES: usize = 65_536;
 /// Interfaces remembered per netns: pod teardown destroys lxc devices without a
 /// request we see, so names of gone interfaces pile up; past this, only Cilium's
 /// interfaces that were never written are kept (the ones `default` can still reach), and
@@ -146,8 +144,6 @@ impl Held {
 #[derive(Debug, Default)]
 pub struct RpFilter {
     netns: HashMap<(HostKey, Option<u32>), Netns>,
-    /// ifindex -> name per netns, learned from events naming both.
-    names: HashMap<(HostKey, Option<u32>, u32), String>,
     /// Non-zero writes inside their revert window, oldest first.
     held: Vec<Held>,
 }
@@ -250,7 +246,7 @@ impl Detector for RpFilter {
                 }
             }
             Kind::LinkSet | Kind::RouteDelete | Kind::AddrDelete => {
-                let Some(dev) = self.dev_of(ev) else { return };
+                let Some(dev) = ev.dev.clone() else { return };
                 let ns = self.netns.entry(key).or_default();
                 let iface = ns.ifaces.entry(dev.clone()).or_default();
                 if ev.kind != Kind::LinkSet {
@@ -267,7 +263,7 @@ impl Detector for RpFilter {
             }
             Kind::LinkDelete => {
                 // A new link of the same name starts from `default` again.
-                let Some(dev) = self.dev_of(ev) else { return };
+                let Some(dev) = ev.dev.clone() else { return };
                 if let Some(ns) = self.netns.get_mut(&key) {
                     ns.ifaces.remove(&dev);
                 }
@@ -293,22 +289,6 @@ impl Detector for RpFilter {
 }
 
 impl RpFilter {
-    fn dev_of(&mut self, ev: &Event) -> Option<String> {
-        let key = (ev.host.clone(), ev.netns);
-        match (&ev.dev, ev.ifindex) {
-            (Some(d), Some(i)) => {
-                if self.names.len() >= MAX_NAMES {
-                    self.names.clear();
-                }
-                self.names.insert((key.0, key.1, i), d.clone());
-                Some(d.clone())
-            }
-            (Some(d), None) => Some(d.clone()),
-            (None, Some(i)) => self.names.get(&(key.0, key.1, i)).cloned(),
-            (None, None) => None,
-        }
-    }
-
     fn hold(&mut self, ev: &Event, value: u32, scope: Scope, out: &mut Vec<Finding>) {
         if self.held.len() >= MAX_HELD {
             out.push(self.held.remove(0).into_finding());
