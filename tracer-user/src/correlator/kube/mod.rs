@@ -1,11 +1,10 @@
 //! What the detectors need to know about a cgroup path: where the kubepods tree is and
 //! at which level a path sits in it, and the driver-mismatch tell-tale.
 //!
-//! [`names`] decides the meaning; a structural check of the path's shape
-//! backs it up where a name is not recognised: anything below a pod's cgroup is a
-//! container's (kubelet validates only root, QoS and pod cgroups), and any
-//! `<slice>.slice:<prefix>:<id>` leaf outside kubepods is the tell-tale, whatever the
-//! runtime's prefix.
+//! One parser decides the meaning ([`names`]: a name it does not know below kubelet's
+//! cgroups is nothing kubelet validates); this module maps it to the levels the
+//! detectors use, and adds the tell-tale's fallback: any `<slice>.slice:<prefix>:<id>`
+//! leaf outside kubepods, whatever the runtime's prefix.
 //!
 //! Both kubelet drivers are understood, under any cgroup root kubelet was given
 //! (`--cgroup-root`):
@@ -39,76 +38,16 @@ pub struct KubePath {
     pub pod_uid: Option<String>,
 }
 
-fn is_root(c: &str) -> bool {
-    c == "kubepods" || c == "kubepods.slice" || c.ends_with("-kubepods.slice")
-}
-
-fn is_qos(c: &str) -> bool {
-    matches!(c, "besteffort" | "burstable")
-        || c.ends_with("kubepods-besteffort.slice")
-        || c.ends_with("kubepods-burstable.slice")
-}
-
-/// The pod uid of a pod cgroup name: `pod<uid>` or `...-pod<uid_with_underscores>.slice`.
-pub fn pod_uid_of(c: &str) -> Option<String> {
-    if let Some(uid) = c.strip_prefix("pod") {
-        if looks_like_uid(uid) {
-            return Some(uid.to_string());
-        }
-    }
-    let stem = c.strip_suffix(".slice")?;
-    let i = stem.rfind("-pod")?;
-    let uid = stem[i + 4..].replace('_', "-");
-    looks_like_uid(&uid).then_some(uid)
-}
-
-fn looks_like_uid(s: &str) -> bool {
-    s.len() >= 8 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
-}
-
 /// Where `path` sits in the kubepods tree, or `None` when outside it.
 pub fn kube_path(path: &str) -> Option<KubePath> {
     let info = names::parse(path);
-    let own = structural(path);
-    if !info.in_kubepods {
-        return own;
-    }
-    let mut level = match info.level {
-        Some(KubeLevel::Root) => Level::Root,
-        Some(KubeLevel::Qos) => Level::Qos,
-        Some(KubeLevel::Pod) => Level::Pod,
-        Some(KubeLevel::Container) | None => Level::Container,
+    let level = match info.level? {
+        KubeLevel::Root => Level::Root,
+        KubeLevel::Qos => Level::Qos,
+        KubeLevel::Pod => Level::Pod,
+        KubeLevel::Container => Level::Container,
     };
-    // A name the parser does not know below a pod or a QoS slice (a unit of systemd's
-    // own, `kubepods-burstable.slice/foo.service`) is no cgroup kubelet validates: the
-    // shape of the path says it sits deeper than the name parser saw.
-    if level != Level::Container && own.as_ref().is_some_and(|k| k.level == Level::Container) {
-        level = Level::Container;
-    }
-    let pod_uid = info.pod_uid.or_else(|| own.and_then(|k| k.pod_uid));
-    Some(KubePath { level, pod_uid })
-}
-
-/// The level from the shape of the path alone.
-fn structural(path: &str) -> Option<KubePath> {
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let root = comps.iter().position(|c| is_root(c))?;
-    let mut level = Level::Root;
-    let mut pod_uid = None;
-    for c in comps.iter().skip(root + 1) {
-        level = match level {
-            Level::Root if is_qos(c) => Level::Qos,
-            Level::Root | Level::Qos => match pod_uid_of(c) {
-                Some(uid) => {
-                    pod_uid = Some(uid);
-                    Level::Pod
-                }
-                None => Level::Container,
-            },
-            _ => Level::Container,
-        };
-    }
-    Some(KubePath { level, pod_uid })
+    Some(KubePath { level, pod_uid: info.pod_uid })
 }
 
 impl Level {
@@ -137,7 +76,7 @@ pub fn under(path: &str, prefix: &str) -> bool {
 /// runtime, container id).
 pub fn outside_container(path: &str) -> Option<(Option<String>, String, String)> {
     let info = names::parse(path);
-    if info.in_kubepods || structural(path).is_some() {
+    if info.in_kubepods {
         return None;
     }
     if info.outside_kubepods_container {
@@ -150,7 +89,7 @@ pub fn outside_container(path: &str) -> Option<(Option<String>, String, String)>
     if parts.next().is_some() || !slice.ends_with(".slice") || runtime.is_empty() || id.is_empty() {
         return None;
     }
-    Some((pod_uid_of(slice).or(info.pod_uid), runtime.to_string(), id.to_string()))
+    Some((names::slice_pod_uid(slice).or(info.pod_uid), runtime.to_string(), id.to_string()))
 }
 
 #[cfg(test)]

@@ -146,6 +146,13 @@ pub fn parse(path: &str) -> CgroupInfo {
             if info.in_kubepods {
                 info.level = Some(KubeLevel::Container);
             }
+        } else if info.in_kubepods
+            && matches!(info.level, Some(KubeLevel::Root | KubeLevel::Qos | KubeLevel::Pod))
+        {
+            // A name this parser does not know below kubelet's cgroups (a unit of
+            // systemd's own, `kubepods-burstable.slice/node-exporter.service`, or a
+            // runtime's unnamed child): nothing kubelet validates.
+            info.level = Some(KubeLevel::Container);
         }
     }
     if !info.in_kubepods {
@@ -171,6 +178,14 @@ enum SliceKube {
     Root,
     Qos(&'static str),
     Pod(PodName),
+}
+
+/// The pod uid a slice name carries (`kubepods-besteffort-pod<uid>.slice`).
+pub fn slice_pod_uid(comp: &str) -> Option<String> {
+    match slice_component(comp)? {
+        SliceKube::Pod(p) => Some(p.uid),
+        _ => None,
+    }
 }
 
 /// A systemd slice of kubelet's tree: `[<prefix>-]kubepods[-<qos>][-pod<uid>].slice`.
