@@ -451,7 +451,7 @@ fn payload(dir: &Path, bins: &BTreeMap<String, PathBuf>, steps: &[Step]) -> Resu
     }
     let root = util::workspace_root();
     fs::copy(root.join("tests/vm/guest.sh"), stage.join("opt/tracer/guest.sh"))?;
-    let mut env = String::from("STEPS='");
+    let mut env = format!("WORKSPACE={}\nSTEPS='", shell_quote(&root.to_string_lossy()));
     for s in steps {
         env.push_str(&format!("{}|{}\n", s.name, s.command.replace('\'', r"'\''")));
     }
@@ -464,10 +464,11 @@ fn payload(dir: &Path, bins: &BTreeMap<String, PathBuf>, steps: &[Step]) -> Resu
         "../tracer-vm.service",
         units.join("multi-user.target.wants/tracer-vm.service"),
     )?;
-    // Test files at the same absolute path as here (env!("CARGO_MANIFEST_DIR") in the tests).
-    let rel = root.strip_prefix("/").unwrap_or(&root);
+    // The test files the tests read at their compiled-in path (env!("CARGO_MANIFEST_DIR")):
+    // packed under /opt/tracer/ws, copied to that path by the guest once the system is up
+    // (a clone under /tmp would be wiped by systemd-tmpfiles at boot).
     for d in ["tests/tests", "tests/scenarios", "tests/vm"] {
-        let to = stage.join(rel).join(d);
+        let to = stage.join("opt/tracer/ws").join(d);
         fs::create_dir_all(to.parent().unwrap())?;
         run(Command::new("cp").arg("-a").arg(root.join(d)).arg(&to))?;
     }
