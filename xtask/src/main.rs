@@ -37,6 +37,9 @@ use crate::util::{cargo, exit_code, is_root, tracer_bin};
         cargo xtask run -- tail             live tail of node changes (as root)\n  \
         cargo xtask run -- tail --json      the same, as schema-v1 JSON lines\n  \
         cargo xtask test                    all tests, kernel ones included (as root)\n  \
+        cargo xtask test --vm               the same, then the VM suite (Debian 6.1/6.12, systemd as PID 1)\n  \
+        cargo xtask vm --kernel 6.12 --only incidents -- networkd\n                                            one kernel, one step, tests named like `networkd`\n  \
+        cargo xtask lint                    rustfmt and clippy -D warnings, as CI runs them\n  \
         cargo xtask test -- cgroup          only tests whose name contains `cgroup`\n  \
         cargo xtask bench --quick           a quick write-tax benchmark"
 )]
