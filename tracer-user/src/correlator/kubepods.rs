@@ -48,6 +48,10 @@ pub const WINDOW_NS: i64 = 60_000_000_000;
 /// tree in milliseconds; kubelet's next SetUnitProperties is a minute away).
 pub const BURST_GAP_NS: i64 = 1_000_000_000;
 
+/// Kubepods cgroups remembered per host (a node runs at most a few hundred pods, each
+/// with a handful of cgroups).
+const MAX_KUBE_CGROUPS: usize = 16_384;
+
 /// Evidence kept per incident (a `daemon-reload` on a busy node writes thousands).
 const MAX_EVIDENCE: usize = 1024;
 
@@ -151,7 +155,13 @@ impl Detector for ControllerRemoved {
         self.expire(ev.time, out);
         for p in ev.cgroup.iter().chain(ev.target_cgroup.iter()) {
             if kube::in_kubepods(p) && ev.kind != Kind::CgroupRmdir {
-                self.kube_cgroups.entry(ev.host.clone()).or_default().insert(p.clone());
+                let set = self.kube_cgroups.entry(ev.host.clone()).or_default();
+                // Bounded: a missed rmdir must not grow it forever; starting over only
+                // forgets ancestors until the next kubepods event names them again.
+                if set.len() >= MAX_KUBE_CGROUPS && !set.contains(p) {
+                    set.clear();
+                }
+                set.insert(p.clone());
             }
         }
         match ev.kind {
