@@ -12,8 +12,9 @@ use tracer_tests::*;
 
 /// How long after a change its finding may take to reach `tail --json`.
 const FINDING_WITHIN: Duration = Duration::from_secs(1);
-/// A kubepods removal is reported when the writer's burst is over: one second without
-/// another write of it (correlator/kubepods.rs `BURST_GAP_NS`), then the next tick.
+/// A kubepods removal (and Cilium's socket-LB attaches) are reported when the burst is
+/// over: one second without another write or attach of it (`BURST_GAP_NS` of
+/// correlator/kubepods.rs and correlator/socket_lb.rs), then the next tick.
 const BURST_FINDING_WITHIN: Duration = Duration::from_millis(2500);
 
 fn tail() -> Tracer {
@@ -34,7 +35,8 @@ fn u(v: &Value) -> Option<u64> {
 fn expect_finding(t: &mut Tracer, step: &Step, pred: impl Fn(&Value) -> bool) -> Value {
     let id = step.expect.expect("step expects a finding");
     let at = step.at.unwrap_or_else(Instant::now);
-    let within = if id == "kubepods-controller-removed" { BURST_FINDING_WITHIN } else { FINDING_WITHIN };
+    let burst = ["kubepods-controller-removed", SOCKET_LB];
+    let within = if burst.contains(&id) { BURST_FINDING_WITHIN } else { FINDING_WITHIN };
     let left = within.saturating_sub(at.elapsed());
     let f = t.wait_for(&format!("finding {id} for {}", step.id), left, |v| is_finding(v, id) && pred(v));
     eprintln!("{}: {id} after {:?}: {}", step.id, at.elapsed(), f["summary"]);
@@ -362,4 +364,174 @@ fn containerd_runc_events_carry_the_shim_and_containerd() {
         assert!(by_runc >= 3, "runc's mkdir, write and rmdir: {by_runc}");
     });
     assert_eq!(t.stop(), 0);
+}
+
+const SOCKET_LB: &str = "cilium-socket-lb-nested-cgroup";
+
+fn prog_ids(s: &Step) -> Vec<u64> {
+    let ids = &s.extra.iter().find(|(k, _)| *k == "prog_ids").expect("prog ids").1;
+    ids.split(',').map(|i| i.parse().unwrap()).collect()
+}
+
+/// The first `n` `cgroup_bpf_*` events of `kind` made by process `pid`.
+fn bpf_events(t: &mut Tracer, kind: &str, pid: Option<u64>, n: usize) -> Vec<Value> {
+    let mut got: Vec<Value> = Vec::new();
+    while got.len() < n {
+        let seqs: Vec<u64> = got.iter().filter_map(|v| u(&v["seq"])).collect();
+        let v = t.wait_for(&format!("{n} {kind} events of pid {pid:?}"), Duration::from_secs(10), |v| {
+            v["type"] == "event"
+                && v["kind"] == kind
+                && u(&v["pid"]) == pid
+                && !seqs.contains(&u(&v["seq"]).unwrap_or(0))
+        });
+        got.push(v);
+    }
+    got
+}
+
+/// The findings `tracer replay --json` gives for what `t` printed (the same schema-v1
+/// lines `record` writes): replay re-runs the correlator on the events.
+fn replayed_findings(t: &Tracer, id: &str) -> Vec<Value> {
+    let dir = TempDir::new("replay");
+    let mut text = format!("{}\n", t.header);
+    for v in &t.seen {
+        text.push_str(&format!("{v}\n"));
+    }
+    let file = dir.write("recording.jsonl", &text);
+    let out = run_out(tracer_bin().to_str().unwrap(), &["replay", "--json", file.to_str().unwrap()]);
+    out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| is_finding(v, id)).collect()
+}
+
+/// Incident 4 with a stand-in cilium-agent (run by a containerd-shim, as in a pod) on the
+/// real kernel: in a private cgroup namespace with its own cgroup2 mount it attaches four
+/// socket-LB programs (BPF_PROG_ATTACH and BPF_LINK_CREATE) at the root it sees, its own
+/// cgroup: four events naming the host-absolute cgroup and the agent's namespace root, one
+/// critical finding. The detaches are events, no finding. The same agent in the host's
+/// cgroup namespace attaches at the host root: events, no finding.
+#[test]
+fn cilium_socket_lb_nested_is_found_and_at_the_host_root_is_not() {
+    let mut t = tail();
+    let mut mark = 0;
+    scenarios::cilium_socket_lb(&mut |s: &Step| {
+        eprintln!("{}", s.text);
+        let pid = s.pid.map(u64::from);
+        let cg = s.cgroup.clone().unwrap();
+        match s.id {
+            "socket_lb/nested" => {
+                let ids = prog_ids(s);
+                let evs = bpf_events(&mut t, "cgroup_bpf_attach", pid, ids.len());
+                for (ev, id) in evs.iter().zip(&ids) {
+                    assert_eq!(ev["cgroup"], cg.as_str(), "host-absolute target: {ev}");
+                    assert_eq!(ev["cgroupns_root"], cg.as_str(), "the agent's namespace root: {ev}");
+                    assert_eq!(ev["actor"], "cilium-agent", "{ev}");
+                    assert_eq!(u(&ev["prog_id"]), Some(*id), "{ev}");
+                    assert!(ev["prog_name"].as_str().unwrap().starts_with("cil_sock"), "{ev}");
+                    assert!(ev["result"].as_i64().unwrap() >= 0, "{ev}");
+                    assert!(strings(&ev["ancestry"]).iter().any(|a| a == "containerd-shim"), "{ev}");
+                }
+                let how: Vec<&str> = evs.iter().map(|v| v["request"].as_str().unwrap()).collect();
+                assert_eq!(how, ["BPF_PROG_ATTACH", "BPF_LINK_CREATE", "BPF_LINK_CREATE", "BPF_PROG_ATTACH"]);
+                let types: Vec<&str> = evs.iter().map(|v| v["attach_type"].as_str().unwrap()).collect();
+                assert_eq!(
+                    types,
+                    [
+                        "cgroup_inet4_connect",
+                        "cgroup_inet6_connect",
+                        "cgroup_udp4_sendmsg",
+                        "cgroup_inet4_post_bind"
+                    ]
+                );
+                assert_eq!(evs[0]["prog_type"], "cgroup_sock_addr", "{}", evs[0]);
+                assert_eq!(evs[3]["prog_type"], "cgroup_sock", "{}", evs[3]);
+                assert!(u(&evs[1]["link_id"]).is_some_and(|l| l > 0), "{}", evs[1]);
+                let f = expect_finding(&mut t, s, |v| v["cgroup"] == cg.as_str());
+                assert_eq!(pid_of(&f), pid, "{f}");
+                let evidence: Vec<u64> = f["evidence"].as_array().unwrap().iter().filter_map(u).collect();
+                let seqs: Vec<u64> = evs.iter().filter_map(|v| u(&v["seq"])).collect();
+                assert_eq!(evidence, seqs, "{f}");
+                assert_eq!(strings(&f["details"]["attach_types"]).len(), 4, "{f}");
+                assert_eq!(f["details"]["cgroupns_root"], cg.as_str(), "{f}");
+            }
+            "socket_lb/nested-detached" => {
+                let evs = bpf_events(&mut t, "cgroup_bpf_detach", pid, 4);
+                for ev in &evs {
+                    assert_eq!(ev["cgroup"], cg.as_str(), "{ev}");
+                    assert_eq!(ev["result"], 0, "{ev}");
+                }
+                let how: Vec<&str> = evs.iter().map(|v| v["request"].as_str().unwrap()).collect();
+                assert_eq!(how, ["BPF_PROG_DETACH", "BPF_LINK_DETACH", "BPF_LINK_DETACH", "BPF_PROG_DETACH"]);
+                assert_eq!(
+                    evs[1]["attach_type"], "cgroup_inet6_connect",
+                    "the link knows its type: {}",
+                    evs[1]
+                );
+                mark = barrier(&mut t);
+                let findings = t.seen.iter().filter(|v| is_finding(v, SOCKET_LB)).count();
+                assert_eq!(findings, 1, "one finding for the nested burst, none for its detaches");
+            }
+            "socket_lb/host-root" => {
+                let ids = prog_ids(s);
+                let evs = bpf_events(&mut t, "cgroup_bpf_attach", pid, ids.len());
+                for ev in &evs {
+                    assert_eq!(ev["cgroup"], "/", "{ev}");
+                    assert_eq!(ev["cgroupns_root"], "/", "{ev}");
+                    assert_eq!(ev["actor"], "cilium-agent", "{ev}");
+                }
+                // Past the burst gap: a finding would have come by now.
+                std::thread::sleep(BURST_FINDING_WITHIN);
+                expect_no_finding(&mut t, s, mark, |v| is_finding(v, SOCKET_LB));
+            }
+            other => panic!("unknown step {other}"),
+        }
+    });
+    assert_eq!(t.stop(), 0);
+    let live: Vec<&Value> = t.seen.iter().filter(|v| is_finding(v, SOCKET_LB)).collect();
+    let replayed = replayed_findings(&t, SOCKET_LB);
+    assert_eq!(replayed.len(), 1, "replay gives the one finding: {replayed:?}");
+    assert_eq!(replayed[0]["evidence"], live[0]["evidence"], "{}", replayed[0]);
+    assert_eq!(replayed[0]["summary"], live[0]["summary"], "{}", replayed[0]);
+}
+
+/// A tracer started after the agent attached finds the attachments in the kernel
+/// (`found_at_start`, attributed to the agent holding them) and raises the finding;
+/// `tracer check` lists them.
+#[test]
+fn cilium_socket_lb_attached_before_start_is_found_at_start() {
+    let mut tracer: Option<Tracer> = None;
+    scenarios::cilium_socket_lb_before_start(&mut |s: &Step| {
+        let cg = s.cgroup.clone().unwrap();
+        let ids = prog_ids(s);
+        let check: Value =
+            serde_json::from_str(&run_out(tracer_bin().to_str().unwrap(), &["check", "--json"]))
+                .expect("check --json");
+        let listed: Vec<u64> = check["cgroup_socket_programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["cgroup"] == cg.as_str())
+            .filter_map(|p| u(&p["prog_id"]))
+            .collect();
+        assert_eq!(listed, ids, "tracer check lists them: {check}");
+        let mut t = tail();
+        let mut found = Vec::new();
+        for id in &ids {
+            let ev = t.wait_event("cgroup_bpf_attach", |v| u(&v["prog_id"]) == Some(*id));
+            assert_eq!(ev["found_at_start"], true, "{ev}");
+            assert_eq!(ev["cgroup"], cg.as_str(), "{ev}");
+            assert_eq!(ev["actor"], "cilium-agent", "{ev}");
+            assert_eq!(u(&ev["pid"]), s.pid.map(u64::from), "{ev}");
+            found.push(ev);
+        }
+        assert!(u(&found[1]["link_id"]).is_some_and(|l| l > 0), "the link was found: {}", found[1]);
+        let f = expect_finding(&mut t, &Step { at: Some(Instant::now()), ..s.clone() }, |v| {
+            v["cgroup"] == cg.as_str()
+        });
+        assert_eq!(f["details"]["found_at_start"], true, "{f}");
+        tracer = Some(t);
+    });
+    let mut t = tracer.expect("the scenario ran");
+    assert_eq!(t.stop(), 0);
+    let replayed = replayed_findings(&t, SOCKET_LB);
+    assert_eq!(replayed.len(), 1, "replay gives the finding from the found-at-start events: {replayed:?}");
+    assert_eq!(replayed[0]["details"]["found_at_start"], true, "{}", replayed[0]);
 }

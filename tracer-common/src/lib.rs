@@ -59,6 +59,9 @@ pub mod kind {
     pub const CGROUP_WRITE_ENTER: u16 = 10;
     /// The result of a cgroup write at syscall exit ([`super::CgroupWriteExit`]).
     pub const CGROUP_WRITE_EXIT: u16 = 11;
+    /// A program attached to or detached from a cgroup through `bpf()`
+    /// ([`super::CgroupBpf`], sent at syscall exit with the result).
+    pub const CGROUP_BPF: u16 = 12;
 }
 
 /// Every record kind in one table: its number, its name (the per-hook counters of
@@ -91,6 +94,11 @@ pub mod kinds {
         // Counted in the slot of CGROUP_WRITE (its events are `cgroup_write`).
         KindInfo { number: kind::CGROUP_WRITE_ENTER, name: "cgroup_write_enter", events: &[] },
         KindInfo { number: kind::CGROUP_WRITE_EXIT, name: "cgroup_write_exit", events: &[] },
+        KindInfo {
+            number: kind::CGROUP_BPF,
+            name: "cgroup_bpf",
+            events: &["cgroup_bpf_attach", "cgroup_bpf_detach"],
+        },
     ];
 
     /// The name of a record kind.
@@ -170,6 +178,7 @@ pub mod counter {
             CGROUP_WRITE_RESULT => Some("cgroup_write_result"),
             // Slots 0..9 are the record kinds 1..10 that have counters of their own.
             s if s < 9 => super::kinds::name(s as u16 + 1),
+            s if s == of_kind(super::kind::CGROUP_BPF) => super::kinds::name(super::kind::CGROUP_BPF),
             _ => None,
         }
     }
@@ -189,6 +198,26 @@ pub mod sysno {
     pub const CREAT: u64 = 85;
     pub const OPENAT: u64 = 257;
     pub const OPENAT2: u64 = 437;
+    pub const BPF: u64 = 321;
+}
+
+/// `bpf()` commands the cgroup-attach hook keeps (`enum bpf_cmd`, include/uapi/linux/bpf.h).
+pub mod bpf_cmd {
+    pub const PROG_ATTACH: u32 = 8;
+    pub const PROG_DETACH: u32 = 9;
+    pub const LINK_CREATE: u32 = 28;
+    pub const LINK_DETACH: u32 = 34;
+
+    /// The command's name as the uapi header spells it.
+    pub fn name(cmd: u32) -> &'static str {
+        match cmd {
+            PROG_ATTACH => "BPF_PROG_ATTACH",
+            PROG_DETACH => "BPF_PROG_DETACH",
+            LINK_CREATE => "BPF_LINK_CREATE",
+            LINK_DETACH => "BPF_LINK_DETACH",
+            _ => "BPF_?",
+        }
+    }
 }
 
 /// Flags in record `flags` fields.
@@ -207,6 +236,12 @@ pub mod flags {
     /// The cgroup path was sent in an earlier record for the same
     /// (`hierarchy_id`, `cgroup_id`) and is not repeated (`CgroupWriteEnter`).
     pub const PATH_OMITTED: u32 = 1 << 5;
+    /// The attacher's cgroup-namespace root path has more components than `MAX_DEPTH`
+    /// (`CgroupBpf`).
+    pub const NS_PATH_TRUNCATED: u32 = 1 << 6;
+    /// The program behind the request could not be read (no such fd, not a program):
+    /// `prog_id`, `prog_type` and `prog_name` are unknown (`CgroupBpf`).
+    pub const PROG_UNKNOWN: u32 = 1 << 7;
 }
 
 /// Kernel struct field offsets, resolved from the running kernel's BTF at load time and
@@ -265,6 +300,23 @@ pub struct Offsets {
     pub regs_orig_ax: u32,
     // struct linux_binprm
     pub binprm_filename: u32,
+    // struct nsproxy / struct cgroup_namespace (the attacher's cgroup namespace root)
+    pub nsproxy_cgroup_ns: u32,
+    pub cgroup_ns_root_cset: u32,
+    // struct file / struct dentry (the anon-inode name tells a bpf-prog fd from others)
+    pub file_dentry: u32,
+    pub dentry_name: u32,
+    // struct bpf_prog / struct bpf_prog_aux
+    pub prog_type: u32,
+    pub prog_aux: u32,
+    pub prog_aux_id: u32,
+    pub prog_aux_name: u32,
+    // struct bpf_link / struct bpf_cgroup_link
+    pub link_id: u32,
+    pub link_type: u32,
+    pub link_prog: u32,
+    pub cgroup_link_cgroup: u32,
+    pub cgroup_link_attach_type: u32,
     /// Non-zero once userspace has filled the table; programs do nothing before that.
     pub ready: u32,
 }
@@ -400,6 +452,46 @@ pub struct Netlink {
     pub data: [u8; NETLINK_LEN],
 }
 
+/// A `bpf()` attach or detach whose target is a cgroup (BPF_PROG_ATTACH/DETACH,
+/// BPF_LINK_CREATE/DETACH), sent at syscall exit: what `sys_enter` read, and the result.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupBpf {
+    pub header: Header,
+    /// kernfs id of the target cgroup.
+    pub cgroup_id: u64,
+    /// kernfs id of the root of the caller's cgroup namespace (the host root's id when
+    /// the caller shares the host's).
+    pub ns_root_id: u64,
+    /// Syscall return value: 0 or a new link fd, or negative errno.
+    pub result: i64,
+    /// `bpf_cmd`.
+    pub cmd: u32,
+    /// `enum bpf_attach_type`.
+    pub attach_type: u32,
+    /// `BPF_F_ALLOW_OVERRIDE` (1), `BPF_F_ALLOW_MULTI` (2), `BPF_F_REPLACE` (4), ...
+    pub attach_flags: u32,
+    /// `bpf_prog_aux::id`, 0 when unknown.
+    pub prog_id: u32,
+    /// `enum bpf_prog_type`.
+    pub prog_type: u32,
+    /// `bpf_link::id` of the link created or detached, 0 when none.
+    pub link_id: u32,
+    pub flags: u32,
+    /// `cgroup_root::hierarchy_id` of the target (0: the v2 hierarchy).
+    pub hierarchy_id: u32,
+    /// Components in `path` and `ns_path`.
+    pub path_len: u16,
+    pub ns_path_len: u16,
+    pub _pad: u32,
+    /// `bpf_prog_aux::name` (the object's function name, cut to 15 bytes).
+    pub prog_name: [u8; COMM_LEN],
+    /// The target cgroup's path components, leaf first, up to the hierarchy root.
+    pub path: [[u8; NAME_LEN]; MAX_DEPTH],
+    /// The caller's cgroup-namespace root, leaf first (empty: the host root).
+    pub ns_path: [[u8; NAME_LEN]; MAX_DEPTH],
+}
+
 /// `signal:signal_generate`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -467,5 +559,6 @@ const _: () = {
     assert!(core::mem::size_of::<ProcExec>() == 96 + 8 + FILENAME_LEN);
     assert!(core::mem::size_of::<ProcFork>() == 96 + 16);
     assert!(core::mem::size_of::<ProcExit>() == 96 + 8);
+    assert!(core::mem::size_of::<CgroupBpf>() == 96 + 64 + COMM_LEN + 2 * NAME_LEN * MAX_DEPTH);
     assert!(core::mem::size_of::<Offsets>().is_multiple_of(4));
 };

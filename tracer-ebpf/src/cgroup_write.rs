@@ -178,30 +178,10 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
 /// Path components from the cgroup directory up to (not including) the root.
 #[inline(always)]
 fn walk_path(dir: *const u8, r: &mut CgroupWriteEnter) {
-    let mut cur = dir;
-    let mut depth: u16 = 0;
-    for i in 0..MAX_DEPTH {
-        let parent = match read_ptr(cur, off!(kn_parent)) {
-            Ok(p) => p,
-            Err(_) => break,
-        };
-        if parent.is_null() {
-            break; // `cur` is the hierarchy root: its name is not part of the path.
-        }
-        r.path[i][0] = 0;
-        if let Ok(name) = read_ptr(cur, off!(kn_name)) {
-            let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut r.path[i]) };
-        }
-        depth = i as u16 + 1;
-        cur = parent;
-    }
+    let (depth, truncated) = kernel::kn_path(dir, &mut r.path);
     r.path_len = depth;
-    if depth as usize == MAX_DEPTH {
-        if let Ok(p) = read_ptr(cur, off!(kn_parent)) {
-            if !p.is_null() {
-                r.flags |= flags::PATH_TRUNCATED;
-            }
-        }
+    if truncated {
+        r.flags |= flags::PATH_TRUNCATED;
     }
 }
 

@@ -1,10 +1,10 @@
 //! Reading kernel memory at offsets resolved from BTF, and the common record header.
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    bpf_probe_read_kernel,
+    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     generated::{bpf_get_current_task, bpf_ktime_get_boot_ns},
 };
-use tracer_common::{Header, Offsets};
+use tracer_common::{Header, Offsets, MAX_DEPTH, NAME_LEN};
 
 /// Filled by userspace from the running kernel's BTF (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
@@ -139,6 +139,36 @@ pub fn cgroup_id(cgrp: *const u8) -> u64 {
         Ok(kn) => read::<u64>(kn, off!(kn_id)).unwrap_or(0),
         Err(_) => 0,
     }
+}
+
+/// The path components of kernfs directory `kn` up to (not including) its hierarchy
+/// root, leaf first, into `path`: (components, whether more were left above).
+#[inline(always)]
+pub fn kn_path(kn: *const u8, path: &mut [[u8; NAME_LEN]; MAX_DEPTH]) -> (u16, bool) {
+    let mut cur = kn;
+    let mut depth: u16 = 0;
+    for (i, slot) in path.iter_mut().enumerate() {
+        let parent = match read_ptr(cur, off!(kn_parent)) {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        if parent.is_null() {
+            break; // `cur` is the hierarchy root: its name is not part of the path.
+        }
+        slot[0] = 0;
+        if let Ok(name) = read_ptr(cur, off!(kn_name)) {
+            let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, slot) };
+        }
+        depth = i as u16 + 1;
+        cur = parent;
+    }
+    let mut truncated = false;
+    if depth as usize == MAX_DEPTH {
+        if let Ok(p) = read_ptr(cur, off!(kn_parent)) {
+            truncated = !p.is_null();
+        }
+    }
+    (depth, truncated)
 }
 
 /// `cgroup->root->hierarchy_id`.

@@ -6,6 +6,7 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod cgroup_bpf;
 mod cgroup_dir;
 mod cgroup_write;
 mod floor;

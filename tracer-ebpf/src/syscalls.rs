@@ -5,7 +5,7 @@
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::kernel::{self, off, read};
-use crate::{cgroup_write, netlink, openers};
+use crate::{cgroup_bpf, cgroup_write, netlink, openers};
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -20,8 +20,18 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         openers::open_enter(bpf_get_current_pid_tgid() as u32);
     } else if netlink::is_send(nr) {
         let _ = try_send_enter(&ctx, nr);
+    } else if cgroup_bpf::is_bpf(nr) {
+        let _ = try_bpf_enter(&ctx);
     }
     0
+}
+
+fn try_bpf_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !kernel::ready() || kernel::is_self((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    cgroup_bpf::enter(ctx.arg(0), pid_tgid as u32)
 }
 
 fn try_write_enter(ctx: &RawTracePointContext, nr: u64, pid_tgid: u64) -> Result<(), i64> {
@@ -51,6 +61,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         let _ = cgroup_write::exit(pid_tgid as u32, ret);
     } else if openers::is_open(nr) {
         openers::open_exit(pid_tgid as u32, (pid_tgid >> 32) as u32, ret);
+    } else if cgroup_bpf::is_bpf(nr) {
+        let _ = cgroup_bpf::exit(pid_tgid as u32, ret);
     }
     0
 }

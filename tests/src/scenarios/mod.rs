@@ -1,5 +1,6 @@
 //! The incidents of docs/DESIGN.md, reproduced with the real components wherever this
-//! machine can run them (systemd-sysctl, systemd-networkd, runc, containerd), each in a
+//! machine can run them (systemd-sysctl, systemd-networkd, runc, containerd, the kernel's
+//! cgroup BPF attach), each in a
 //! sandbox of its own: a network namespace, a private mount namespace, cgroups under a
 //! unique prefix. Every scenario sets up, makes the change, hands each step to the
 //! caller right after it happened, and cleans up (RAII guards: also when the caller
@@ -14,11 +15,13 @@ use crate::*;
 mod cgroups;
 mod network;
 mod runtime;
+mod socket_lb;
 mod sysctl;
 
 pub use cgroups::{kubepods, KUBEPODS_CONTROLLER};
 pub use network::{networkd, Networkd, SYSTEMD_NETWORKD};
 pub use runtime::{containerd, runc, CONTAINERD, RUNC};
+pub use socket_lb::{cilium_socket_lb, cilium_socket_lb_before_start, Agent};
 pub use sysctl::{rp_filter, rp_filter_never_set, SYSTEMD_SYSCTL};
 
 /// One change a scenario just made.

@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::kernel::btf_offsets;
 use crate::kernel::loader::{self, LoadOptions, HOOKS};
 use crate::kernel::privileges::Privileges;
+use crate::kernel::{btf_offsets, cgroup_bpf};
+use crate::pipeline::bpf_names;
 use crate::session::live::kernel_release;
 
 #[derive(clap::Args, Debug)]
@@ -40,6 +41,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let attached = hooks.iter().filter(|h| h.state == crate::stream::schema::HookState::Attached).count();
     let ok = load.is_ok() && attached > 0;
     drop(load); // detaches everything
+    let proc_root = Path::new("/proc");
+    let socket_progs = cgroup2.as_deref().map(|root| cgroup_bpf::scan(root, proc_root)).unwrap_or_default();
 
     if args.json {
         let v = serde_json::json!({
@@ -49,6 +52,15 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             "tracefs": if tracefs_mounted() { "mounted (not needed)" } else { "not mounted (not needed: raw tracepoints)" },
             "cgroup2_root": cgroup2,
             "hooks": hooks,
+            "cgroup_socket_programs": socket_progs.iter().map(|a| serde_json::json!({
+                "cgroup": a.cgroup,
+                "attach_type": bpf_names::attach_type_name(a.attach_type),
+                "prog_id": a.prog_id,
+                "prog_name": a.prog_name,
+                "prog_type": bpf_names::prog_type_name(a.prog_type),
+                "link_id": a.link_id,
+                "holders": a.holders,
+            })).collect::<Vec<_>>(),
             "error": fatal,
             "ok": ok,
         });
@@ -87,6 +99,32 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             match &h.error {
                 None => println!("  {:<20} attached     ({produces})", h.name),
                 Some(e) => println!("  {:<20} {:<12} ({produces}): {e}", h.name, h.state),
+            }
+        }
+        // Socket-address programs on cgroups: Cilium's socket LB belongs at the root
+        // (a nested one is the `cilium-socket-lb-nested-cgroup` incident).
+        if socket_progs.is_empty() {
+            println!("cgroup socket programs: none attached");
+        } else {
+            println!("cgroup socket programs ({}):", socket_progs.len());
+            for a in &socket_progs {
+                let holders = if a.holders.is_empty() {
+                    "no process holds it".to_string()
+                } else {
+                    format!(
+                        "held by pid {}",
+                        a.holders.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                    )
+                };
+                println!(
+                    "  {:<26} {} (prog {}, {}{}) on {}: {holders}",
+                    bpf_names::attach_type_name(a.attach_type),
+                    a.prog_name,
+                    a.prog_id,
+                    bpf_names::prog_type_name(a.prog_type),
+                    a.link_id.map(|l| format!(", link {l}")).unwrap_or_default(),
+                    a.cgroup,
+                );
             }
         }
         if let Some(e) = &fatal {

@@ -11,6 +11,7 @@
 //! | `cgroup-driver-mismatch` | [`cgroup_driver`] |
 //! | `rp-filter-on-cilium` | [`rp_filter`] |
 //! | `cilium-route-deleted`, `cilium-rule-deleted` | [`cilium`] |
+//! | `cilium-socket-lb-nested-cgroup` | [`socket_lb`] |
 //!
 //! State is kept per host (`Event::host`, set when replay merges several nodes), so
 //! merged recordings never mix one node's cgroups or namespaces with another's.
@@ -20,6 +21,7 @@ pub mod cilium;
 pub mod kube;
 pub mod kubepods;
 pub mod rp_filter;
+pub mod socket_lb;
 
 use crate::pipeline::actor;
 use crate::stream::schema::{Event, Finding, Severity, Timestamp};
@@ -32,6 +34,7 @@ pub struct Correlator {
     driver: cgroup_driver::DriverMismatch,
     rp_filter: rp_filter::RpFilter,
     cilium: cilium::CiliumDeletions,
+    socket_lb: socket_lb::NestedSocketLb,
 }
 
 /// One incident's detector: it sees every attributed event in time order and pushes the
@@ -50,8 +53,8 @@ impl Correlator {
     }
 
     /// Findings the event completes, at once (live users see them with the event).
-    fn detectors(&mut self) -> [&mut dyn Detector; 4] {
-        [&mut self.kubepods, &mut self.driver, &mut self.rp_filter, &mut self.cilium]
+    fn detectors(&mut self) -> [&mut dyn Detector; 5] {
+        [&mut self.kubepods, &mut self.driver, &mut self.rp_filter, &mut self.cilium, &mut self.socket_lb]
     }
 
     pub fn observe(&mut self, ev: &Event) -> Vec<Finding> {

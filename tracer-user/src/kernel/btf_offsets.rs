@@ -107,6 +107,25 @@ const SPECS: &[Spec] = &[
     spec!("pt_regs", ["r10"], 8, "syscall arguments", regs_r10),
     spec!("pt_regs", ["orig_ax"], 8, "syscall number", regs_orig_ax),
     spec!("linux_binprm", ["filename"], PTR, "executable path", binprm_filename),
+    spec!("nsproxy", ["cgroup_ns"], PTR, "attacher's cgroup namespace", nsproxy_cgroup_ns),
+    spec!("cgroup_namespace", ["root_cset"], PTR, "attacher's cgroup namespace", cgroup_ns_root_cset),
+    spec!("file", ["f_path.dentry"], PTR, "bpf fd kind", file_dentry),
+    spec!("dentry", ["d_name.name"], PTR, "bpf fd kind", dentry_name),
+    spec!("bpf_prog", ["type"], 4, "attached program type", prog_type),
+    spec!("bpf_prog", ["aux"], PTR, "attached program", prog_aux),
+    spec!("bpf_prog_aux", ["id"], 4, "attached program id", prog_aux_id),
+    spec!("bpf_prog_aux", ["name"], 16, "attached program name", prog_aux_name),
+    spec!("bpf_link", ["id"], 4, "cgroup link id", link_id),
+    spec!("bpf_link", ["type"], 4, "cgroup link type", link_type),
+    spec!("bpf_link", ["prog"], PTR, "detached program", link_prog),
+    spec!("bpf_cgroup_link", ["cgroup"], PTR, "detached link's cgroup", cgroup_link_cgroup),
+    spec!(
+        "bpf_cgroup_link",
+        ["type", "link.attach_type"],
+        4,
+        "detached link's attach type",
+        cgroup_link_attach_type
+    ),
 ];
 
 /// Number of offsets resolved (shown by `tracer check`).

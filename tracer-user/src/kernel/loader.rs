@@ -35,11 +35,11 @@ pub const HOOKS: &[Hook] = &[
     Hook { program: "sched_process_exec", attach: "sched_process_exec", produces: "process table (exec)" },
     Hook { program: "sched_process_fork", attach: "sched_process_fork", produces: "process table (fork)" },
     Hook { program: "sched_process_exit", attach: "sched_process_exit", produces: "process table (exit)" },
-    Hook { program: "sys_exit", attach: "sys_exit", produces: "cgroup_write results" },
+    Hook { program: "sys_exit", attach: "sys_exit", produces: "cgroup_write and cgroup_bpf results" },
     Hook {
         program: "sys_enter",
         attach: "sys_enter",
-        produces: "cgroup_write, route/rule/addr/link requests",
+        produces: "cgroup_write, route/rule/addr/link requests, cgroup_bpf_attach/detach",
     },
     Hook { program: "cgroup_mkdir", attach: "cgroup_mkdir", produces: "cgroup_mkdir" },
     Hook { program: "cgroup_rmdir", attach: "cgroup_rmdir", produces: "cgroup_rmdir" },

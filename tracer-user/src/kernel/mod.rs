@@ -1,5 +1,6 @@
 //! Talking to the kernel: what the programs need from it and what the tracer may do.
 pub mod btf_offsets;
+pub mod cgroup_bpf;
 pub mod hostns;
 pub mod loader;
 pub mod openers;

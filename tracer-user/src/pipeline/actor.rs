@@ -14,6 +14,12 @@ const PRINCIPALS: &[&str] = &[
     "cilium-agent",
 ];
 
+/// Whether `actor` is one of the components that own the node's state (systemd,
+/// kubelet, the runtimes, cilium-agent, ...).
+pub fn is_principal(actor: &str) -> bool {
+    PRINCIPALS.contains(&actor)
+}
+
 /// The well-known name for an executable basename or a comm, if it is one.
 fn canonical(name: &str) -> Option<&'static str> {
     Some(match name {

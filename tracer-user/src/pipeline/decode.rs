@@ -73,6 +73,53 @@ pub enum Record {
     /// The result of a cgroup write sent earlier by the same thread (`task.tid`);
     /// `task` has only the time, pid and tid.
     CgroupWriteResult(CgroupWriteResult),
+    CgroupBpf(CgroupBpf),
+}
+
+/// A `bpf()` attach or detach on a cgroup (`tracer_common::CgroupBpf`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupBpf {
+    pub task: Task,
+    /// `tracer_common::bpf_cmd`.
+    pub cmd: u32,
+    pub cgroup_id: u64,
+    pub hierarchy_id: u32,
+    /// The target cgroup's path from the hierarchy root (`/` for the root itself).
+    pub path: String,
+    pub path_truncated: bool,
+    /// The root of the caller's cgroup namespace, host-absolute.
+    pub ns_root: String,
+    pub ns_root_id: u64,
+    pub ns_root_truncated: bool,
+    pub attach_type: u32,
+    pub attach_flags: u32,
+    /// `None` when the fd named no program the kernel program could read.
+    pub prog: Option<BpfProg>,
+    /// The link created or detached, 0 for none.
+    pub link_id: u32,
+    pub result: i64,
+}
+
+/// A BPF program as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BpfProg {
+    pub id: u32,
+    /// `enum bpf_prog_type`.
+    pub prog_type: u32,
+    pub name: String,
+}
+
+/// `/a/b` from path components sent leaf first (`/` for none).
+fn path_of(leaf_first: &[[u8; common::NAME_LEN]]) -> String {
+    if leaf_first.is_empty() {
+        return "/".into();
+    }
+    let mut p = String::new();
+    for c in leaf_first.iter().rev() {
+        p.push('/');
+        p.push_str(&cstr(c));
+    }
+    p
 }
 
 /// The exit of a cgroup write (`CgroupWriteExit`).
@@ -92,6 +139,7 @@ impl Record {
             Record::Netlink(r) => &r.task,
             Record::Signal(r) => &r.task,
             Record::CgroupWriteResult(r) => &r.task,
+            Record::CgroupBpf(r) => &r.task,
             Record::Exec { task, .. } | Record::Fork { task, .. } | Record::Exit { task, .. } => task,
         }
     }
@@ -336,6 +384,31 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         kind::PROC_EXIT => {
             let r: common::ProcExit = checked(buf, kind_name(kind::PROC_EXIT))?;
             Record::Exit { task: task(&r.header), exit_code: r.exit_code }
+        }
+        kind::CGROUP_BPF => {
+            let r: common::CgroupBpf = checked(buf, kind_name(kind::CGROUP_BPF))?;
+            let depth = (r.path_len as usize).min(common::MAX_DEPTH);
+            let ns_depth = (r.ns_path_len as usize).min(common::MAX_DEPTH);
+            Record::CgroupBpf(CgroupBpf {
+                task: task(&r.header),
+                cmd: r.cmd,
+                cgroup_id: r.cgroup_id,
+                hierarchy_id: r.hierarchy_id,
+                path: path_of(&r.path[..depth]),
+                path_truncated: r.flags & flags::PATH_TRUNCATED != 0,
+                ns_root: path_of(&r.ns_path[..ns_depth]),
+                ns_root_id: r.ns_root_id,
+                ns_root_truncated: r.flags & flags::NS_PATH_TRUNCATED != 0,
+                attach_type: r.attach_type,
+                attach_flags: r.attach_flags,
+                prog: (r.flags & flags::PROG_UNKNOWN == 0).then(|| BpfProg {
+                    id: r.prog_id,
+                    prog_type: r.prog_type,
+                    name: cstr(&r.prog_name),
+                }),
+                link_id: r.link_id,
+                result: r.result,
+            })
         }
         other => return Err(DecodeError::UnknownKind(other)),
     })

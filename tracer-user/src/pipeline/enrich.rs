@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::kernel::btf_offsets::mask_names;
 use crate::pipeline::decode::{Record, Task};
-use crate::pipeline::netlink;
+use crate::pipeline::{bpf_names, netlink};
 use crate::stream::schema::{Event, Kind, Timestamp};
 
 /// Converts kernel boot-based times to wall-clock time.
@@ -347,6 +347,33 @@ impl EventBuilder {
                 ev.target_pid = Some(s.target_pid);
                 ev.target_comm = Some(s.target_comm.clone());
                 ev.target_cgroup = self.cgroups.lookup(s.target_cgroup_id);
+                vec![ev]
+            }
+            Record::CgroupBpf(b) => {
+                use tracer_common::bpf_cmd;
+                let kind = match b.cmd {
+                    bpf_cmd::PROG_DETACH | bpf_cmd::LINK_DETACH => Kind::CgroupBpfDetach,
+                    _ => Kind::CgroupBpfAttach,
+                };
+                let mut ev = self.base(&b.task, kind);
+                let v2 = b.hierarchy_id == 0;
+                ev.cgroup = Some(b.path.clone());
+                ev.cgroup_id = Some(b.cgroup_id);
+                ev.hierarchy = Some(self.hierarchies.name(v2, b.hierarchy_id));
+                ev.path_truncated = b.path_truncated || b.ns_root_truncated;
+                ev.request = Some(bpf_cmd::name(b.cmd).to_string());
+                ev.attach_type = Some(bpf_names::attach_type_name(b.attach_type));
+                if b.cmd != bpf_cmd::LINK_DETACH {
+                    ev.attach_flags = Some(bpf_names::attach_flag_names(b.attach_flags));
+                }
+                if let Some(p) = &b.prog {
+                    ev.prog_id = Some(p.id);
+                    ev.prog_name = Some(p.name.clone());
+                    ev.prog_type = Some(bpf_names::prog_type_name(p.prog_type));
+                }
+                ev.link_id = (b.link_id != 0).then_some(b.link_id);
+                ev.cgroupns_root = Some(b.ns_root.clone());
+                ev.result = Some(b.result);
                 vec![ev]
             }
             Record::Exec { .. }

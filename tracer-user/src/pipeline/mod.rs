@@ -1,11 +1,12 @@
 //! Ring-buffer records to attributed schema-v1 events.
 //!
 //! [`decode`] turns bytes into typed records (never trusting the kernel's sizes),
-//! [`netlink`] decodes the rtnetlink requests they carry, [`process`] keeps the process
+//! [`netlink`] decodes the rtnetlink requests they carry, [`bpf_names`] names BPF attach and program types, [`process`] keeps the process
 //! table that [`actor`] names components from, [`ifnames`] names interfaces per network
 //! namespace, and [`enrich`] builds the events from all of them (joining a cgroup
 //! write's entry and exit records).
 pub mod actor;
+pub mod bpf_names;
 pub mod decode;
 pub mod enrich;
 pub mod ifnames;

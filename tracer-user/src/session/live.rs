@@ -166,7 +166,14 @@ impl Session {
         let mut table = ProcessTable::new();
         table.seed_from_proc(&opts.proc_root);
         let builder = EventBuilder::new(loaded.controllers.clone(), loaded.cgroup2_root.clone());
-        let pipeline = Pipeline::new(builder, table, tx);
+        let mut pipeline = Pipeline::new(builder, table, tx);
+        // After attaching: an attach made from now on is seen live (and may also be
+        // listed here: the finding then names both events).
+        if let Some(root) = &loaded.cgroup2_root {
+            let found = crate::kernel::cgroup_bpf::scan(root, &opts.proc_root);
+            tracing::debug!("{} socket-address programs already attached to cgroups", found.len());
+            pipeline.found_at_start = found;
+        }
         let stats_every = opts.stats_every;
         let stop_rx = stop.clone();
         boost_priority();
@@ -243,6 +250,8 @@ struct Pipeline {
     /// Ticks so far (housekeeping runs every [`HOUSEKEEPING_TICKS`]).
     ticks: u64,
     ticker: Ticker,
+    /// Cgroup programs already attached at start, emitted as the first events.
+    found_at_start: Vec<crate::kernel::cgroup_bpf::Attachment>,
 }
 
 impl Pipeline {
@@ -259,6 +268,40 @@ impl Pipeline {
             closed: false,
             ticks: 0,
             ticker: Ticker::default(),
+            found_at_start: Vec::new(),
+        }
+    }
+
+    /// The attachments listed at start as `cgroup_bpf_attach` events with
+    /// `found_at_start`, attributed to the process holding the program, if any.
+    fn emit_found_at_start(&mut self) {
+        let now = boot_ns();
+        for a in std::mem::take(&mut self.found_at_start) {
+            let mut ev = Box::new(found_event(&a, self.builder.clock.wall(now)));
+            // The holder that is a known component first (the agent, not a bpftool).
+            let mut best: Option<Event> = None;
+            for &pid in &a.holders {
+                let task = decode::Task { ktime_ns: now, pid, tid: pid, ..Default::default() };
+                let mut cand = (*ev).clone();
+                cand.pid = pid;
+                cand.tid = pid;
+                self.table.attribute(&task, &mut cand);
+                if let Some(p) = self.table.get(pid, 0) {
+                    cand.comm = p.comm.clone();
+                    cand.ppid = p.ppid;
+                }
+                let known = crate::pipeline::actor::is_principal(&cand.actor);
+                if best.is_none() || known {
+                    best = Some(cand);
+                    if known {
+                        break;
+                    }
+                }
+            }
+            if let Some(b) = best {
+                *ev = b;
+            }
+            self.emit(ev);
         }
     }
 
@@ -365,6 +408,26 @@ impl Pipeline {
     }
 }
 
+/// The event of an attachment found at start, before attribution.
+fn found_event(a: &crate::kernel::cgroup_bpf::Attachment, time: Timestamp) -> Event {
+    use crate::pipeline::bpf_names;
+    Event {
+        time,
+        kind: crate::stream::schema::Kind::CgroupBpfAttach,
+        cgroup: Some(a.cgroup.clone()),
+        cgroup_id: Some(a.cgroup_id),
+        hierarchy: Some("v2".into()),
+        attach_type: Some(bpf_names::attach_type_name(a.attach_type)),
+        attach_flags: Some(bpf_names::attach_flag_names(a.attach_flags)),
+        prog_id: Some(a.prog_id),
+        prog_name: Some(a.prog_name.clone()),
+        prog_type: Some(bpf_names::prog_type_name(a.prog_type)),
+        link_id: a.link_id,
+        found_at_start: true,
+        ..Default::default()
+    }
+}
+
 fn boot_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec.
@@ -433,6 +496,8 @@ fn run(
     let mut next_tick = Instant::now() + TICK;
     let mut last_stats = Instant::now();
     let mut last_lost = 0u64;
+    p.emit_found_at_start();
+    p.flush();
     loop {
         let stopping = wait(&ring, &stop, next_tick.saturating_duration_since(Instant::now()));
         if stopping || p.closed {

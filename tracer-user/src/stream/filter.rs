@@ -12,7 +12,8 @@ use crate::stream::schema::{Event, Finding, Kind, Line};
 pub struct FilterArgs {
     /// Only these kinds of change (repeatable or comma-separated): cgroup_write,
     /// cgroup_mkdir, cgroup_rmdir, sysctl_write, route_delete, rule_delete, addr_delete,
-    /// link_delete, link_set, signal. Findings are not filtered by kind.
+    /// link_delete, link_set, signal, cgroup_bpf_attach, cgroup_bpf_detach. Findings are
+    /// not filtered by kind.
     #[arg(long = "kind", value_name = "KIND", value_delimiter = ',', value_parser = parse_kind)]
     pub kinds: Vec<Kind>,
 

@@ -471,6 +471,49 @@ fn describe(s: &mut String, e: &Event) {
                 let _ = write!(s, " {}", clean(c));
             }
         }
+        Kind::CgroupBpfAttach | Kind::CgroupBpfDetach => {
+            // `cgroup_inet4_connect cil_sock4_connect (prog 42, cgroup_sock_addr)
+            //  on /a/b [BPF_LINK_CREATE link 7, allow_multi] cgroupns /a = 0`
+            let _ = write!(s, "{} ", opt(&e.attach_type));
+            match (&e.prog_name, e.prog_id) {
+                (Some(n), Some(id)) if !n.is_empty() => {
+                    let _ = write!(s, "{} (prog {id}", clean(n));
+                }
+                (_, Some(id)) => {
+                    let _ = write!(s, "(prog {id}");
+                }
+                _ => s.push_str("(prog ?"),
+            }
+            if let Some(t) = &e.prog_type {
+                let _ = write!(s, ", {}", clean(t));
+            }
+            let _ = write!(s, ") on {}", opt(&e.cgroup));
+            let mut how = Vec::new();
+            if e.found_at_start {
+                how.push("found at start".to_string());
+            }
+            if let Some(r) = &e.request {
+                how.push(clean(r).into_owned());
+            }
+            if let Some(l) = e.link_id {
+                how.push(format!("link {l}"));
+            }
+            for f in e.attach_flags.iter().flatten() {
+                how.push(clean(f).into_owned());
+            }
+            if !how.is_empty() {
+                let _ = write!(s, " [{}]", how.join(", "));
+            }
+            if let Some(root) = &e.cgroupns_root {
+                if root != "/" {
+                    let _ = write!(s, " cgroupns {}", clean(root));
+                }
+            }
+            if let Some(r) = e.result {
+                s.push_str(" = ");
+                push_result(s, r);
+            }
+        }
     }
 }
 

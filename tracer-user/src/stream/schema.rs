@@ -111,10 +111,12 @@ pub enum Kind {
     LinkDelete,
     LinkSet,
     Signal,
+    CgroupBpfAttach,
+    CgroupBpfDetach,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::CgroupWrite,
         Kind::CgroupMkdir,
         Kind::CgroupRmdir,
@@ -125,6 +127,8 @@ impl Kind {
         Kind::LinkDelete,
         Kind::LinkSet,
         Kind::Signal,
+        Kind::CgroupBpfAttach,
+        Kind::CgroupBpfDetach,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -138,6 +142,8 @@ impl Kind {
             Kind::LinkDelete => "link_delete",
             Kind::LinkSet => "link_set",
             Kind::Signal => "signal",
+            Kind::CgroupBpfAttach => "cgroup_bpf_attach",
+            Kind::CgroupBpfDetach => "cgroup_bpf_detach",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -271,6 +277,34 @@ pub struct Event {
     pub target_comm: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_cgroup: Option<String>,
+
+    // cgroup_bpf_attach, cgroup_bpf_detach (the target is `cgroup`, `cgroup_id`; the
+    // command is `request`, e.g. `BPF_LINK_CREATE`)
+    /// libbpf's name of the attach type: `cgroup_inet4_connect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_type: Option<String>,
+    /// `allow_multi`, `allow_override`, `replace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_flags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prog_id: Option<u32>,
+    /// The program's name as the kernel keeps it (15 bytes of its function name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prog_name: Option<String>,
+    /// `cgroup_sock_addr`, `cgroup_sock`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prog_type: Option<String>,
+    /// The BPF link made (BPF_LINK_CREATE) or detached, or holding a program found at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_id: Option<u32>,
+    /// The root of the caller's cgroup namespace, host-absolute: `/` when it shares the
+    /// host's, the cgroup its own cgroup2 mount shows as `/` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroupns_root: Option<String>,
+    /// Not a call seen live: the attachment was already there when tracer started
+    /// (listed from the kernel); the actor is a process holding the program, if any.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub found_at_start: bool,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -303,7 +337,7 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// `kubepods-controller-removed`, `cgroup-driver-mismatch`, `rp-filter-on-cilium`,
-    /// `cilium-route-deleted`, `cilium-rule-deleted`.
+    /// `cilium-route-deleted`, `cilium-rule-deleted`, `cilium-socket-lb-nested-cgroup`.
     pub id: String,
     pub severity: Severity,
     pub time: Timestamp,
