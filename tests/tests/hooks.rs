@@ -244,3 +244,47 @@ fn cgroup_writev_says_only_the_first_iovec_was_read() {
     drop(cg);
     assert_eq!(t.stop(), 0);
 }
+
+/// `bpf()` attaches to a cgroup: a refused one (the fd is no program) is an event with the
+/// kernel's errno and no program; an attach to a file that is not a cgroup is no event.
+#[test]
+fn cgroup_bpf_refused_attach_and_non_cgroup_targets() {
+    use std::os::fd::AsRawFd;
+    let root = cgroup2_root();
+    let mut t = tail();
+    let cg = CgroupGuard::new(&root, &unique("bpf"));
+    let dir = std::fs::File::open(&cg.path).unwrap();
+    let not_a_prog = std::fs::File::open("/proc/self/stat").unwrap();
+    let attach = |target: i32| {
+        let mut a = [0u8; 128];
+        a[..4].copy_from_slice(&(target as u32).to_ne_bytes());
+        a[4..8].copy_from_slice(&(not_a_prog.as_raw_fd() as u32).to_ne_bytes());
+        a[8..12].copy_from_slice(&10u32.to_ne_bytes()); // BPF_CGROUP_INET4_CONNECT
+                                                        // SAFETY: BPF_PROG_ATTACH (8) with a zeroed 128-byte attr.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, 8i64, a.as_mut_ptr(), 128u32) };
+        (r, std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    };
+    // First at a regular file (no event), then at the cgroup (the event).
+    let (r, _) = attach(not_a_prog.as_raw_fd());
+    assert!(r < 0, "the kernel accepted a file as a cgroup");
+    let (r, errno) = attach(dir.as_raw_fd());
+    assert!(r < 0, "the kernel accepted a file as a program");
+    let me = std::process::id();
+    let ev = t.wait_event("cgroup_bpf_attach", |v| pid_is(v, me));
+    assert_eq!(ev["cgroup"], cg.rel.as_str(), "{ev}");
+    assert_eq!(ev["request"], "BPF_PROG_ATTACH", "{ev}");
+    assert_eq!(ev["attach_type"], "cgroup_inet4_connect", "{ev}");
+    assert_eq!(ev["result"], -(errno as i64), "the kernel's errno: {ev}");
+    assert!(ev.get("prog_id").is_none(), "no program behind the fd: {ev}");
+    assert_eq!(ev["cgroupns_root"], "/", "{ev}");
+    assert_eq!(ev["cgroup_id"].as_u64(), Some(std::os::unix::fs::MetadataExt::ino(&dir.metadata().unwrap())));
+    assert_eq!(t.stop(), 0);
+    let attaches = t.seen.iter().filter(|v| v["kind"] == "cgroup_bpf_attach" && pid_is(v, me)).count();
+    assert_eq!(attaches, 1, "the attach at a regular file is no event");
+    let findings: Vec<&Value> = t
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "finding" && v["details"]["pid"].as_u64() == Some(me as u64))
+        .collect();
+    assert!(findings.is_empty(), "a refused attach is no finding: {findings:?}");
+}

@@ -189,7 +189,10 @@ pub fn enter(regs: *const u8, tid: u32) -> Result<(), i64> {
     }
     fill_ns_root(r);
     kernel::fill_header(&mut r.header, kind::CGROUP_BPF, core::mem::size_of::<CgroupBpf>());
-    if BPF_PENDING.insert(tid, &*r, 0).is_ok() {
+    // By reference: the value is 2 KiB, four times the BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let parked = BPF_PENDING.insert(tid, &*r, 0).is_ok();
+    if parked {
         crate::openers::exit_work_begin();
     } else {
         account(kind::CGROUP_BPF, false);

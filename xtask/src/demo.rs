@@ -36,7 +36,17 @@ pub fn run(opts: &Options) -> Result<i32> {
     }
     crate::build("release")?;
     let mut cmd = util::cargo(None);
-    cmd.args(["build", "--release", "-p", "tracer-tests", "--bin", "tracer-demo"]);
+    // The demo and the helpers its scenarios run (found beside the tracer).
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "tracer-tests",
+        "--bin",
+        "tracer-demo",
+        "--bin",
+        "tracer-cgroup-attach",
+    ]);
     util::run(&mut cmd)?;
     let tracer = util::tracer_bin("release");
     let demo = tracer.with_file_name("tracer-demo");

@@ -63,7 +63,7 @@ pub struct Options {
     /// Kernel series to boot (repeatable or comma-separated): 6.1, 6.12.
     #[arg(long = "kernel", value_delimiter = ',', default_values_t = ["6.1".to_string(), "6.12".to_string()])]
     pub kernels: Vec<String>,
-    /// Only these steps (repeatable or comma-separated): check, hooks, incidents.
+    /// Only these steps (repeatable or comma-separated): check, hooks, incidents, socket_lb.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Arguments for the test binaries, after `--` (a name filter, `--nocapture`).
@@ -179,6 +179,12 @@ fn steps(opts: &Options) -> Vec<Step> {
             name: "incidents",
             command: format!("/opt/tracer/bin/vm_incidents --color never --ignored --test-threads=1 {args}"),
         },
+        // Incident 4's stand-in agent tests of incidents.rs on the VM's kernel (the test
+        // arguments do not apply: the filter selects them among the host's incident tests).
+        Step {
+            name: "socket_lb",
+            command: "/opt/tracer/bin/incidents --color never --test-threads=1 cilium_socket_lb".into(),
+        },
     ];
     all.into_iter().filter(|s| opts.only.is_empty() || opts.only.iter().any(|o| o == s.name)).collect()
 }
@@ -210,7 +216,7 @@ fn host_packages() -> Result<()> {
 fn test_binaries() -> Result<BTreeMap<String, PathBuf>> {
     let mut cmd = util::cargo(None);
     cmd.args(["test", "--release", "-p", "tracer-tests", "--no-run", "--message-format=json"]);
-    cmd.args(["--test", "hooks", "--test", "vm_incidents"]);
+    cmd.args(["--test", "hooks", "--test", "vm_incidents", "--test", "incidents"]);
     cmd.stderr(Stdio::inherit());
     let out = cmd.output().context("building the test binaries")?;
     if !out.status.success() {
@@ -219,14 +225,20 @@ fn test_binaries() -> Result<BTreeMap<String, PathBuf>> {
     let mut bins = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+        if v["reason"] != "compiler-artifact" {
+            continue;
+        }
+        // The tests' helper binaries (cargo builds them for the integration tests) go
+        // beside the tracer, where the tests look for them.
+        let helper = v["target"]["name"] == "tracer-cgroup-attach" && v["profile"]["test"] == false;
+        if v["profile"]["test"] != true && !helper {
             continue;
         }
         if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
             bins.insert(name.to_string(), PathBuf::from(exe));
         }
     }
-    for want in ["hooks", "vm_incidents"] {
+    for want in ["hooks", "vm_incidents", "incidents", "tracer-cgroup-attach"] {
         if !bins.contains_key(want) {
             bail!("cargo built no test binary {want}");
         }

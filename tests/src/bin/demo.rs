@@ -102,6 +102,19 @@ const SCENARIOS: &[Scenario] = &[
                  naming the killed pod when the window closes (here, when the tracer stops)",
         run: scenarios::kubepods,
     },
+    Scenario {
+        name: "socket_lb",
+        what: "cilium-agent (run by a containerd-shim, as in a pod) in a private cgroup \
+               namespace mounts cgroup2 itself and attaches its socket load balancer \
+               (connect4/6, sendmsg4, post_bind4; BPF_PROG_ATTACH and BPF_LINK_CREATE) at the \
+               root it sees, its own cgroup; then detaches; then the same agent in the host's \
+               cgroup namespace attaches at the host's cgroup2 root",
+        component: "the kernel's cgroup BPF attach, with a stand-in named and parented like \
+                    cilium-agent loading real socket-address programs (they allow everything)",
+        expect: "cilium-socket-lb-nested-cgroup (critical, actor cilium-agent) for the nested \
+                 attach; events and no finding for the detaches and the host-root attach",
+        run: scenarios::cilium_socket_lb,
+    },
 ];
 
 struct Opts {

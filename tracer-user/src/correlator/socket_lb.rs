@@ -117,7 +117,10 @@ impl Detector for NestedSocketLb {
         }
         let Some(attach_type) = ev.attach_type.as_deref() else { return };
         let Some(cgroup) = ev.cgroup.as_deref() else { return };
-        if !is_socket_lb(attach_type) || cgroup == "/" || ev.hierarchy.as_deref().is_some_and(|h| h != "v2") {
+        if !is_socket_lb(attach_type, ev.prog_type.as_deref())
+            || cgroup == "/"
+            || ev.hierarchy.as_deref().is_some_and(|h| h != "v2")
+        {
             return;
         }
         let (cilium, by_name_only) = is_cilium(ev);

@@ -37,12 +37,16 @@ const ATTACH_TYPES: &[(u32, &str)] = &[
     (53, "cgroup_unix_getsockname"),
 ];
 
-/// The attach types of Cilium's socket load balancer and its socket hooks
+/// The attach types of the socket-address and socket program types (`cgroup_sock_addr`,
+/// `cgroup_sock`), those of Cilium's socket load balancer and its socket hooks among them
 /// (bpf/bpf_sock.c: `cgroup/connect4`, `sendmsg4`, `recvmsg4`, `getpeername4`,
-/// `post_bind4`, `bind4`, `sock_release` and their v6 twins): programs of types
-/// `cgroup_sock_addr` and `cgroup_sock`. Attached below the host's cgroup2 root they
-/// only see the sockets of that subtree.
-pub const SOCKET_LB: &[u32] = &[2, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20, 29, 30, 31, 32, 34];
+/// `post_bind4`, `bind4`, `sock_release` and their v6 twins). Attached below the host's
+/// cgroup2 root they only see the sockets of that subtree.
+pub const SOCKET_LB: &[u32] =
+    &[2, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20, 29, 30, 31, 32, 34, 49, 50, 51, 52, 53];
+
+/// The program types of those attach points.
+pub const SOCKET_PROG_TYPES: &[&str] = &["cgroup_sock_addr", "cgroup_sock"];
 
 /// libbpf's name of an attach type (`cgroup_inet4_connect`), or `attach_type_<n>`.
 pub fn attach_type_name(t: u32) -> String {
@@ -60,9 +64,13 @@ pub fn attach_type_number(name: &str) -> Option<u32> {
     ATTACH_TYPES.iter().find(|(_, n)| *n == name).map(|(t, _)| *t)
 }
 
-/// Whether an attach type (by name) is one of the socket load balancer's.
-pub fn is_socket_lb(attach_type: &str) -> bool {
-    attach_type_number(attach_type).is_some_and(|t| SOCKET_LB.contains(&t))
+/// Whether an attach type (by name) is one of the socket load balancer's, or the
+/// program is of a socket type (`prog_type`, when known, decides).
+pub fn is_socket_lb(attach_type: &str, prog_type: Option<&str>) -> bool {
+    match prog_type.filter(|t| !t.starts_with("prog_type_") && *t != "unspec") {
+        Some(t) => SOCKET_PROG_TYPES.contains(&t),
+        None => attach_type_number(attach_type).is_some_and(|t| SOCKET_LB.contains(&t)),
+    }
 }
 
 /// `enum bpf_prog_type` names (lower case, without `BPF_PROG_TYPE_`).
@@ -146,18 +154,24 @@ mod tests {
 
     #[test]
     fn socket_lb_types_are_cilium_s_and_no_others() {
-        for t in
-            ["cgroup_inet4_connect", "cgroup_inet6_connect", "cgroup_udp4_sendmsg", "cgroup_udp6_recvmsg"]
-        {
-            assert!(is_socket_lb(t), "{t}");
-        }
-        for t in ["cgroup_inet4_getpeername", "cgroup_inet6_post_bind", "cgroup_inet_sock_release"] {
-            assert!(is_socket_lb(t), "{t}");
+        let lb =
+            ["cgroup_inet4_connect", "cgroup_inet6_connect", "cgroup_udp4_sendmsg", "cgroup_udp6_recvmsg"];
+        for t in lb.into_iter().chain([
+            "cgroup_inet4_getpeername",
+            "cgroup_inet6_post_bind",
+            "cgroup_inet_sock_release",
+        ]) {
+            assert!(is_socket_lb(t, None), "{t}");
+            assert!(is_socket_lb(t, Some("cgroup_sock_addr")), "{t}");
         }
         for t in
             ["cgroup_inet_ingress", "cgroup_device", "cgroup_sysctl", "cgroup_sock_ops", "attach_type_99"]
         {
-            assert!(!is_socket_lb(t), "{t}");
+            assert!(!is_socket_lb(t, None), "{t}");
         }
+        // The program type decides when known; an unknown one falls back to the attach type.
+        assert!(is_socket_lb("attach_type_99", Some("cgroup_sock_addr")));
+        assert!(!is_socket_lb("cgroup_inet_ingress", Some("cgroup_skb")));
+        assert!(is_socket_lb("cgroup_inet4_connect", Some("prog_type_4294967295")));
     }
 }

@@ -514,6 +514,39 @@ mod tests {
     }
 
     #[test]
+    fn decodes_cgroup_bpf_and_refuses_a_short_one() {
+        let mut r: common::CgroupBpf = unsafe { std::mem::zeroed() };
+        r.header = header(kind::CGROUP_BPF, size_of::<common::CgroupBpf>());
+        r.cmd = common::bpf_cmd::LINK_CREATE;
+        r.cgroup_id = 99;
+        r.attach_type = 10;
+        r.prog_id = 42;
+        r.prog_type = 18;
+        r.prog_name[..15].copy_from_slice(b"cil_sock4_conne");
+        r.link_id = 7;
+        r.result = 5;
+        for (i, c) in ["docker-1.scope", "system.slice"].iter().enumerate() {
+            r.path[i][..c.len()].copy_from_slice(c.as_bytes());
+            r.ns_path[i][..c.len()].copy_from_slice(c.as_bytes());
+        }
+        r.path_len = 2;
+        r.ns_path_len = 2;
+        let b = bytes_of(&r);
+        let Record::CgroupBpf(d) = decode(&b).unwrap() else { panic!() };
+        assert_eq!(d.path, "/system.slice/docker-1.scope");
+        assert_eq!(d.ns_root, "/system.slice/docker-1.scope");
+        assert_eq!(d.prog, Some(BpfProg { id: 42, prog_type: 18, name: "cil_sock4_conne".into() }));
+        assert_eq!((d.cmd, d.attach_type, d.link_id, d.result), (common::bpf_cmd::LINK_CREATE, 10, 7, 5));
+        // No program behind the fd; a host-root target has no components.
+        r.flags = flags::PROG_UNKNOWN;
+        r.path_len = 0;
+        r.ns_path_len = 200; // clamped, never read past the field
+        let Record::CgroupBpf(d) = decode(&bytes_of(&r)).unwrap() else { panic!() };
+        assert_eq!((d.prog, d.path.as_str()), (None, "/"));
+        assert!(matches!(decode(&b[..b.len() - 1]), Err(DecodeError::Truncated { .. })));
+    }
+
+    #[test]
     fn decodes_cgroup_write() {
         let b = write_enter(&["kubepods-burstable.slice", "kubepods.slice"]);
         let Record::CgroupWrite(w) = decode(&b).unwrap() else { panic!() };

@@ -511,6 +511,10 @@ fn describe(s: &mut String, e: &Event) {
             }
             if let Some(r) = e.result {
                 s.push_str(" = ");
+                // BPF_LINK_CREATE returns the new link's fd.
+                if r >= 0 && e.request.as_deref() == Some("BPF_LINK_CREATE") {
+                    s.push_str("fd ");
+                }
                 push_result(s, r);
             }
         }
@@ -777,6 +781,44 @@ mod tests {
             one(e),
             "22:13:20.123 systemd-sysctl   sysctl_write net.ipv4.conf.lxc1.rp_filter 0 -> 2 (netns 4026531840)  pid=900 comm=systemd-sysctl (for systemd-udevd)\n"
         );
+    }
+
+    #[test]
+    fn cgroup_bpf_golden() {
+        let mut e = base(Kind::CgroupBpfAttach, "cilium-agent", 4242);
+        e.comm = "cilium-agent".into();
+        e.cgroup = Some("/system.slice/docker-1.scope".into());
+        e.cgroupns_root = Some("/system.slice/docker-1.scope".into());
+        e.request = Some("BPF_LINK_CREATE".into());
+        e.attach_type = Some("cgroup_inet4_connect".into());
+        e.attach_flags = Some(vec![]);
+        e.prog_id = Some(42);
+        e.prog_name = Some("cil_sock4_conne".into());
+        e.prog_type = Some("cgroup_sock_addr".into());
+        e.link_id = Some(7);
+        e.result = Some(5);
+        assert_eq!(
+            one(e.clone()),
+            "22:13:20.123 cilium-agent     cgroup_bpf_attach cgroup_inet4_connect cil_sock4_conne (prog 42, cgroup_sock_addr) on /system.slice/docker-1.scope [BPF_LINK_CREATE, link 7] cgroupns /system.slice/docker-1.scope = fd 5  pid=4242 comm=cilium-agent\n"
+        );
+        // Found at start: no call, no result; at the host root no cgroupns note.
+        let mut f = base(Kind::CgroupBpfAttach, "cilium-agent", 4242);
+        f.comm = "cilium-agent".into();
+        f.cgroup = Some("/".into());
+        f.attach_type = Some("cgroup_udp4_sendmsg".into());
+        f.attach_flags = Some(vec!["allow_multi".into()]);
+        f.prog_id = Some(43);
+        f.found_at_start = true;
+        assert_eq!(
+            one(f),
+            "22:13:20.123 cilium-agent     cgroup_bpf_attach cgroup_udp4_sendmsg (prog 43) on / [found at start, allow_multi]  pid=4242 comm=cilium-agent\n"
+        );
+        let mut d = e;
+        d.kind = Kind::CgroupBpfDetach;
+        d.request = Some("BPF_PROG_DETACH".into());
+        d.link_id = None;
+        d.result = Some(-2);
+        assert!(one(d).contains("[BPF_PROG_DETACH] cgroupns /system.slice/docker-1.scope = ENOENT"));
     }
 
     #[test]
