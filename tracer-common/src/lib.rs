@@ -220,6 +220,14 @@ pub mod bpf_cmd {
     }
 }
 
+/// `enum bpf_attach_type` values of the socket-address and socket program types
+/// (`cgroup_sock_addr`, `cgroup_sock`; include/uapi/linux/bpf.h): inet4/6 bind, connect,
+/// post_bind, udp4/6 sendmsg and recvmsg, getpeername, getsockname, sock_create,
+/// sock_release, and the unix ones. Cilium's socket load balancer uses most of them
+/// (bpf/bpf_sock.c); attached below the host's cgroup2 root they only see that subtree.
+pub const SOCKET_ATTACH_TYPES: &[u32] =
+    &[2, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20, 29, 30, 31, 32, 34, 49, 50, 51, 52, 53];
+
 /// Flags in record `flags` fields.
 pub mod flags {
     /// The copied value is shorter than what was written.

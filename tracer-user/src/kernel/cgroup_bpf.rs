@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::pipeline::bpf_names::SOCKET_LB;
+use tracer_common::SOCKET_ATTACH_TYPES as SOCKET_LB;
 
 const BPF_PROG_QUERY: i64 = 16;
 const BPF_PROG_GET_NEXT_ID: i64 = 11;
@@ -118,10 +118,16 @@ fn sock_programs() -> HashMap<u32, (u32, String)> {
         let Some(b) = info::<80>(&fd) else { continue };
         let t = get_u32(&b, 0);
         if SOCK_PROG_TYPES.contains(&t) {
-            out.insert(id, (t, crate::pipeline::decode::cstr(&b[64..80])));
+            out.insert(id, (t, cstr(&b[64..80])));
         }
     }
     out
+}
+
+/// Bytes up to the first NUL, lossily decoded.
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 /// (cgroup id, attach type, prog id) -> link id of every cgroup link.

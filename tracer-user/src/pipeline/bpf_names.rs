@@ -37,13 +37,9 @@ const ATTACH_TYPES: &[(u32, &str)] = &[
     (53, "cgroup_unix_getsockname"),
 ];
 
-/// The attach types of the socket-address and socket program types (`cgroup_sock_addr`,
-/// `cgroup_sock`), those of Cilium's socket load balancer and its socket hooks among them
-/// (bpf/bpf_sock.c: `cgroup/connect4`, `sendmsg4`, `recvmsg4`, `getpeername4`,
-/// `post_bind4`, `bind4`, `sock_release` and their v6 twins). Attached below the host's
-/// cgroup2 root they only see the sockets of that subtree.
-pub const SOCKET_LB: &[u32] =
-    &[2, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20, 29, 30, 31, 32, 34, 49, 50, 51, 52, 53];
+/// The attach types of the socket-address and socket program types, Cilium's socket
+/// load balancer's among them (one list: `tracer_common::SOCKET_ATTACH_TYPES`).
+pub use tracer_common::SOCKET_ATTACH_TYPES as SOCKET_LB;
 
 /// The program types of those attach points.
 pub const SOCKET_PROG_TYPES: &[&str] = &["cgroup_sock_addr", "cgroup_sock"];
