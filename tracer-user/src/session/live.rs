@@ -167,13 +167,10 @@ impl Session {
         table.seed_from_proc(&opts.proc_root);
         let builder = EventBuilder::new(loaded.controllers.clone(), loaded.cgroup2_root.clone());
         let mut pipeline = Pipeline::new(builder, table, tx);
-        // After attaching: an attach made from now on is seen live (and may also be
-        // listed here: the finding then names both events).
-        if let Some(root) = &loaded.cgroup2_root {
-            let found = crate::kernel::cgroup_bpf::scan(root, &opts.proc_root);
-            tracing::debug!("{} socket-address programs already attached to cgroups", found.len());
-            pipeline.found_at_start = found;
-        }
+        // Listed on the reader thread once it runs (after attaching: an attach made from
+        // then on is seen live, and may also be listed), so the header is not delayed by
+        // a walk of a large cgroup tree.
+        pipeline.scan_at_start = loaded.cgroup2_root.clone().map(|root| (root, opts.proc_root.clone()));
         let stats_every = opts.stats_every;
         let stop_rx = stop.clone();
         boost_priority();
@@ -250,8 +247,9 @@ struct Pipeline {
     /// Ticks so far (housekeeping runs every [`HOUSEKEEPING_TICKS`]).
     ticks: u64,
     ticker: Ticker,
-    /// Cgroup programs already attached at start, emitted as the first events.
-    found_at_start: Vec<crate::kernel::cgroup_bpf::Attachment>,
+    /// (cgroup2 root, procfs) to list the cgroup programs already attached from, at the
+    /// start of the reader thread; they are the first events.
+    scan_at_start: Option<(PathBuf, PathBuf)>,
 }
 
 impl Pipeline {
@@ -268,15 +266,18 @@ impl Pipeline {
             closed: false,
             ticks: 0,
             ticker: Ticker::default(),
-            found_at_start: Vec::new(),
+            scan_at_start: None,
         }
     }
 
     /// The attachments listed at start as `cgroup_bpf_attach` events with
     /// `found_at_start`, attributed to the process holding the program, if any.
     fn emit_found_at_start(&mut self) {
+        let Some((root, proc_root)) = self.scan_at_start.take() else { return };
+        let found = crate::kernel::cgroup_bpf::scan(&root, &proc_root);
+        tracing::debug!("{} socket programs already attached to cgroups", found.len());
         let now = boot_ns();
-        for a in std::mem::take(&mut self.found_at_start) {
+        for a in found {
             let mut ev = Box::new(found_event(&a, self.builder.clock.wall(now)));
             // The holder that is a known component first (the agent, not a bpftool).
             let mut best: Option<Event> = None;
