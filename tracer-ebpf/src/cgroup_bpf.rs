@@ -55,21 +55,12 @@ fn is_anon(file: *const u8, name: &[u8; 9]) -> bool {
 const BPF_PROG: &[u8; 9] = b"bpf-prog\0";
 const BPF_LINK: &[u8; 9] = b"bpf_link\0";
 
-/// The `bpf_prog` of a program fd of the caller.
+/// The object (`file->private_data`) behind the caller's fd, when it is an anon-inode
+/// file named `name`: the `bpf_prog` of a `bpf-prog` fd, the `bpf_link` of a `bpf_link` one.
 #[inline(always)]
-fn prog_of_fd(fd: u32) -> Option<*const u8> {
+fn bpf_object_of_fd(fd: u32, name: &[u8; 9]) -> Option<*const u8> {
     let file = kernel::file_of_fd(fd as u64).ok()?;
-    if !is_anon(file, BPF_PROG) {
-        return None;
-    }
-    read_ptr(file, off!(file_private_data)).ok().filter(|p| !p.is_null())
-}
-
-/// The `bpf_link` of a link fd of the caller.
-#[inline(always)]
-fn link_of_fd(fd: u32) -> Option<*const u8> {
-    let file = kernel::file_of_fd(fd as u64).ok()?;
-    if !is_anon(file, BPF_LINK) {
+    if !is_anon(file, name) {
         return None;
     }
     read_ptr(file, off!(file_private_data)).ok().filter(|p| !p.is_null())
@@ -165,7 +156,7 @@ pub fn enter(regs: *const u8, tid: u32) -> Result<(), i64> {
     if cmd == bpf_cmd::LINK_DETACH {
         // The link says what it was attached to (struct bpf_cgroup_link,
         // include/linux/bpf-cgroup-defs.h); only cgroup links are kept.
-        let Some(link) = link_of_fd(attr[0]) else { return Ok(()) };
+        let Some(link) = bpf_object_of_fd(attr[0], BPF_LINK) else { return Ok(()) };
         if read::<u32>(link, off!(link_type)).unwrap_or(0) != LINK_TYPE_CGROUP {
             return Ok(());
         }
@@ -184,7 +175,7 @@ pub fn enter(regs: *const u8, tid: u32) -> Result<(), i64> {
         r.attach_flags = attr[3];
         // A detach may name no program (fd 0 and flags without BPF_F_ALLOW_MULTI: the
         // one program there); whatever fd it names is only read if it is a program.
-        fill_prog(r, prog_of_fd(prog_fd));
+        fill_prog(r, bpf_object_of_fd(prog_fd, BPF_PROG));
         fill_target(r, kn);
     }
     fill_ns_root(r);
@@ -209,7 +200,7 @@ pub fn exit(tid: u32, ret: i64) -> Result<(), i64> {
     let r = unsafe { &mut *r };
     r.result = ret;
     if r.cmd == bpf_cmd::LINK_CREATE && ret >= 0 {
-        if let Some(link) = link_of_fd(ret as u32) {
+        if let Some(link) = bpf_object_of_fd(ret as u32, BPF_LINK) {
             r.link_id = read::<u32>(link, off!(link_id)).unwrap_or(0);
         }
     }
