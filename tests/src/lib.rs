@@ -120,6 +120,15 @@ impl Tracer {
         }
     }
 
+    /// Reads every line that comes within `d` (into `seen`).
+    pub fn read_for(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            self.seen.push(v);
+        }
+    }
+
     /// Waits for an event of `kind` matching `pred`.
     pub fn wait_event(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for(&format!("an event of kind {kind}"), Duration::from_secs(10), |v| {

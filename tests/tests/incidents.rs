@@ -50,8 +50,11 @@ fn expect_finding(t: &mut Tracer, step: &Step, pred: impl Fn(&Value) -> bool) ->
 }
 
 /// A line that is certainly after everything before it: a signal to a child of ours.
-/// Returns the index in `t.seen` of that signal's event.
+/// Returns the index in `t.seen` of that signal's event. Network deletions are held
+/// until the kernel's answer is known (up to `CONFIRM_WAIT` plus a tick, netstate.rs),
+/// so the signal is sent after that long.
 fn barrier(t: &mut Tracer) -> usize {
+    std::thread::sleep(Duration::from_millis(1000));
     let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
     let target = child.id();
     // SAFETY: our own child.

@@ -577,6 +577,23 @@ fn real_networkd_restart_deletes_ciliums_rules_and_routes() {
     let summaries: String =
         rules.iter().map(|f| f["summary"].as_str().unwrap_or("")).collect::<Vec<_>>().join("\n");
     assert!(summaries.contains("2004") && summaries.contains("2005"), "both rules named:\n{summaries}");
+    // The kernel's own notification described each rule networkd removed, whole, and
+    // confirmed it (networkd names a rule by all its fields, but the event now says
+    // what the kernel removed, not what was asked).
+    let confirmed: Vec<&str> = t
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "event" && v["kind"] == "rule_delete" && v["actor"] == "systemd-networkd")
+        .filter(|v| v["confirmed"] == true)
+        .filter_map(|v| v["object"].as_str())
+        .collect();
+    eprintln!("rules networkd removed, as the kernel described them: {confirmed:?}");
+    assert!(
+        confirmed.contains(&"9: from all fwmark 0x200/0xf00 lookup 2004")
+            && confirmed.contains(&"10: from all fwmark 0xa00/0xf00 lookup 2005"),
+        "{}",
+        deletions(&t)
+    );
     // Routes: networkd removes foreign routes on the link it manages; when the kernel's
     // table shows them gone, a finding must say so.
     let gone = !run_out("ip", &["route", "show", "table", "2005"]).contains("cilium_host");

@@ -15,7 +15,7 @@
 use super::rp_filter::is_cilium_dev;
 use super::Detector;
 use super::{attribution, finding, made_by, parse_num, who};
-use crate::stream::schema::{Event, Finding, Kind, Severity};
+use crate::stream::schema::{table_name, Event, Finding, Kind, Severity};
 
 pub const ROUTE_ID: &str = "cilium-route-deleted";
 pub const RULE_ID: &str = "cilium-rule-deleted";
@@ -50,17 +50,6 @@ fn remediation(ev: &Event, what: &str) -> String {
     format!("{first} Restart cilium-agent (or wait for its next reconcile) to restore them.")
 }
 
-/// A routing table as `ip` names it (`lookup local`, `table main`): the reserved ids
-/// 255, 254 and 253 by name, every other by number.
-pub fn table_name(t: u32) -> String {
-    match t {
-        255 => "local".into(),
-        254 => "main".into(),
-        253 => "default".into(),
-        t => t.to_string(),
-    }
-}
-
 /// A fwmark as `0x200/0xf00` (mark/mask), or a bare mark.
 fn cilium_mark(s: &str) -> bool {
     let (mark, mask) = match s.split_once('/') {
@@ -86,7 +75,8 @@ impl Detector for CiliumDeletions {
             return;
         }
         let dev = ev.dev.clone();
-        if made_by(ev, OWNERS) {
+        // A delete the kernel refused (no such route, no permission) changed nothing.
+        if made_by(ev, OWNERS) || ev.confirmed == Some(false) {
             return;
         }
         let cilium_dev = dev.as_deref().filter(|d| is_cilium_dev(d));
@@ -96,13 +86,16 @@ impl Detector for CiliumDeletions {
                 if cilium_table.is_none() && cilium_dev.is_none() {
                     return;
                 }
-                let mut what = ev.dst.clone().unwrap_or_else(|| "a route".into());
-                if let Some(t) = ev.table {
-                    what.push_str(&format!(" table {}", table_name(t)));
-                }
-                if let Some(d) = &dev {
-                    what.push_str(&format!(" dev {d}"));
-                }
+                let what = ev.object.clone().unwrap_or_else(|| {
+                    let mut what = ev.dst.clone().unwrap_or_else(|| "a route".into());
+                    if let Some(t) = ev.table {
+                        what.push_str(&format!(" table {}", table_name(t)));
+                    }
+                    if let Some(d) = &dev {
+                        what.push_str(&format!(" dev {d}"));
+                    }
+                    what
+                });
                 let mut f = finding(
                     ROUTE_ID,
                     Severity::Critical,
@@ -118,7 +111,11 @@ impl Detector for CiliumDeletions {
                 out.push(f);
             }
             Kind::AddrDelete | Kind::LinkDelete | Kind::LinkSet => {
-                let Some(d) = cilium_dev else { return };
+                // The routes the kernel flushed with it, when tracer knew the state.
+                let cilium_flushed: Option<Vec<&String>> =
+                    ev.flushed_routes.as_ref().map(|r| r.iter().filter(|r| is_cilium_route(r)).collect());
+                let flushed_any = cilium_flushed.as_ref().is_some_and(|r| !r.is_empty());
+                let Some(d) = cilium_dev.or(dev.as_deref().filter(|_| flushed_any)) else { return };
                 // Removing an IPv6 address (networkd drops the link-local fe80:: ones
                 // routinely) flushes no IPv4 route; only IPv4 addresses matter here.
                 if ev.kind == Kind::AddrDelete && ev.family.as_deref() == Some("inet6") {
@@ -132,19 +129,33 @@ impl Detector for CiliumDeletions {
                     _ if ev.up == Some(false) => "set down link".into(),
                     _ => return,
                 };
+                let consequence = match &cilium_flushed {
+                    Some(r) if !r.is_empty() => format!(
+                        "the kernel flushed {} of Cilium's IPv4 route{} with no route notification: {}",
+                        r.len(),
+                        if r.len() == 1 { "" } else { "s" },
+                        r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("; ")
+                    ),
+                    Some(_) => format!("no IPv4 route of Cilium's went with it, but {d} is Cilium's device"),
+                    None => {
+                        format!("the kernel flushes Cilium's IPv4 routes via {d} with no route notification")
+                    }
+                };
                 let mut f = finding(
                     ROUTE_ID,
                     Severity::Critical,
                     ev,
-                    format!(
-                        "{} {action} {d}: the kernel flushes Cilium's IPv4 routes via {d} with no route \
-                         notification",
-                        who(ev)
-                    ),
+                    format!("{} {action} {d}: {consequence}", who(ev)),
                     &remediation(ev, "addresses and links, and with them routes,"),
                 );
                 f.dev = Some(d.to_string());
                 f.details.insert("flushed_by".into(), ev.kind.as_str().into());
+                if let Some(r) = &cilium_flushed {
+                    f.details.insert(
+                        "flushed_routes".into(),
+                        r.iter().map(|r| r.as_str()).collect::<Vec<_>>().into(),
+                    );
+                }
                 net_details(&mut f, ev);
                 out.push(f);
             }
@@ -154,17 +165,23 @@ impl Detector for CiliumDeletions {
                 if by_prio.is_none() && by_mark.is_none() && cilium_table.is_none() {
                     return;
                 }
-                let mut what = Vec::new();
-                if let Some(p) = ev.priority {
-                    what.push(format!("{p}:"));
-                }
-                if let Some(m) = &ev.fwmark {
-                    what.push(format!("fwmark {m}"));
-                }
-                if let Some(t) = ev.table {
-                    what.push(format!("lookup {}", table_name(t)));
-                }
-                let what = if what.is_empty() { "a rule".to_string() } else { what.join(" ") };
+                let what = ev.object.clone().unwrap_or_else(|| {
+                    let mut what = Vec::new();
+                    if let Some(p) = ev.priority {
+                        what.push(format!("{p}:"));
+                    }
+                    if let Some(m) = &ev.fwmark {
+                        what.push(format!("fwmark {m}"));
+                    }
+                    if let Some(t) = ev.table {
+                        what.push(format!("lookup {}", table_name(t)));
+                    }
+                    if what.is_empty() {
+                        "a rule".to_string()
+                    } else {
+                        what.join(" ")
+                    }
+                });
                 let mut f = finding(
                     RULE_ID,
                     Severity::Critical,
@@ -185,6 +202,17 @@ impl Detector for CiliumDeletions {
     }
 }
 
+/// Whether a route, as `ip route` prints it, is Cilium's: in one of its tables or
+/// through one of its devices.
+fn is_cilium_route(route: &str) -> bool {
+    let words: Vec<&str> = route.split_whitespace().collect();
+    words.windows(2).any(|w| match w[0] {
+        "table" => w[1].parse::<u32>().is_ok_and(|t| TABLES.contains(&t)),
+        "dev" => is_cilium_dev(w[1]),
+        _ => false,
+    })
+}
+
 fn net_details(f: &mut Finding, ev: &Event) {
     attribution(f, ev);
     let d = &mut f.details;
@@ -198,6 +226,7 @@ fn net_details(f: &mut Finding, ev: &Event) {
         ("fwmark", &ev.fwmark),
         ("gateway", &ev.gateway),
         ("request", &ev.request),
+        ("object", &ev.object),
     ] {
         if let Some(v) = v {
             d.insert(k.into(), v.clone().into());
@@ -208,6 +237,9 @@ fn net_details(f: &mut Finding, ev: &Event) {
     }
     if let Some(p) = ev.priority {
         d.insert("priority".into(), p.into());
+    }
+    if let Some(c) = ev.confirmed {
+        d.insert("confirmed".into(), c.into());
     }
 }
 
@@ -278,6 +310,49 @@ mod tests {
         // The moved local rule reads as `ip rule` prints it.
         assert!(f[2].summary.contains("rule 100: lookup local:"), "{}", f[2].summary);
         assert_eq!(f[2].details["table"], 255, "details keep the number");
+    }
+
+    #[test]
+    fn the_kernels_description_and_answer_decide() {
+        let f = run(vec![
+            // `ip rule del pref 10`: the kernel's notification named the whole rule.
+            rule("systemd-networkd")
+                .priority(10)
+                .fwmark("0xa00/0xf00")
+                .table(2005)
+                .object("10: from all fwmark 0xa00/0xf00 lookup 2005")
+                .confirmed(true),
+            // Refused deletes (nothing to delete) change nothing: no finding.
+            rule("systemd-networkd").priority(9).confirmed(false),
+            route("systemd-networkd").table(2004).dst("10.0.0.0/8").confirmed(false),
+            ev(Kind::AddrDelete, "ip").netns(1).dev("cilium_host").dst("10.0.1.1/32").confirmed(false),
+            // An address on another device whose removal flushed a route of table 2004.
+            ev(Kind::AddrDelete, "ip").netns(1).dev("eth0").dst("192.168.1.5/24").confirmed(true).flushed(&[
+                "10.1.0.0/16 via 192.168.1.1 dev eth0 table 2004",
+                "192.168.7.0/24 via 192.168.1.1 dev eth0",
+            ]),
+            // ...and one that flushed nobody's route of Cilium's: no finding.
+            ev(Kind::AddrDelete, "ip")
+                .netns(1)
+                .dev("eth1")
+                .dst("192.168.2.5/24")
+                .confirmed(true)
+                .flushed(&["192.168.8.0/24 via 192.168.2.1 dev eth1"]),
+            ev(Kind::LinkDelete, "ip").netns(1).dev("cilium_net").confirmed(true).flushed(&[]),
+        ]);
+        assert_eq!(ids(&f), vec![RULE_ID, ROUTE_ID, ROUTE_ID], "{f:#?}");
+        assert!(
+            f[0].summary.contains("rule 10: from all fwmark 0xa00/0xf00 lookup 2005:"),
+            "{}",
+            f[0].summary
+        );
+        assert!(
+            f[1].summary
+                .contains("flushed 1 of Cilium's IPv4 route with no route notification: 10.1.0.0/16 via"),
+            "{}",
+            f[1].summary
+        );
+        assert!(f[2].summary.contains("no IPv4 route of Cilium's went with it"), "{}", f[2].summary);
     }
 
     #[test]

@@ -366,6 +366,18 @@ pub(crate) mod testutil {
             self.0.up = Some(up);
             self
         }
+        pub fn confirmed(mut self, c: bool) -> Self {
+            self.0.confirmed = Some(c);
+            self
+        }
+        pub fn object(mut self, o: &str) -> Self {
+            self.0.object = Some(o.into());
+            self
+        }
+        pub fn flushed(mut self, routes: &[&str]) -> Self {
+            self.0.flushed_routes = Some(routes.iter().map(|r| r.to_string()).collect());
+            self
+        }
         pub fn signal(mut self, sig: &str, target_cgroup: &str) -> Self {
             self.0.signal = Some(sig.into());
             self.0.target_cgroup = Some(target_cgroup.into());

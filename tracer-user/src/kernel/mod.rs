@@ -3,5 +3,7 @@ pub mod btf_offsets;
 pub mod cgroup_bpf;
 pub mod hostns;
 pub mod loader;
+pub mod netns;
 pub mod openers;
 pub mod privileges;
+pub mod rtnl;

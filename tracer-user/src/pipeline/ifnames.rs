@@ -1,18 +1,12 @@
 //! Interface index -> name, in the network namespace of the process that sent a
 //! netlink request. A request names links by ifindex, which only means something inside
-//! its namespace: a helper thread joins that namespace (setns affects only the calling
-//! thread) and asks the kernel (SIOCGIFNAME via if_indextoname).
-//!
-//! The sender is often gone by the time its record is read (`ip route del` lives a
-//! millisecond), so another process in the same namespace is looked up in /proc, then
-//! the namespaces kept by bind mounts under /run/netns. No
-//! namespace is held open: tracer must not keep other people's namespaces alive.
+//! its namespace: a helper thread joins that namespace ([`netns::run_in`]) and lists
+//! its interfaces (if_nameindex(3)). No namespace is held open here.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+
+use crate::kernel::netns;
 
 /// Interface names by (netns, ifindex): the last names seen. A request that deletes a
 /// link usually arrives after the link is gone; the name it had is then taken from
@@ -57,22 +51,10 @@ impl IfNames {
 
 /// Every (ifindex, name) of a network namespace.
 fn list_in(pid: u32, netns: u32) -> Option<Vec<(u32, String)>> {
-    if own_netns() == Some(netns) {
+    if netns::own() == Some(netns) {
         return Some(list_interfaces());
     }
-    let file = open_netns_of(pid, netns).or_else(|| find_netns(netns)).or_else(|| named_netns(netns))?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on this helper thread only; it ends right after.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return None;
-            }
-            Some(list_interfaces())
-        })
-        .join()
-        .ok()
-        .flatten()
-    })
+    netns::run_in(&netns::open(pid, netns)?, list_interfaces)
 }
 
 /// if_nameindex(3) in the calling thread's network namespace.
@@ -94,51 +76,13 @@ fn list_interfaces() -> Vec<(u32, String)> {
     out
 }
 
-fn own_netns() -> Option<u32> {
-    std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino() as u32)
-}
-
-fn open_netns_of(pid: u32, netns: u32) -> Option<File> {
-    let path = format!("/proc/{pid}/ns/net");
-    let f = File::open(&path).ok()?;
-    (f.metadata().ok()?.ino() as u32 == netns).then_some(f)
-}
-
-fn find_netns(netns: u32) -> Option<File> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(md) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else { continue };
-        if md.ino() as u32 == netns {
-            if let Some(f) = open_netns_of(pid, netns) {
-                return Some(f);
-            }
-        }
-    }
-    None
-}
-
-/// Namespaces kept by a bind mount (`ip netns add`) may hold no process at all.
-fn named_netns(netns: u32) -> Option<File> {
-    for dir in ["/run/netns", "/var/run/netns"] {
-        let Ok(rd) = std::fs::read_dir(dir) else { continue };
-        for entry in rd.flatten() {
-            let Ok(f) = File::open(entry.path()) else { continue };
-            if f.metadata().map(|m| m.ino() as u32 == netns).unwrap_or(false) {
-                return Some(f);
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn loopback_in_own_namespace() {
-        let ns = own_netns().unwrap();
+        let ns = netns::own().unwrap();
         assert_eq!(IfNames::default().name(std::process::id(), ns, 1).as_deref(), Some("lo"));
         assert_eq!(IfNames::default().name(std::process::id(), ns, 0), None);
     }

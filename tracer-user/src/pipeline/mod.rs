@@ -11,4 +11,6 @@ pub mod decode;
 pub mod enrich;
 pub mod ifnames;
 pub mod netlink;
+pub mod netstate;
 pub mod process;
+pub mod rtobject;

@@ -58,20 +58,23 @@ pub const RTM_GETLINK: u16 = 18;
 pub const RTM_SETLINK: u16 = 19;
 pub const RTM_NEWADDR: u16 = 20;
 pub const RTM_DELADDR: u16 = 21;
+pub const RTM_GETADDR: u16 = 22;
 pub const RTM_NEWROUTE: u16 = 24;
 pub const RTM_DELROUTE: u16 = 25;
+pub const RTM_GETROUTE: u16 = 26;
 pub const RTM_NEWRULE: u16 = 32;
 pub const RTM_DELRULE: u16 = 33;
+pub const RTM_GETRULE: u16 = 34;
 
 /// `struct rtmsg`: family, dst_len, src_len, tos, table, protocol, scope, type (u8 each),
 /// flags (u32).
-const RTMSG_LEN: usize = 12;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_GATEWAY: u16 = 5;
-const RTA_PRIORITY: u16 = 6;
-const RTA_TABLE: u16 = 15;
-const RTA_VIA: u16 = 18;
+pub(crate) const RTMSG_LEN: usize = 12;
+pub(crate) const RTA_DST: u16 = 1;
+pub(crate) const RTA_OIF: u16 = 4;
+pub(crate) const RTA_GATEWAY: u16 = 5;
+pub(crate) const RTA_PRIORITY: u16 = 6;
+pub(crate) const RTA_TABLE: u16 = 15;
+pub(crate) const RTA_VIA: u16 = 18;
 
 /// `rtm_protocol` values (`RTPROT_*`), named as iproute2's /etc/iproute2/rt_protos does.
 const RTPROT_NAMES: &[(u8, &str)] = &[
@@ -104,35 +107,35 @@ const RTPROT_NAMES: &[(u8, &str)] = &[
 // https://github.com/torvalds/linux/blob/master/include/uapi/linux/fib_rules.h
 /// `struct fib_rule_hdr`: family, dst_len, src_len, tos, table, res1, res2, action (u8
 /// each), flags (u32).
-const FIB_RULE_HDR_LEN: usize = 12;
-const FRA_DST: u16 = 1;
-const FRA_IIFNAME: u16 = 3;
-const FRA_PRIORITY: u16 = 6;
-const FRA_FWMARK: u16 = 10;
-const FRA_TABLE: u16 = 15;
-const FRA_FWMASK: u16 = 16;
-const FRA_OIFNAME: u16 = 17;
-const FRA_PROTOCOL: u16 = 21;
+pub(crate) const FIB_RULE_HDR_LEN: usize = 12;
+pub(crate) const FRA_DST: u16 = 1;
+pub(crate) const FRA_IIFNAME: u16 = 3;
+pub(crate) const FRA_PRIORITY: u16 = 6;
+pub(crate) const FRA_FWMARK: u16 = 10;
+pub(crate) const FRA_TABLE: u16 = 15;
+pub(crate) const FRA_FWMASK: u16 = 16;
+pub(crate) const FRA_OIFNAME: u16 = 17;
+pub(crate) const FRA_PROTOCOL: u16 = 21;
 
 // include/uapi/linux/if_addr.h
 // https://github.com/torvalds/linux/blob/master/include/uapi/linux/if_addr.h
 /// `struct ifaddrmsg`: family, prefixlen, flags, scope (u8 each), index (u32).
-const IFADDRMSG_LEN: usize = 8;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
+pub(crate) const IFADDRMSG_LEN: usize = 8;
+pub(crate) const IFA_ADDRESS: u16 = 1;
+pub(crate) const IFA_LOCAL: u16 = 2;
 
 // include/uapi/linux/rtnetlink.h (struct ifinfomsg) and include/uapi/linux/if_link.h
 // https://github.com/torvalds/linux/blob/master/include/uapi/linux/if_link.h
 /// `struct ifinfomsg`: family (u8), pad (u8), type (u16), index (i32), flags (u32),
 /// change (u32).
-const IFINFOMSG_LEN: usize = 16;
-const IFLA_IFNAME: u16 = 3;
+pub(crate) const IFINFOMSG_LEN: usize = 16;
+pub(crate) const IFLA_IFNAME: u16 = 3;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_ALT_IFNAME: u16 = 53;
 /// Inside `IFLA_AF_SPEC/AF_INET` (if_link.h, `IFLA_INET_*`).
 const IFLA_INET_CONF: u16 = 1;
 // include/uapi/linux/if.h (enum net_device_flags)
-const IFF_UP: u32 = 0x1;
+pub(crate) const IFF_UP: u32 = 0x1;
 // include/uapi/linux/ip.h: the enum starts at IPV4_DEVCONF_FORWARDING = 1, so
 // IPV4_DEVCONF_RP_FILTER is 8. Inside IFLA_INET_CONF the nla_type is the devconf id and
 // the payload a u32 (inet_set_link_af in net/ipv4/devinet.c). Checked on 6.18: a
@@ -141,10 +144,10 @@ const IFF_UP: u32 = 0x1;
 const IPV4_DEVCONF_RP_FILTER: u16 = 8;
 
 // include/linux/socket.h (address families).
-const AF_UNSPEC: u8 = 0;
-const AF_INET: u8 = 2;
+pub(crate) const AF_UNSPEC: u8 = 0;
+pub(crate) const AF_INET: u8 = 2;
 const AF_BRIDGE: u8 = 7;
-const AF_INET6: u8 = 10;
+pub(crate) const AF_INET6: u8 = 10;
 const AF_MPLS: u8 = 28;
 // include/uapi/linux/rtnetlink.h: families of the multicast routing tables.
 const RTNL_FAMILY_IPMR: u8 = 128;
@@ -657,7 +660,15 @@ impl AttrCtx<'_> {
     }
 }
 
-fn format_addr(p: &[u8]) -> Option<String> {
+/// The attributes of a message the kernel built (a dump reply or a notification), as
+/// (type with flag bits masked off, payload); a malformed one ends the walk.
+pub(crate) fn attributes(buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut errors = Vec::new();
+    let mut a = AttrCtx { request: "notification", errors: &mut errors };
+    a.walk(buf, 0).into_iter().map(|(_, ty, p)| (ty, p)).collect()
+}
+
+pub(crate) fn format_addr(p: &[u8]) -> Option<String> {
     if let Ok(b) = <[u8; 4]>::try_from(p) {
         Some(Ipv4Addr::from(b).to_string())
     } else if let Ok(b) = <[u8; 16]>::try_from(p) {
@@ -669,7 +680,7 @@ fn format_addr(p: &[u8]) -> Option<String> {
 
 /// `addr/len`; `default` for a route with prefix length 0; the family's zero address
 /// when the request gives a length but no address.
-fn prefix(family: u8, addr: Option<String>, len: u8, default_for_zero: bool) -> String {
+pub(crate) fn prefix(family: u8, addr: Option<String>, len: u8, default_for_zero: bool) -> String {
     if len == 0 && default_for_zero {
         return "default".to_string();
     }
@@ -680,7 +691,7 @@ fn prefix(family: u8, addr: Option<String>, len: u8, default_for_zero: bool) -> 
     format!("{addr}/{len}")
 }
 
-fn family_name(f: u8) -> String {
+pub(crate) fn family_name(f: u8) -> String {
     match f {
         AF_UNSPEC => "unspec".into(),
         AF_INET => "inet".into(),
@@ -693,7 +704,7 @@ fn family_name(f: u8) -> String {
     }
 }
 
-fn protocol_name(p: u8) -> String {
+pub(crate) fn protocol_name(p: u8) -> String {
     match RTPROT_NAMES.iter().find(|(n, _)| *n == p) {
         Some((_, name)) => (*name).to_string(),
         None => p.to_string(),
@@ -704,16 +715,16 @@ fn nonzero(v: u32) -> Option<u32> {
     (v != 0).then_some(v)
 }
 
-fn byte(b: &[u8], at: usize) -> u8 {
+pub(crate) fn byte(b: &[u8], at: usize) -> u8 {
     b.get(at).copied().unwrap_or(0)
 }
 
-fn read_u16(b: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn read_u16(b: &[u8], at: usize) -> Option<u16> {
     let end = at.checked_add(2)?;
     b.get(at..end)?.try_into().ok().map(u16::from_ne_bytes)
 }
 
-fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     let end = at.checked_add(4)?;
     b.get(at..end)?.try_into().ok().map(u32::from_ne_bytes)
 }

@@ -30,6 +30,7 @@ use crate::correlator::{Correlator, Ticker, TICK};
 use crate::kernel::loader::{self, LoadError, LoadOptions, Loaded};
 use crate::pipeline::decode::{self, Record};
 use crate::pipeline::enrich::EventBuilder;
+use crate::pipeline::netstate::Confirmer;
 use crate::pipeline::process::ProcessTable;
 use crate::stream::schema::{Event, HeaderLine, HookCounts, Line, Stats, Timestamp, SCHEMA_VERSION};
 
@@ -171,6 +172,13 @@ impl Session {
         // then on is seen live, and may also be listed), so the header is not delayed by
         // a walk of a large cgroup tree.
         pipeline.scan_at_start = loaded.cgroup2_root.clone().map(|root| (root, opts.proc_root.clone()));
+        // The host's network state, and that of the namespaces named under /run/netns,
+        // before the header says tracer is watching: a deletion made right after it is
+        // then judged against the state before it (a few rtnetlink dumps, milliseconds).
+        if let Some(own) = crate::kernel::netns::own() {
+            pipeline.confirm.net.watch(own, std::process::id());
+        }
+        pipeline.confirm.net.housekeeping();
         let stats_every = opts.stats_every;
         let stop_rx = stop.clone();
         boost_priority();
@@ -250,6 +258,9 @@ struct Pipeline {
     /// (cgroup2 root, procfs) to list the cgroup programs already attached from, at the
     /// start of the reader thread; they are the first events.
     scan_at_start: Option<(PathBuf, PathBuf)>,
+    /// Route, rule, address and link deletions waiting for the kernel's answer, and
+    /// the network state they are judged against.
+    confirm: Confirmer,
 }
 
 impl Pipeline {
@@ -267,6 +278,7 @@ impl Pipeline {
             ticks: 0,
             ticker: Ticker::default(),
             scan_at_start: None,
+            confirm: Confirmer::default(),
         }
     }
 
@@ -316,7 +328,12 @@ impl Pipeline {
             }
         };
         match &rec {
-            Record::Exec { task, filename, .. } => self.table.exec(task, filename),
+            Record::Exec { task, filename, .. } => {
+                self.table.exec(task, filename);
+                // A process in a namespace not seen yet: its state is dumped now, before
+                // the process can change it.
+                self.confirm.net.watch(task.netns, task.pid);
+            }
             Record::Fork { task, child_pid, child_start_ns } => {
                 self.table.fork(task, *child_pid, *child_start_ns)
             }
@@ -337,12 +354,28 @@ impl Pipeline {
                     }
                 }
             }
+            Record::Netlink(n) => {
+                self.confirm.net.watch(n.task.netns, n.task.pid);
+                for mut ev in self.builder.build(&rec) {
+                    self.table.attribute(rec.task(), &mut ev);
+                    if let Some(ev) = self.confirm.hold(Box::new(ev)) {
+                        self.emit(ev);
+                    }
+                }
+            }
             _ => {
                 for mut ev in self.builder.build(&rec) {
                     self.table.attribute(rec.task(), &mut ev);
                     self.emit(Box::new(ev));
                 }
             }
+        }
+    }
+
+    /// Emits the held network deletions whose outcome is known (all when `all`).
+    fn settle_net(&mut self, all: bool) {
+        for ev in self.confirm.settle(all) {
+            self.emit(ev);
         }
     }
 
@@ -402,7 +435,13 @@ impl Pipeline {
         // correlator ticks: records of a removed cgroup can trail its rmdir under load.
         if self.ticks.is_multiple_of(HOUSEKEEPING_TICKS) {
             self.builder.expire_removed();
+            self.confirm.net.housekeeping();
+            if self.confirm.is_empty() {
+                // Keeps the notification queues short between deletions.
+                self.confirm.net.sync();
+            }
         }
+        self.settle_net(false);
         for f in self.ticker.advance(&mut self.correlator, Timestamp::now()) {
             self.push(Line::Finding(f));
         }
@@ -541,6 +580,7 @@ fn run(
         p.handle(&item);
     }
     p.expire_writes(true);
+    p.settle_net(true);
     for f in p.correlator.finish() {
         p.push(Line::Finding(f));
     }

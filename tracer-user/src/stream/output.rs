@@ -398,6 +398,12 @@ fn describe(s: &mut String, e: &Event) {
             let _ = write!(s, "{} {} -> {}", opt(&e.name), old, new);
             push_netns(s, e);
         }
+        Kind::RouteDelete | Kind::RuleDelete | Kind::AddrDelete | Kind::LinkDelete if e.object.is_some() => {
+            // The object the kernel removed, as `ip` prints it.
+            s.push_str(&clean(e.object.as_deref().unwrap_or_default()));
+            push_netns(s, e);
+            push_outcome(s, e);
+        }
         Kind::RouteDelete => {
             s.push_str(e.dst.as_deref().map(clean).as_deref().unwrap_or("default"));
             if let Some(g) = &e.gateway {
@@ -411,6 +417,7 @@ fn describe(s: &mut String, e: &Event) {
                 let _ = write!(s, " proto {}", clean(p));
             }
             push_netns(s, e);
+            push_outcome(s, e);
         }
         Kind::RuleDelete => {
             let mut parts = Vec::new();
@@ -428,15 +435,18 @@ fn describe(s: &mut String, e: &Event) {
             }
             s.push_str(&parts.join(" "));
             push_netns(s, e);
+            push_outcome(s, e);
         }
         Kind::AddrDelete => {
             s.push_str(&opt(&e.dst));
             push_dev(s, e);
             push_netns(s, e);
+            push_outcome(s, e);
         }
         Kind::LinkDelete => {
             push_dev_first(s, e);
             push_netns(s, e);
+            push_outcome(s, e);
         }
         Kind::LinkSet => {
             push_dev_first(s, e);
@@ -449,6 +459,7 @@ fn describe(s: &mut String, e: &Event) {
                 let _ = write!(s, " rp_filter {r}");
             }
             push_netns(s, e);
+            push_outcome(s, e);
         }
         Kind::Signal => {
             match (&e.signal, e.signo) {
@@ -534,8 +545,34 @@ fn push_v1_hierarchy(s: &mut String, e: &Event) {
 }
 
 fn push_netns(s: &mut String, e: &Event) {
-    if let Some(n) = e.netns {
-        let _ = write!(s, " (netns {n})");
+    match (e.netns, &e.netns_name) {
+        (Some(n), Some(name)) => {
+            let _ = write!(s, " (netns {n} {})", clean(name));
+        }
+        (Some(n), None) => {
+            let _ = write!(s, " (netns {n})");
+        }
+        _ => {}
+    }
+}
+
+/// What the kernel did with a network delete: `confirmed` (its notification came),
+/// `NOT APPLIED` (nothing was removed), and the IPv4 routes it flushed silently.
+fn push_outcome(s: &mut String, e: &Event) {
+    match e.confirmed {
+        Some(true) => s.push_str(" confirmed"),
+        Some(false) => s.push_str(" NOT APPLIED (the kernel removed nothing)"),
+        None => {}
+    }
+    if let Some(routes) = e.flushed_routes.as_ref().filter(|r| !r.is_empty()) {
+        let list: Vec<String> = routes.iter().map(|r| clean(r).into_owned()).collect();
+        let _ = write!(
+            s,
+            "; flushed {} IPv4 route{}: {}",
+            routes.len(),
+            if routes.len() == 1 { "" } else { "s" },
+            list.join("; ")
+        );
     }
 }
 
@@ -841,6 +878,41 @@ mod tests {
         assert_eq!(
             one(r),
             "22:13:20.123 systemd-networkd rule_delete  prio 9 fwmark 0x200/0xf00 table 2004  pid=77 comm=systemd-network\n"
+        );
+    }
+
+    /// What the kernel answered: the object it removed as `ip` prints it, `confirmed`;
+    /// a refused request as the request with `NOT APPLIED`; the routes a removal flushed.
+    #[test]
+    fn confirmed_refused_and_flushed_golden() {
+        let mut r = base(Kind::RuleDelete, "systemd-networkd", 77);
+        r.comm = "systemd-network".into();
+        r.priority = Some(10);
+        r.table = Some(2005);
+        r.netns = Some(4026532177);
+        r.netns_name = Some("pod1".into());
+        r.object = Some("10: from all fwmark 0xa00/0xf00 lookup 2005".into());
+        r.confirmed = Some(true);
+        assert_eq!(
+            one(r),
+            "22:13:20.123 systemd-networkd rule_delete  10: from all fwmark 0xa00/0xf00 lookup 2005 (netns 4026532177 pod1) confirmed  pid=77 comm=systemd-network\n"
+        );
+        let mut e = base(Kind::RouteDelete, "ip", 5);
+        e.dst = Some("10.55.0.0/24".into());
+        e.table = Some(2004);
+        e.confirmed = Some(false);
+        assert_eq!(
+            one(e),
+            "22:13:20.123 ip               route_delete 10.55.0.0/24 table 2004 NOT APPLIED (the kernel removed nothing)  pid=5 comm=ip\n"
+        );
+        let mut a = base(Kind::AddrDelete, "ip", 5);
+        a.object = Some("inet 10.99.0.1/24 scope global dev d0".into());
+        a.confirmed = Some(true);
+        a.flushed_routes =
+            Some(vec!["10.98.0.0/24 via 10.99.0.2 dev d0".into(), "10.97.0.0/16 dev d0 table 2004".into()]);
+        assert_eq!(
+            one(a),
+            "22:13:20.123 ip               addr_delete  inet 10.99.0.1/24 scope global dev d0 confirmed; flushed 2 IPv4 routes: 10.98.0.0/24 via 10.99.0.2 dev d0; 10.97.0.0/16 dev d0 table 2004  pid=5 comm=ip\n"
         );
     }
 

@@ -265,6 +265,47 @@ pub struct Event {
     /// The netlink message type as the kernel names it (`RTM_DELROUTE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    /// Delete requests: whether the kernel carried it out, from its own rtnetlink
+    /// notifications: `true` when the matching `RTM_DEL*` came (or the object is gone
+    /// from a fresh dump), `false` when nothing was removed within the confirmation
+    /// window (the kernel refused it: no such object, no permission). Absent when the
+    /// namespace's state is not known (it could not be entered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<bool>,
+    /// The object the kernel removed, as `ip route`/`ip rule`/`ip addr`/`ip link` prints
+    /// it (`9: from all fwmark 0x200/0xf00 lookup 2004`); the fields above then describe
+    /// it, not the request (which may have named only a priority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// Address and link removals (and a link set down): the IPv4 routes the kernel
+    /// flushed with it, which it announces with no notification at all
+    /// (fib_disable_ip/fib_sync_down_addr then fib_flush in net/ipv4/fib_frontend.c),
+    /// as `ip route` lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flushed_routes: Option<Vec<String>>,
+    /// Rules: the `from` selector; routes: the source prefix (`from`), when not all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// Routes and addresses: `global`, `link`, `host`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Routes: `unicast`, `local`, `blackhole`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_type: Option<String>,
+    /// Routes: the preferred source address (`src` in `ip route`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefsrc: Option<String>,
+    /// Rules: `lookup`, `goto`, `blackhole`, `unreachable`, `prohibit`, `nop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Rules: the `iif` and `oif` selectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iif: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oif: Option<String>,
+    /// The name `ip netns` gives `netns` (a bind mount under /run/netns), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_name: Option<String>,
 
     // signal
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -474,6 +515,18 @@ pub struct Stats {
     pub processes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+/// A routing table as `ip` names it (`lookup local`, `table main`): the reserved ids
+/// 255, 254 and 253 by name (include/uapi/linux/rtnetlink.h, `enum rt_class_t`), every
+/// other by number.
+pub fn table_name(t: u32) -> String {
+    match t {
+        255 => "local".into(),
+        254 => "main".into(),
+        253 => "default".into(),
+        t => t.to_string(),
+    }
 }
 
 #[cfg(test)]
