@@ -131,9 +131,8 @@ impl Detector for CiliumDeletions {
                 };
                 let consequence = match &cilium_flushed {
                     Some(r) if !r.is_empty() => format!(
-                        "the kernel flushed {} of Cilium's IPv4 route{} with no route notification: {}",
+                        "the kernel flushed {} of Cilium's IPv4 routes with no route notification: {}",
                         r.len(),
-                        if r.len() == 1 { "" } else { "s" },
                         r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("; ")
                     ),
                     Some(_) => format!("no IPv4 route of Cilium's went with it, but {d} is Cilium's device"),
@@ -348,7 +347,7 @@ mod tests {
         );
         assert!(
             f[1].summary
-                .contains("flushed 1 of Cilium's IPv4 route with no route notification: 10.1.0.0/16 via"),
+                .contains("flushed 1 of Cilium's IPv4 routes with no route notification: 10.1.0.0/16 via"),
             "{}",
             f[1].summary
         );

@@ -75,6 +75,8 @@ struct Space {
     /// Notifications were lost (the socket's buffer overflowed) at this time; the state
     /// was dumped again.
     overrun: Option<Instant>,
+    /// The IPv4 routes dumped in the current settle round ([`NetState::flushed`]).
+    fresh_v4: Option<Vec<Route>>,
 }
 
 impl Space {
@@ -93,6 +95,7 @@ impl Space {
             rules: Vec::new(),
             deleted: VecDeque::new(),
             overrun: None,
+            fresh_v4: None,
         };
         s.dump_all();
         s
@@ -238,7 +241,7 @@ impl Space {
     }
 
     fn name_of(&self, index: u32) -> Option<String> {
-        self.links.get(&index).and_then(|l| l.name.clone()).or_else(|| self.names.get(&index).cloned())
+        name_in(&self.links, &self.names, index)
     }
 
     /// Whether an object the request can delete is in the state now.
@@ -253,6 +256,12 @@ impl Space {
             _ => false,
         }
     }
+}
+
+/// A link's name: the current one, else the last seen (by field, so that a caller can
+/// hold it while changing the rest of the [`Space`]).
+fn name_in(links: &HashMap<u32, Link>, names: &HashMap<u32, String>, index: u32) -> Option<String> {
+    links.get(&index).and_then(|l| l.name.clone()).or_else(|| names.get(&index).cloned())
 }
 
 fn rule_hdr(family: u8) -> [u8; 12] {
@@ -356,8 +365,7 @@ impl NetState {
         let Some(s) = ev.netns.and_then(|n| self.spaces.get_mut(&n)) else {
             return over.then_some(Outcome::Unknown);
         };
-        let names =
-            |i: u32| s.links.get(&i).and_then(|l| l.name.clone()).or_else(|| s.names.get(&i).cloned());
+        let names = |i: u32| name_in(&s.links, &s.names, i);
         if let Some(d) =
             s.deleted.iter_mut().find(|d| !d.claimed && rtobject::request_matches(ev, &d.object, &names))
         {
@@ -390,21 +398,43 @@ impl NetState {
         if ev.kind == Kind::AddrDelete && ev.family.as_deref() == Some("inet6") {
             return Some(Vec::new());
         }
-        let fresh = s.dump_routes(AF_INET);
+        // One dump per settle round serves every removal judged in it: two removals a
+        // millisecond apart are both done by the time of the dump, and each is given
+        // the routes through its own device.
+        if s.fresh_v4.is_none() {
+            s.fresh_v4 = Some(s.dump_routes(AF_INET));
+        }
+        let fresh = s.fresh_v4.as_ref()?;
         if fresh.len() > MAX_ROUTES {
             return None;
         }
-        let names = |i: u32| s.name_of(i);
+        let names = |i: u32| name_in(&s.links, &s.names, i);
         let mut gone = Vec::new();
-        for r in s.routes.iter().filter(|r| r.family == AF_INET) {
-            let via = r.uses_dev(index) || (addr.is_some() && r.prefsrc == addr);
-            if via && !fresh.iter().any(|f| f.same(r)) {
+        let mut kept = Vec::with_capacity(s.routes.len());
+        for r in std::mem::take(&mut s.routes) {
+            let via = r.family == AF_INET && (r.uses_dev(index) || (addr.is_some() && r.prefsrc == addr));
+            if via && !fresh.iter().any(|f| f.same(&r)) {
                 gone.push(r.describe(&names));
+            } else {
+                kept.push(r);
             }
         }
-        s.routes.retain(|r| r.family != AF_INET);
-        s.routes.extend(fresh);
+        s.routes = kept;
         Some(gone)
+    }
+
+    /// Ends a settle round: a namespace with no removal still waiting takes its IPv4
+    /// routes from the round's fresh dump (dropping routes that went without anybody's
+    /// request tracer saw, e.g. a link set down by ioctl).
+    fn end_round(&mut self, waiting: &[u32]) {
+        for (ns, s) in self.spaces.iter_mut() {
+            let Some(fresh) = s.fresh_v4.take() else { continue };
+            if waiting.contains(ns) || fresh.len() > MAX_ROUTES {
+                continue;
+            }
+            s.routes.retain(|r| r.family != AF_INET);
+            s.routes.extend(fresh);
+        }
     }
 
     /// Forgets (and closes the sockets of) the namespaces no process and no /run/netns
@@ -529,6 +559,13 @@ impl Confirmer {
             }
             out.push(ev);
         }
+        let waiting: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, e)| matches!(e.kind, Kind::AddrDelete | Kind::LinkDelete | Kind::LinkSet))
+            .filter_map(|(_, e)| e.netns)
+            .collect();
+        self.net.end_round(&waiting);
         out
     }
 }

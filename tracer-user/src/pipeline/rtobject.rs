@@ -44,6 +44,8 @@ const SCOPE_UNIVERSE: u8 = 0;
 const RTN_UNICAST: u8 = 1;
 /// `RTPROT_BOOT`, which `ip route` leaves out (the default of `ip route add`).
 const RTPROT_BOOT: u8 = 3;
+/// `RTPROT_KERNEL`.
+const RTPROT_KERNEL: u8 = 2;
 
 /// A link as the kernel describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -491,7 +493,9 @@ impl Rule {
                 let _ = write!(s, " {}", rule_action_name(a));
             }
         }
-        if self.protocol != 0 {
+        // iproute2's print_rule leaves out `proto kernel` (RTPROT_KERNEL, the kernel's
+        // default rules) as well as unspec.
+        if self.protocol != 0 && self.protocol != RTPROT_KERNEL {
             let _ = write!(s, " proto {}", netlink::protocol_name(self.protocol));
         }
         s
@@ -568,7 +572,7 @@ fn parse_fwmark(s: &str) -> Option<(u32, Option<u32>)> {
 /// interface names and protocol when given), for IPv4 routes fib_table_delete (the
 /// prefix, the table with 0 meaning main, and the metric, protocol, device and gateway
 /// when given), for IPv6 routes ip6_route_del (the same), for addresses
-/// inet_rtm_deladdr/inet6_addr_del (the address and prefix length, the device when
+/// inet_rtm_deladdr/inet6_addr_del (the address, the device when
 /// given), for links rtnl_dellink (the index, else the name).
 pub fn request_matches(ev: &Event, obj: &RtObject, names: Names<'_>) -> bool {
     if ev.kind != obj.kind() {
@@ -610,8 +614,13 @@ pub fn request_matches(ev: &Event, obj: &RtObject, names: Names<'_>) -> bool {
                 && ev.dev.as_ref().is_none_or(|d| r.iif.as_ref() == Some(d) || r.oif.as_ref() == Some(d))
                 && ev.protocol.as_deref().is_none_or(|p| p == netlink::protocol_name(r.protocol))
         }
+        // The address alone: `ip addr del 10.0.0.1 dev eth0` (a "wildcard deletion",
+        // iproute2 warns) sends /32 and no IFA_ADDRESS, and the kernel then removes
+        // 10.0.0.1 whatever its prefix length (inet_rtm_deladdr compares the prefix
+        // length only with IFA_ADDRESS).
         RtObject::Addr(a) => {
-            ev.dst.as_deref().is_none_or(|d| d == a.text()) && ev.ifindex.is_none_or(|i| i == a.index)
+            let addr_of = |d: &str| d.split('/').next().map(str::to_string);
+            ev.dst.as_deref().is_none_or(|d| addr_of(d) == a.local) && ev.ifindex.is_none_or(|i| i == a.index)
         }
         RtObject::Link(l) => match (ev.ifindex, &ev.dev) {
             (Some(i), _) => i == l.index,
