@@ -283,3 +283,68 @@ fn a_deleted_namespace_is_let_go() {
     }
     assert_eq!(t.stop(), 0);
 }
+
+/// Setting a link down flushes its IPv4 routes too (fib_disable_ip on NETDEV_DOWN): the
+/// link_set event names them. IPv6 deletes are confirmed and described like IPv4 ones.
+#[test]
+fn a_link_set_down_names_its_flushed_routes_and_ipv6_deletes_are_confirmed() {
+    require_root();
+    let ns = NetNsGuard::new("nd-down");
+    ns.sh(
+        "ip link add d3 type veth peer name d3p && ip link set d3p up && ip link set d3 up && \
+         ip addr add 10.55.0.1/24 dev d3 && ip route add 10.54.0.0/24 via 10.55.0.2 dev d3 table 2005 && \
+         ip -6 addr add fd00:55::1/64 dev d3 nodad && ip -6 route add fd00:54::/64 via fd00:55::2 dev d3 table 2004 && \
+         ip -6 rule add pref 20 from fd00:1::/64 lookup 2004",
+    );
+    let ino = ns.inode();
+    let mut t = tail();
+    ns.ip(&["-6", "rule", "del", "pref", "20"]);
+    let rule = event_in(&mut t, "rule_delete", ino, |_| true);
+    assert_eq!(rule["confirmed"], true, "{rule}");
+    assert_eq!(rule["object"], "20: from fd00:1::/64 lookup 2004", "{rule}");
+    assert_eq!(rule["family"], "inet6", "{rule}");
+    ns.ip(&["-6", "route", "del", "fd00:54::/64", "table", "2004"]);
+    let route = event_in(&mut t, "route_delete", ino, |_| true);
+    assert_eq!(route["confirmed"], true, "{route}");
+    assert!(
+        route["object"].as_str().unwrap().starts_with("fd00:54::/64 via fd00:55::2 dev d3 table 2004"),
+        "{route}"
+    );
+    ns.ip(&["link", "set", "d3", "down"]);
+    let down = event_in(&mut t, "link_set", ino, |v| v["up"] == false);
+    eprintln!("event: {down}");
+    assert!(
+        strings(&down["flushed_routes"])
+            .contains(&"10.54.0.0/24 via 10.55.0.2 dev d3 table 2005".to_string()),
+        "{down}"
+    );
+    let f = t.wait_for("cilium-route-deleted", Duration::from_secs(2), |v| {
+        v["type"] == "finding"
+            && v["id"] == "cilium-route-deleted"
+            && v["details"]["flushed_by"] == "link_set"
+    });
+    assert!(f["summary"].as_str().unwrap().contains("10.54.0.0/24 via 10.55.0.2 dev d3 table 2005"), "{f}");
+    assert_eq!(t.stop(), 0);
+}
+
+/// A namespace whose first request tracer reads only after the delete that follows it
+/// was carried out (add and delete a moment apart, read in one batch): its state was
+/// dumped after the delete, so tracer cannot say the kernel refused it: no `confirmed`
+/// (never a false "not applied"), and the Cilium finding stands.
+#[test]
+fn a_delete_in_a_namespace_seen_too_late_is_not_called_refused() {
+    require_root();
+    let mut t = tail();
+    let ns = NetNsGuard::new("nd-quick");
+    let ino = ns.inode();
+    ns.sh("ip rule add pref 10 fwmark 0xa00/0xf00 lookup 2005 && ip rule del pref 10");
+    let ev = event_in(&mut t, "rule_delete", ino, |_| true);
+    eprintln!("event: {ev}");
+    assert_ne!(ev["confirmed"], false, "{ev}");
+    t.wait_for("cilium-rule-deleted", Duration::from_secs(2), |v| {
+        v["type"] == "finding"
+            && v["id"] == "cilium-rule-deleted"
+            && v["details"]["netns"].as_u64() == Some(ino)
+    });
+    assert_eq!(t.stop(), 0);
+}

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::kernel::{netns, rtnl};
 use crate::pipeline::netlink::{self, AF_INET, AF_INET6, AF_UNSPEC};
 use crate::pipeline::rtobject::{self, Addr, Change, Link, Route, RtObject, Rule};
-use crate::stream::schema::{Event, Kind};
+use crate::stream::schema::{Event, Kind, Timestamp};
 
 /// How long a delete request waits for the kernel's notification before it is taken
 /// as not applied.
@@ -62,8 +62,9 @@ struct Space {
     name: Option<String>,
     /// A process last seen in it, checked first when asking whether it still exists.
     pid: u32,
-    /// When the watch started: requests seen before it cannot be judged.
-    since: Instant,
+    /// When the watch started (wall clock, after subscribing): a request the kernel saw
+    /// before it cannot be judged.
+    since: Timestamp,
     links: HashMap<u32, Link>,
     /// Names by ifindex, the removed links' included (a flushed route names its device).
     names: HashMap<u32, String>,
@@ -74,7 +75,7 @@ struct Space {
     deleted: VecDeque<Deleted>,
     /// Notifications were lost (the socket's buffer overflowed) at this time; the state
     /// was dumped again.
-    overrun: Option<Instant>,
+    overrun: Option<Timestamp>,
     /// The IPv4 routes dumped in the current settle round ([`NetState::flushed`]).
     fresh_v4: Option<Vec<Route>>,
 }
@@ -86,7 +87,7 @@ impl Space {
             dumper,
             name,
             pid,
-            since: Instant::now(),
+            since: Timestamp::now(),
             links: HashMap::new(),
             names: HashMap::new(),
             addrs: Vec::new(),
@@ -163,7 +164,7 @@ impl Space {
                         self.apply(c, true);
                     }
                 }
-                self.overrun = Some(Instant::now());
+                self.overrun = Some(Timestamp::now());
                 self.dump_all();
                 return;
             }
@@ -358,10 +359,10 @@ impl NetState {
         self.spaces.get(&netns).and_then(|s| s.name_of(index))
     }
 
-    /// What became of delete request `ev`, first seen at `seen`, so far: the removal
-    /// the kernel announced that matches it (claimed, so no other request gets it);
-    /// `None` while nothing is known yet and the wait is not `over`.
-    pub fn outcome(&mut self, ev: &Event, seen: Instant, over: bool) -> Option<Outcome> {
+    /// What became of delete request `ev` so far: the removal the kernel announced that
+    /// matches it (claimed, so no other request gets it); `None` while nothing is known
+    /// yet and the wait is not `over`.
+    pub fn outcome(&mut self, ev: &Event, over: bool) -> Option<Outcome> {
         let Some(s) = ev.netns.and_then(|n| self.spaces.get_mut(&n)) else {
             return over.then_some(Outcome::Unknown);
         };
@@ -375,9 +376,11 @@ impl NetState {
         if !over {
             return None;
         }
-        // Nothing announced. With the watch older than the request and no lost
-        // notification since, the kernel removed nothing.
-        let reliable = s.since <= seen && s.overrun.is_none_or(|t| t < seen);
+        // Nothing announced. With the watch older than the request (by the kernel's
+        // time of it: a namespace first seen at a later record of the same batch was
+        // dumped after this request was carried out) and no lost notification since,
+        // the kernel removed nothing.
+        let reliable = s.since <= ev.time && s.overrun.is_none_or(|t| t < ev.time);
         Some(if reliable || s.holds(ev) { Outcome::NotApplied } else { Outcome::Unknown })
     }
 
@@ -540,7 +543,7 @@ impl Confirmer {
                 out.push(ev);
                 continue;
             }
-            match self.net.outcome(&ev, seen, all || age >= CONFIRM_WAIT) {
+            match self.net.outcome(&ev, all || age >= CONFIRM_WAIT) {
                 None => {
                     self.pending.push((seen, ev));
                     continue;
