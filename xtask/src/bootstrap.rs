@@ -25,8 +25,17 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// systemd), dbus for `networkctl`, runc and containerd with a busybox rootfs, and
 /// python3 for the raw netlink requests.
 /// bpftool lists the programs the cluster tests check are gone after SIGTERM.
-const APT_REQUIRED: &[&str] =
-    &["iproute2", "python3", "systemd", "dbus", "runc", "containerd", "busybox-static", "bpftool"];
+const APT_REQUIRED: &[&str] = &[
+    "iproute2",
+    "python3",
+    "systemd",
+    "dbus",
+    "runc",
+    "containerd",
+    "busybox-static",
+    "bpftool",
+    "prometheus",
+];
 /// Packages some tests and the bench use: a missing one is a warning.
 const APT_OPTIONAL: &[&str] = &["bpftrace", "strace"];
 /// Tried, in order, when the optional package `bpftool` cannot be installed.

@@ -169,6 +169,50 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+
+    /// The Prometheus text format 0.0.4, for a scraper that does not ask for
+    /// OpenMetrics (`curl`, `promtool check metrics`, older Prometheus).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
+    }
+}
+
+/// OpenMetrics -> Prometheus text format 0.0.4
+/// (https://prometheus.io/docs/instrumenting/exposition_formats/): a counter's HELP and
+/// TYPE name its `_total` series, as 0.0.4 names the family by its samples; `# UNIT`,
+/// the `_created` samples and `# EOF` do not exist there.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        if let Some((kind, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                continue;
+            }
+        } else if counters.iter().any(|c| {
+            line.strip_prefix(*c)
+                .and_then(|r| r.strip_prefix("_created"))
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        }) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// What a cumulative counter grew by since `prev`; a drop means it restarted from 0.
@@ -242,15 +286,19 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     let head_only = method == "HEAD";
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
-            let body = metrics.render();
-            respond(
-                &mut stream,
-                "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                body.as_bytes(),
-                head_only,
-            )
-            .await
+            // Prometheus asks for OpenMetrics first in its Accept header; anything else
+            // gets the classic text format.
+            let openmetrics = head.lines().any(|l| {
+                l.split_once(':').is_some_and(|(k, v)| {
+                    k.eq_ignore_ascii_case("accept") && v.contains("application/openmetrics-text")
+                })
+            });
+            let (body, content_type) = if openmetrics {
+                (metrics.render(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            } else {
+                (metrics.render_text(), "text/plain; version=0.0.4; charset=utf-8")
+            };
+            respond(&mut stream, "200 OK", content_type, body.as_bytes(), head_only).await
         }
         ("GET" | "HEAD", _) => {
             respond(
@@ -317,6 +365,30 @@ impl<S: crate::session::record::LineSource> crate::session::record::LineSource f
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_classic_text_format_names_counters_by_their_samples() {
+        let m = Metrics::new();
+        m.observe(&Line::Finding(crate::stream::schema::Finding::new(
+            "cilium-rule-deleted",
+            crate::stream::schema::Severity::Critical,
+            crate::stream::schema::Timestamp(0),
+            "ip",
+            String::new(),
+            vec![1],
+        )));
+        let t = m.render_text();
+        assert!(t.contains("# HELP tracer_findings_total Findings"), "{t}");
+        assert!(t.contains("# TYPE tracer_findings_total counter"), "{t}");
+        assert!(t.contains("tracer_findings_total{id=\"cilium-rule-deleted\"} 1"), "{t}");
+        assert!(t.contains("# TYPE tracer_process_table_entries gauge"), "{t}");
+        assert!(!t.contains("# EOF") && !t.contains("_created"), "{t}");
+        // Every sample's name has a HELP and a TYPE line of the same name.
+        for l in t.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(t.contains(&format!("# TYPE {name} ")), "{name}: {t}");
+        }
+    }
     use super::*;
     use crate::stream::schema::{Event, Finding, HookCounts, Kind, Severity, Timestamp};
 
