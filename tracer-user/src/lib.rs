@@ -6,7 +6,10 @@
 //! - [`kernel`]: talking to the kernel: BTF offsets, loading and attaching the programs,
 //!   the cgroupfs openers seeded from /proc, privileges, the host's namespaces.
 //! - [`pipeline`]: ring-buffer records -> attributed schema-v1 events: typed decode,
-//!   rtnetlink requests, the process table and actor policy, interface names.
+//!   rtnetlink requests judged against each namespace's network state, the process
+//!   table and actor policy, interface names.
+//! - [`node`]: the node's components' configuration, read from their files
+//!   (kubelet's and the runtime's cgroup driver).
 //! - [`correlator`]: the incident detectors over the event stream, and the tick that
 //!   closes their time windows.
 //! - [`stream`]: the schema-v1 lines and everything that reads or writes them: the
@@ -17,6 +20,7 @@
 pub mod cli;
 pub mod correlator;
 pub mod kernel;
+pub mod node;
 pub mod pipeline;
 pub mod session;
 pub mod stream;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use crate::kernel::loader::{self, LoadOptions, HOOKS};
 use crate::kernel::privileges::Privileges;
 use crate::kernel::{btf_offsets, cgroup_bpf};
+use crate::node::cgroup_driver::{self, DriverReport, Setting};
 use crate::pipeline::bpf_names;
 use crate::session::live::kernel_release;
 
@@ -17,6 +18,10 @@ pub struct CheckArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Where the node's filesystem is (kubelet's and the container runtime's
+    /// configuration are read under it), e.g. /host in a pod.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub host_root: PathBuf,
 }
 
 fn tracefs_mounted() -> bool {
@@ -43,6 +48,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     drop(load); // detaches everything
     let proc_root = Path::new("/proc");
     let socket_progs = cgroup2.as_deref().map(|root| cgroup_bpf::scan(root, proc_root)).unwrap_or_default();
+    let drivers = DriverReport::read(&args.host_root, proc_root);
+    let mismatch = cgroup_driver::finding(&drivers, crate::stream::schema::Timestamp::now());
+    let setting = |s: &Setting| serde_json::json!({"component": s.component, "driver": s.driver.to_string(), "from": s.from});
 
     if args.json {
         let v = serde_json::json!({
@@ -61,6 +69,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "link_id": a.link_id,
                 "holders": a.holders,
             })).collect::<Vec<_>>(),
+            "cgroup_drivers": {
+                "kubelet": drivers.kubelet.as_ref().map(setting),
+                "runtimes": drivers.runtimes.iter().map(setting).collect::<Vec<_>>(),
+                "files": drivers.files,
+                "problems": drivers.problems,
+                "mismatch": mismatch,
+            },
             "error": fatal,
             "ok": ok,
         });
@@ -126,6 +141,21 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     a.cgroup,
                 );
             }
+        }
+        // kubelet's and the runtime's cgroup drivers must agree (incident 1's cause).
+        match &drivers.kubelet {
+            Some(k) => println!("cgroup driver: kubelet {} ({})", k.driver, k.from),
+            None => println!("cgroup driver: no kubelet configuration or process found"),
+        }
+        for r in &drivers.runtimes {
+            println!("cgroup driver: {} {} ({})", r.component, r.driver, r.from);
+        }
+        for p in &drivers.problems {
+            println!("cgroup driver: cannot read {p}");
+        }
+        if let Some(f) = &mismatch {
+            println!("FINDING {} [{}]: {}", f.id, f.severity.as_str(), f.summary);
+            println!("  fix: {}", f.remediation);
         }
         if let Some(e) = &fatal {
             println!("error: {e}");

@@ -20,6 +20,11 @@ pub struct LiveArgs {
     /// and lost by hook, findings by id, process-table size), e.g. 0.0.0.0:9400. Used by `tail`.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the node's filesystem is: kubelet's and the container runtime's configuration
+    /// are read under it (a DaemonSet mounting the host's / at /host passes /host). A
+    /// disagreement on the cgroup driver is a `cgroup-driver-mismatch` finding at start.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub host_root: PathBuf,
 }
 
 impl LiveArgs {
@@ -35,6 +40,7 @@ impl LiveArgs {
             },
             stats_every: Duration::from_secs(self.stats_every.max(1)),
             proc_root: PathBuf::from("/proc"),
+            host_root: self.host_root.clone(),
         })
     }
 }

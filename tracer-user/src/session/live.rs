@@ -81,6 +81,8 @@ pub struct LiveOptions {
     pub stats_every: Duration,
     /// Where the process table is seeded from.
     pub proc_root: PathBuf,
+    /// The node's filesystem, where kubelet's and the runtime's configuration is read.
+    pub host_root: PathBuf,
 }
 
 impl Default for LiveOptions {
@@ -89,6 +91,7 @@ impl Default for LiveOptions {
             load: LoadOptions::default(),
             stats_every: Duration::from_secs(10),
             proc_root: PathBuf::from("/proc"),
+            host_root: PathBuf::from("/"),
         }
     }
 }
@@ -179,6 +182,14 @@ impl Session {
             pipeline.confirm.net.watch(own, std::process::id());
         }
         pipeline.confirm.net.housekeeping();
+        // The node's configuration, before any change: a cgroup-driver disagreement is
+        // the first line after the header.
+        let drivers = crate::node::cgroup_driver::DriverReport::read(&opts.host_root, &opts.proc_root);
+        for p in &drivers.problems {
+            tracing::warn!("cannot read {p}");
+        }
+        pipeline.config_findings =
+            crate::node::cgroup_driver::finding(&drivers, Timestamp::now()).into_iter().collect();
         let stats_every = opts.stats_every;
         let stop_rx = stop.clone();
         boost_priority();
@@ -261,6 +272,8 @@ struct Pipeline {
     /// Route, rule, address and link deletions waiting for the kernel's answer, and
     /// the network state they are judged against.
     confirm: Confirmer,
+    /// Findings from the node's configuration, the first lines after the header.
+    config_findings: Vec<crate::stream::schema::Finding>,
 }
 
 impl Pipeline {
@@ -279,6 +292,7 @@ impl Pipeline {
             ticker: Ticker::default(),
             scan_at_start: None,
             confirm: Confirmer::default(),
+            config_findings: Vec::new(),
         }
     }
 
@@ -536,6 +550,9 @@ fn run(
     let mut next_tick = Instant::now() + TICK;
     let mut last_stats = Instant::now();
     let mut last_lost = 0u64;
+    for f in std::mem::take(&mut p.config_findings) {
+        p.push(Line::Finding(f));
+    }
     p.emit_found_at_start();
     p.flush();
     loop {

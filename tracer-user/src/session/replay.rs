@@ -248,6 +248,23 @@ pub fn replay_readers<W: Write>(
                     m.summary,
                 )?;
             }
+            // A finding from no event (the node's configuration read at the start of
+            // the live session: `cgroup-driver-mismatch` by `config`) cannot be made
+            // again from the events: it is shown as recorded.
+            Line::Finding(f) if f.evidence.is_empty() => {
+                m.summary.recorded_findings += 1;
+                let key = f.host.clone().or(host).unwrap_or_default();
+                new_findings.push(f.clone());
+                emit_findings(
+                    &mut printer,
+                    &mut new_findings,
+                    multi_host,
+                    &key,
+                    &filter,
+                    &in_range,
+                    m.summary,
+                )?;
+            }
             Line::Finding(_) => m.summary.recorded_findings += 1,
             Line::Stats(st) => {
                 if let Some(s) = m.sessions.get_mut(session) {
