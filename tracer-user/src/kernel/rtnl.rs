@@ -83,10 +83,16 @@ impl Socket {
     /// [`GROUPS`].
     pub fn monitor() -> io::Result<Socket> {
         let s = Socket::new(libc::SOCK_NONBLOCK)?;
+        // `TRACER_RTNL_RCVBUF=<bytes>` overrides the size: the tests make it tiny to
+        // see an overrun resynced.
+        let size = std::env::var("TRACER_RTNL_RCVBUF")
+            .ok()
+            .and_then(|v| v.parse::<libc::c_int>().ok())
+            .unwrap_or(MONITOR_RCVBUF);
         // Best effort: without CAP_NET_ADMIN SO_RCVBUFFORCE fails and the default
         // (net.core.rmem_default) stays; an overrun is then detected and resynced.
-        if setsockopt(&s.fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &MONITOR_RCVBUF).is_err() {
-            let _ = setsockopt(&s.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &MONITOR_RCVBUF);
+        if setsockopt(&s.fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).is_err() {
+            let _ = setsockopt(&s.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size);
         }
         for g in GROUPS {
             setsockopt(&s.fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g)?;

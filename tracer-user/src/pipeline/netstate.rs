@@ -165,7 +165,17 @@ impl Space {
                     }
                 }
                 self.overrun = Some(Timestamp::now());
+                // What the lost notifications would have said was removed: what the
+                // state held and the fresh dump no longer shows ("the object is gone").
+                let before = self.objects();
                 self.dump_all();
+                let after = self.objects();
+                for object in gone(before, &after) {
+                    if self.deleted.len() >= MAX_DELETED {
+                        self.deleted.pop_front();
+                    }
+                    self.deleted.push_back(Deleted { at: Instant::now(), object, claimed: false });
+                }
                 return;
             }
             Err(rtnl::RecvError::Io(e)) => tracing::debug!("rtnetlink notifications: {e}"),
@@ -179,6 +189,15 @@ impl Space {
         while self.deleted.front().is_some_and(|d| now.duration_since(d.at) > DELETED_FOR) {
             self.deleted.pop_front();
         }
+    }
+
+    /// Every object of the state, as objects.
+    fn objects(&self) -> Vec<RtObject> {
+        let mut out: Vec<RtObject> = self.links.values().cloned().map(RtObject::Link).collect();
+        out.extend(self.addrs.iter().cloned().map(RtObject::Addr));
+        out.extend(self.rules.iter().cloned().map(RtObject::Rule));
+        out.extend(self.routes.iter().cloned().map(RtObject::Route));
+        out
     }
 
     /// One object added, changed or removed. `notified`: from a notification (a
@@ -257,6 +276,17 @@ impl Space {
             _ => false,
         }
     }
+}
+
+/// The objects of `before` that `after` no longer holds (routes compared as the kernel
+/// tells them apart, [`Route::same`]).
+fn gone(before: Vec<RtObject>, after: &[RtObject]) -> Vec<RtObject> {
+    let same = |a: &RtObject, b: &RtObject| match (a, b) {
+        (RtObject::Route(x), RtObject::Route(y)) => x.same(y),
+        (RtObject::Link(x), RtObject::Link(y)) => x.index == y.index,
+        _ => a == b,
+    };
+    before.into_iter().filter(|o| !after.iter().any(|a| same(o, a))).collect()
 }
 
 /// A link's name: the current one, else the last seen (by field, so that a caller can
@@ -582,6 +612,15 @@ fn open_sockets() -> std::io::Result<(rtnl::Socket, rtnl::Socket)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_fresh_dump_no_longer_shows_is_gone() {
+        let link = |index, name: &str| RtObject::Link(Link { index, name: Some(name.into()), up: true });
+        let before = vec![link(1, "lo"), link(7, "lxc1"), link(8, "lxc2")];
+        // lxc2 renamed and set down is the same link; lxc1 is gone.
+        let after = vec![link(1, "lo"), RtObject::Link(Link { index: 8, name: Some("x".into()), up: false })];
+        assert_eq!(gone(before, &after), vec![link(7, "lxc1")]);
+    }
 
     #[test]
     fn own_namespace_has_loopback_and_its_routes() {
