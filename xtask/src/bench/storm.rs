@@ -27,8 +27,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A harder storm setup: its label, the number of writers, the environment of the tracer.
-type Setup<'a> = (&'a str, usize, &'a [(&'a str, &'a str)]);
+/// A harder storm setup: its label, the number of writers, the environment of the
+/// tracer, and its extra arguments.
+type Setup<'a> = (&'a str, usize, &'a [(&'a str, &'a str)], &'a [&'a str]);
 
 use anyhow::{bail, Context as _, Result};
 
@@ -92,24 +93,30 @@ pub fn run(tracer: &Path, quick: bool) -> Result<Storm> {
         cpu_secs: None,
         hwm_kib: None,
     });
-    runs.push(traced(tracer, "tracer tail --json > file", &file, &rel, 2, secs, &[])?);
+    runs.push(traced(tracer, &file, &rel, secs, &("tracer tail --json > file", 2, &[], &[]))?);
     if !runs[1].lossless() {
         eprintln!("xtask: bench: storm: the tracer lost events at the rate two writers reach");
     }
-    // Harder: more writers, then the tracer without its priority boost.
+    // Harder: more writers, then the tracer without its priority boost; then smaller
+    // ring buffers under the hardest lossless load, which size the default
+    // (`--ringbuf-mib`): the smallest that loses nothing there, with room to spare.
     let harder: &[Setup] = if quick {
-        &[("tracer, nice 0", 2, &[("TRACER_NICE", "0")])]
+        &[("tracer, nice 0", 2, &[("TRACER_NICE", "0")], &[])]
     } else {
         &[
-            ("tracer", 4, &[]),
-            ("tracer", 8, &[]),
-            ("tracer", 16, &[]),
-            ("tracer, nice 0", 2, &[("TRACER_NICE", "0")]),
-            ("tracer, nice 0", 4, &[("TRACER_NICE", "0")]),
+            ("tracer", 4, &[], &[]),
+            ("tracer", 8, &[], &[]),
+            ("tracer", 16, &[], &[]),
+            ("tracer, nice 0", 2, &[("TRACER_NICE", "0")], &[]),
+            ("tracer, nice 0", 4, &[("TRACER_NICE", "0")], &[]),
+            ("tracer, ring 16 MiB", 16, &[], &["--ringbuf-mib", "16"]),
+            ("tracer, ring 4 MiB", 16, &[], &["--ringbuf-mib", "4"]),
+            ("tracer, ring 2 MiB", 16, &[], &["--ringbuf-mib", "2"]),
+            ("tracer, ring 1 MiB", 16, &[], &["--ringbuf-mib", "1"]),
         ]
     };
-    for (setup, threads, env) in harder {
-        runs.push(traced(tracer, setup, &file, &rel, *threads, secs, env)?);
+    for setup in harder {
+        runs.push(traced(tracer, &file, &rel, secs, setup)?);
     }
     Ok(Storm { runs })
 }
@@ -135,9 +142,18 @@ pub fn print_table(s: &Storm) {
             r.hwm_kib.map(|k| format!("{:.0}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
         );
     }
+    for r in s.runs.iter().filter(|r| r.setup.contains("ring ")) {
+        let verdict = if r.lossless() { "lossless" } else { "LOST records" };
+        println!("{}: {verdict} at {:.0} writes/s from {} writers", r.setup, r.rate(), r.threads);
+    }
     for (label, nice0) in [("tracer (nice -10)", false), ("tracer at nice 0", true)] {
-        let traced: Vec<&Run> =
-            s.runs.iter().filter(|r| r.captured.is_some() && r.setup.contains("nice 0") == nice0).collect();
+        let traced: Vec<&Run> = s
+            .runs
+            .iter()
+            .filter(|r| {
+                r.captured.is_some() && !r.setup.contains("ring ") && r.setup.contains("nice 0") == nice0
+            })
+            .collect();
         let best_lossless = traced.iter().filter(|r| r.lossless()).map(|r| r.rate()).reduce(f64::max);
         let first_loss = traced.iter().filter(|r| !r.lossless()).map(|r| r.rate()).reduce(f64::min);
         match (best_lossless, first_loss) {
@@ -191,20 +207,13 @@ fn writers(file: &Path, threads: usize, secs: f64) -> Result<u64> {
 }
 
 /// One storm with `tracer tail --json --stats-every 1 > file` running.
-fn traced(
-    tracer: &Path,
-    setup: &str,
-    file: &Path,
-    rel: &str,
-    threads: usize,
-    secs: f64,
-    env: &[(&str, &str)],
-) -> Result<Run> {
+fn traced(tracer: &Path, file: &Path, rel: &str, secs: f64, setup: &Setup) -> Result<Run> {
+    let &(setup, threads, env, args) = setup;
     let out_path = std::env::temp_dir().join(format!("xtask-storm.{}.jsonl", std::process::id()));
     let out = fs::File::create(&out_path).with_context(|| format!("create {}", out_path.display()))?;
     let _rm = RemoveOnDrop(out_path.clone());
     let mut cmd = Command::new(tracer);
-    cmd.args(["tail", "--json", "--stats-every", "1"]).stdout(out).stderr(Stdio::null());
+    cmd.args(["tail", "--json", "--stats-every", "1"]).args(args).stdout(out).stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
