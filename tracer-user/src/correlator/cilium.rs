@@ -86,7 +86,7 @@ impl Detector for CiliumDeletions {
                 if cilium_table.is_none() && cilium_dev.is_none() {
                     return;
                 }
-                let what = ev.object.clone().unwrap_or_else(|| {
+                let what = ev.object.as_deref().cloned().unwrap_or_else(|| {
                     let mut what = ev.dst.clone().unwrap_or_else(|| "a route".into());
                     if let Some(t) = ev.table {
                         what.push_str(&format!(" table {}", table_name(t)));
@@ -164,7 +164,7 @@ impl Detector for CiliumDeletions {
                 if by_prio.is_none() && by_mark.is_none() && cilium_table.is_none() {
                     return;
                 }
-                let what = ev.object.clone().unwrap_or_else(|| {
+                let what = ev.object.as_deref().cloned().unwrap_or_else(|| {
                     let mut what = Vec::new();
                     if let Some(p) = ev.priority {
                         what.push(format!("{p}:"));
@@ -225,11 +225,13 @@ fn net_details(f: &mut Finding, ev: &Event) {
         ("fwmark", &ev.fwmark),
         ("gateway", &ev.gateway),
         ("request", &ev.request),
-        ("object", &ev.object),
     ] {
         if let Some(v) = v {
             d.insert(k.into(), v.clone().into());
         }
+    }
+    if let Some(o) = &ev.object {
+        d.insert("object".into(), o.as_str().into());
     }
     if let Some(t) = ev.table {
         d.insert("table".into(), t.into());

@@ -371,11 +371,11 @@ pub(crate) mod testutil {
             self
         }
         pub fn object(mut self, o: &str) -> Self {
-            self.0.object = Some(o.into());
+            self.0.object = Some(Box::new(o.into()));
             self
         }
         pub fn flushed(mut self, routes: &[&str]) -> Self {
-            self.0.flushed_routes = Some(routes.iter().map(|r| r.to_string()).collect());
+            self.0.flushed_routes = Some(Box::new(routes.iter().map(|r| r.to_string()).collect()));
             self
         }
         pub fn signal(mut self, sig: &str, target_cgroup: &str) -> Self {

@@ -540,7 +540,7 @@ impl Confirmer {
     /// it back.
     pub fn hold(&mut self, mut ev: Box<Event>) -> Option<Box<Event>> {
         if let Some(n) = ev.netns {
-            ev.netns_name = self.net.name(n);
+            ev.netns_name = self.net.name(n).map(Box::new);
         }
         if !Self::waits_for(&ev) {
             return Some(ev);
@@ -569,7 +569,7 @@ impl Confirmer {
                 continue;
             }
             if ev.kind == Kind::LinkSet {
-                ev.flushed_routes = self.net.flushed(&ev);
+                ev.flushed_routes = self.net.flushed(&ev).map(Box::new);
                 out.push(ev);
                 continue;
             }
@@ -584,7 +584,7 @@ impl Confirmer {
                     rtobject::describe_into(&mut ev, &obj, &|i| net.dev_name(netns, i));
                     ev.confirmed = Some(true);
                     if flushes {
-                        ev.flushed_routes = self.net.flushed(&ev);
+                        ev.flushed_routes = self.net.flushed(&ev).map(Box::new);
                     }
                 }
                 Some(Outcome::NotApplied) => ev.confirmed = Some(false),

@@ -645,22 +645,22 @@ impl Rule {
 /// Fills `ev` with what the kernel said of the object it removed: `object` (the `ip`
 /// line) and the fields of the object, replacing what the request named.
 pub fn describe_into(ev: &mut Event, obj: &RtObject, names: Names<'_>) {
-    ev.object = Some(obj.describe(names));
+    ev.object = Some(Box::new(obj.describe(names)));
     match obj {
         RtObject::Route(r) => {
             ev.family = Some(netlink::family_name(r.family));
             ev.dst = Some(dst_as_requested(r));
             ev.table = Some(r.table);
             ev.protocol = Some(netlink::protocol_name(r.protocol));
-            ev.scope = Some(scope_name(r.scope));
-            ev.route_type = Some(route_type_name(r.rtype));
+            ev.scope = Some(Box::new(scope_name(r.scope)));
+            ev.route_type = Some(Box::new(route_type_name(r.rtype)));
             if let Some(i) = r.oif.or(r.nexthops.first().map(|(i, _)| *i)) {
                 ev.ifindex = Some(i);
                 ev.dev = names(i).or(ev.dev.take());
             }
             ev.gateway = r.gateway.clone().or_else(|| r.nexthops.iter().find_map(|(_, g)| g.clone()));
-            ev.prefsrc = r.prefsrc.clone();
-            ev.src = (r.src_len != 0).then(|| prefix_or_all(&r.src, r.src_len, r.family));
+            ev.prefsrc = r.prefsrc.clone().map(Box::new);
+            ev.src = (r.src_len != 0).then(|| Box::new(prefix_or_all(&r.src, r.src_len, r.family)));
             ev.priority = r.metric;
         }
         RtObject::Rule(r) => {
@@ -669,11 +669,11 @@ pub fn describe_into(ev: &mut Event, obj: &RtObject, names: Names<'_>) {
             ev.table = (r.table != 0).then_some(r.table);
             ev.fwmark = r.fwmark_text();
             ev.dst = r.dst_as_requested();
-            ev.src = Some(prefix_or_all(&r.src, r.src_len, r.family));
-            ev.iif = r.iif.clone();
-            ev.oif = r.oif.clone();
+            ev.src = Some(Box::new(prefix_or_all(&r.src, r.src_len, r.family)));
+            ev.iif = r.iif.clone().map(Box::new);
+            ev.oif = r.oif.clone().map(Box::new);
             ev.dev = r.iif.clone().or_else(|| r.oif.clone());
-            ev.action = Some(rule_action_name(r.action).to_string());
+            ev.action = Some(Box::new(rule_action_name(r.action).to_string()));
             ev.protocol = (r.protocol != 0).then(|| netlink::protocol_name(r.protocol));
         }
         RtObject::Addr(a) => {
@@ -681,7 +681,7 @@ pub fn describe_into(ev: &mut Event, obj: &RtObject, names: Names<'_>) {
             ev.dst = Some(a.text());
             ev.ifindex = Some(a.index);
             ev.dev = names(a.index).or(ev.dev.take());
-            ev.scope = Some(scope_name(a.scope));
+            ev.scope = Some(Box::new(scope_name(a.scope)));
         }
         RtObject::Link(l) => {
             ev.ifindex = Some(l.index);
@@ -741,7 +741,7 @@ mod tests {
         assert!(request_matches(&by_mark, &c.object, &no_names));
         describe_into(&mut ev, &c.object, &no_names);
         assert_eq!(
-            (ev.table, ev.fwmark.as_deref(), ev.action.as_deref()),
+            (ev.table, ev.fwmark.as_deref(), ev.action.as_deref().map(String::as_str)),
             (Some(2004), Some("0x200/0xf00"), Some("lookup"))
         );
     }

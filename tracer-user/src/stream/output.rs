@@ -400,7 +400,7 @@ fn describe(s: &mut String, e: &Event) {
         }
         Kind::RouteDelete | Kind::RuleDelete | Kind::AddrDelete | Kind::LinkDelete if e.object.is_some() => {
             // The object the kernel removed, as `ip` prints it.
-            s.push_str(&clean(e.object.as_deref().unwrap_or_default()));
+            s.push_str(&clean(e.object.as_deref().map(String::as_str).unwrap_or_default()));
             push_netns(s, e);
             push_outcome(s, e);
         }
@@ -890,8 +890,8 @@ mod tests {
         r.priority = Some(10);
         r.table = Some(2005);
         r.netns = Some(4026532177);
-        r.netns_name = Some("pod1".into());
-        r.object = Some("10: from all fwmark 0xa00/0xf00 lookup 2005".into());
+        r.netns_name = Some(Box::new("pod1".into()));
+        r.object = Some(Box::new("10: from all fwmark 0xa00/0xf00 lookup 2005".into()));
         r.confirmed = Some(true);
         assert_eq!(
             one(r),
@@ -906,10 +906,12 @@ mod tests {
             "22:13:20.123 ip               route_delete 10.55.0.0/24 table 2004 NOT APPLIED (the kernel removed nothing)  pid=5 comm=ip\n"
         );
         let mut a = base(Kind::AddrDelete, "ip", 5);
-        a.object = Some("inet 10.99.0.1/24 scope global dev d0".into());
+        a.object = Some(Box::new("inet 10.99.0.1/24 scope global dev d0".into()));
         a.confirmed = Some(true);
-        a.flushed_routes =
-            Some(vec!["10.98.0.0/24 via 10.99.0.2 dev d0".into(), "10.97.0.0/16 dev d0 table 2004".into()]);
+        a.flushed_routes = Some(Box::new(vec![
+            "10.98.0.0/24 via 10.99.0.2 dev d0".into(),
+            "10.97.0.0/16 dev d0 table 2004".into(),
+        ]));
         assert_eq!(
             one(a),
             "22:13:20.123 ip               addr_delete  inet 10.99.0.1/24 scope global dev d0 confirmed; flushed 2 IPv4 routes: 10.98.0.0/24 via 10.99.0.2 dev d0; 10.97.0.0/16 dev d0 table 2004  pid=5 comm=ip\n"
