@@ -20,6 +20,7 @@
 //! Not read: the runtime's own answer over CRI (`RuntimeConfig`, KEP-4033), which needs
 //! a CRI client.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -87,7 +88,9 @@ impl DriverReport {
     /// processes under `proc_root`.
     pub fn read(host_root: &Path, proc_root: &Path) -> DriverReport {
         let mut r = DriverReport::default();
-        let kubelet_args = process_args(proc_root, "kubelet");
+        // One walk of /proc for the three components.
+        let procs = process_args(proc_root, &["kubelet", "containerd", "crio"]);
+        let kubelet_args = procs.get("kubelet");
         let flag = |name: &str| kubelet_args.as_ref().and_then(|a| flag_value(a, name));
         let config = flag("--config").unwrap_or_else(|| KUBELET_CONFIG.to_string());
         let mut endpoint = flag("--container-runtime-endpoint");
@@ -118,8 +121,8 @@ impl DriverReport {
         }
         r.kubelet = kubelet;
 
-        let containerd = r.containerd(host_root, proc_root);
-        let crio = r.crio(host_root, proc_root);
+        let containerd = r.containerd(host_root, procs.contains_key("containerd"));
+        let crio = r.crio(host_root, procs.contains_key("crio"));
         let wanted = endpoint.as_deref().map(|e| if e.contains("crio") { "cri-o" } else { "containerd" });
         r.runtimes = [containerd, crio]
             .into_iter()
@@ -153,8 +156,8 @@ impl DriverReport {
         }
     }
 
-    fn containerd(&mut self, host_root: &Path, proc_root: &Path) -> Option<Setting> {
-        let running = process_args(proc_root, "containerd").is_some();
+    /// `running`: a containerd process was found.
+    fn containerd(&mut self, host_root: &Path, running: bool) -> Option<Setting> {
         let Some(main) = self.toml(host_root, CONTAINERD_CONFIG) else {
             return running.then(|| Setting {
                 component: "containerd",
@@ -199,7 +202,8 @@ impl DriverReport {
         })
     }
 
-    fn crio(&mut self, host_root: &Path, proc_root: &Path) -> Option<Setting> {
+    /// `running`: a CRI-O process was found.
+    fn crio(&mut self, host_root: &Path, running: bool) -> Option<Setting> {
         let mut files = vec![CRIO_CONFIG.to_string()];
         if let Ok(rd) = std::fs::read_dir(under(host_root, CRIO_CONFIG_DIR)) {
             let mut drop_ins: Vec<String> = rd
@@ -221,7 +225,7 @@ impl DriverReport {
                 found = Some(Setting { component: "cri-o", driver: d, from: format!("{f}: cgroup_manager") });
             }
         }
-        if !seen && process_args(proc_root, "crio").is_none() {
+        if !seen && !running {
             return None;
         }
         Some(found.unwrap_or(Setting {
@@ -330,9 +334,15 @@ fn flag_value(args: &[String], name: &str) -> Option<String> {
     None
 }
 
-/// The command line of the first process whose executable is named `name`.
-fn process_args(proc_root: &Path, name: &str) -> Option<Vec<String>> {
-    for entry in std::fs::read_dir(proc_root).ok()?.flatten() {
+/// The command line of the first process whose executable is named after each of
+/// `names`, by name; one walk of `proc_root`, ended once all are found.
+fn process_args(proc_root: &Path, names: &[&'static str]) -> HashMap<&'static str, Vec<String>> {
+    let mut found = HashMap::new();
+    let Ok(dir) = std::fs::read_dir(proc_root) else { return found };
+    for entry in dir.flatten() {
+        if found.len() == names.len() {
+            break;
+        }
         let file = entry.file_name();
         if !file.to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit())) {
             continue;
@@ -349,11 +359,11 @@ fn process_args(proc_root: &Path, name: &str) -> Option<Vec<String>> {
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .or_else(|| args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()));
-        if base.as_deref() == Some(name) {
-            return Some(args);
+        if let Some(name) = names.iter().find(|n| base.as_deref() == Some(**n) && !found.contains_key(**n)) {
+            found.insert(*name, args);
         }
     }
-    None
+    found
 }
 
 #[cfg(test)]
