@@ -410,12 +410,18 @@ pub fn find_descendant(pid: u32, comm: &str, timeout: Duration) -> Option<u32> {
     }
 }
 
-/// One HTTP GET on loopback; returns (status code, body).
+/// A loopback port nobody listens on now.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One HTTP GET on loopback; returns (status code, body). HTTP/1.0, so that a server
+/// (Prometheus' Go server) answers without chunked encoding and closes.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

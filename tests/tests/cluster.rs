@@ -233,10 +233,6 @@ fn pins() -> BTreeSet<String> {
     out
 }
 
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A rollout ends the pod: metrics were scraped on loopback while it ran, SIGTERM ends it
 /// with exit 0 within 10 s and a final stats line, and its programs leave the kernel.
 #[test]

@@ -8,29 +8,13 @@
 //! network namespace of the test's own.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tracer_tests::*;
-
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// An HTTP/1.0 GET (Prometheus then answers without chunked encoding).
-fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
-}
 
 /// Percent-encodes a PromQL query for a URL.
 fn encode(q: &str) -> String {
@@ -44,7 +28,9 @@ fn encode(q: &str) -> String {
 
 /// `/api/v1/query` results, as (labels, value).
 fn query(prom: &str, q: &str) -> Vec<(Value, f64)> {
-    let Ok((200, body)) = get(prom, &format!("/api/v1/query?query={}", encode(q))) else { return Vec::new() };
+    let Ok((200, body)) = http_get(prom, &format!("/api/v1/query?query={}", encode(q))) else {
+        return Vec::new();
+    };
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     v["data"]["result"]
         .as_array()
@@ -131,7 +117,7 @@ fn a_real_prometheus_reads_events_findings_and_lost_records() {
     t.wait_for("a stats line", Duration::from_secs(5), |v| v["type"] == "stats");
 
     // The exposition passes promtool's lint.
-    let (status, body) = get(&addr, "/metrics").expect("GET /metrics");
+    let (status, body) = http_get(&addr, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200, "{body}");
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])

@@ -455,8 +455,8 @@ fn decode_rule(hdr: &Header, body: &[u8], errors: &mut Vec<NetlinkError>) -> Opt
                     req.table = nonzero(t);
                 }
             }
-            FRA_IIFNAME => iif = a.string(payload),
-            FRA_OIFNAME => oif = a.string(payload),
+            FRA_IIFNAME => iif = nul_string(payload),
+            FRA_OIFNAME => oif = nul_string(payload),
             FRA_PROTOCOL => req.protocol = a.u8(off, ty, payload).filter(|p| *p != 0).map(protocol_name),
             _ => {}
         }
@@ -514,8 +514,8 @@ fn decode_link(hdr: &Header, body: &[u8], kind: Kind, errors: &mut Vec<NetlinkEr
     let mut a = AttrCtx { request: req.request, errors };
     for (off, ty, payload) in a.walk(attrs, base) {
         match ty {
-            IFLA_IFNAME => name = a.string(payload),
-            IFLA_ALT_IFNAME => alt_name = a.string(payload),
+            IFLA_IFNAME => name = nul_string(payload),
+            IFLA_ALT_IFNAME => alt_name = nul_string(payload),
             IFLA_AF_SPEC if kind == Kind::LinkSet => {
                 if let Some(v) = rp_filter_in_af_spec(&mut a, payload, off + NLA_HDRLEN) {
                     req.rp_filter = Some(v);
@@ -651,13 +651,6 @@ impl AttrCtx<'_> {
         }
         v
     }
-
-    /// A NUL-terminated name (IFNAMSIZ is 16; longer is kept, lossily decoded).
-    fn string(&mut self, p: &[u8]) -> Option<String> {
-        let end = p.iter().position(|b| *b == 0).unwrap_or(p.len());
-        let s = String::from_utf8_lossy(p.get(..end).unwrap_or(&[])).into_owned();
-        (!s.is_empty()).then_some(s)
-    }
 }
 
 /// The attributes of a message the kernel built (a dump reply or a notification), as
@@ -666,6 +659,14 @@ pub(crate) fn attributes(buf: &[u8]) -> Vec<(u16, &[u8])> {
     let mut errors = Vec::new();
     let mut a = AttrCtx { request: "notification", errors: &mut errors };
     a.walk(buf, 0).into_iter().map(|(_, ty, p)| (ty, p)).collect()
+}
+
+/// A NUL-terminated name (IFNAMSIZ is 16; longer is kept, lossily decoded); `None`
+/// when empty.
+pub(crate) fn nul_string(p: &[u8]) -> Option<String> {
+    let end = p.iter().position(|b| *b == 0).unwrap_or(p.len());
+    let s = String::from_utf8_lossy(p.get(..end).unwrap_or(&[])).into_owned();
+    (!s.is_empty()).then_some(s)
 }
 
 pub(crate) fn format_addr(p: &[u8]) -> Option<String> {

@@ -510,11 +510,6 @@ impl NetState {
         }
         self.unreachable.retain(|_, t| t.elapsed() < RETRY_AFTER);
     }
-
-    /// The namespaces watched now (for tests and the stats).
-    pub fn watched(&self) -> usize {
-        self.spaces.len()
-    }
 }
 
 /// An address or link removal is judged this long after tracer saw the request, so

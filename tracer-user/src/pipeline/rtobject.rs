@@ -9,11 +9,11 @@
 use std::fmt::Write as _;
 
 use crate::pipeline::netlink::{
-    self, byte, format_addr, read_u16, read_u32, AF_INET, AF_INET6, FIB_RULE_HDR_LEN, FRA_DST, FRA_FWMARK,
-    FRA_FWMASK, FRA_IIFNAME, FRA_OIFNAME, FRA_PRIORITY, FRA_PROTOCOL, FRA_TABLE, IFADDRMSG_LEN, IFA_ADDRESS,
-    IFA_LOCAL, IFF_UP, IFINFOMSG_LEN, IFLA_IFNAME, RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_PRIORITY, RTA_TABLE,
-    RTA_VIA, RTMSG_LEN, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR, RTM_NEWLINK,
-    RTM_NEWROUTE, RTM_NEWRULE,
+    self, byte, format_addr, nul_string, read_u16, read_u32, AF_INET, AF_INET6, FIB_RULE_HDR_LEN, FRA_DST,
+    FRA_FWMARK, FRA_FWMASK, FRA_IIFNAME, FRA_OIFNAME, FRA_PRIORITY, FRA_PROTOCOL, FRA_TABLE, IFADDRMSG_LEN,
+    IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFINFOMSG_LEN, IFLA_IFNAME, RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_PRIORITY,
+    RTA_TABLE, RTA_VIA, RTMSG_LEN, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR,
+    RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
 };
 use crate::stream::schema::{table_name, Event, Kind};
 
@@ -146,18 +146,12 @@ fn u32_of(p: &[u8]) -> Option<u32> {
     read_u32(p, 0)
 }
 
-fn string_of(p: &[u8]) -> Option<String> {
-    let end = p.iter().position(|b| *b == 0).unwrap_or(p.len());
-    let s = String::from_utf8_lossy(&p[..end]).into_owned();
-    (!s.is_empty()).then_some(s)
-}
-
 fn parse_link(body: &[u8]) -> Option<Link> {
     let hdr = body.get(..IFINFOMSG_LEN)?;
     let mut l = Link { index: read_u32(hdr, 4)?, name: None, up: read_u32(hdr, 8)? & IFF_UP != 0 };
     for (ty, p) in netlink::attributes(&body[IFINFOMSG_LEN..]) {
         if ty == IFLA_IFNAME {
-            l.name = string_of(p);
+            l.name = nul_string(p);
         }
     }
     Some(l)
@@ -178,7 +172,7 @@ fn parse_addr(body: &[u8]) -> Option<Addr> {
         match ty {
             IFA_LOCAL => a.local = format_addr(p),
             IFA_ADDRESS => address = format_addr(p),
-            IFA_LABEL => a.label = string_of(p),
+            IFA_LABEL => a.label = nul_string(p),
             _ => {}
         }
     }
@@ -275,8 +269,8 @@ fn parse_rule(body: &[u8]) -> Option<Rule> {
             FRA_PRIORITY => r.priority = u32_of(p).unwrap_or(0),
             FRA_SRC => r.src = format_addr(p),
             FRA_DST => r.dst = format_addr(p),
-            FRA_IIFNAME => r.iif = string_of(p),
-            FRA_OIFNAME => r.oif = string_of(p),
+            FRA_IIFNAME => r.iif = nul_string(p),
+            FRA_OIFNAME => r.oif = nul_string(p),
             FRA_FWMARK => r.fwmark = u32_of(p),
             FRA_FWMASK => r.fwmask = u32_of(p),
             FRA_TABLE => r.table = u32_of(p).unwrap_or(r.table),
