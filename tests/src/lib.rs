@@ -346,6 +346,7 @@ pub fn cgroup_mounts() -> Vec<PathBuf> {
     out
 }
 
+pub mod cri;
 pub mod scenarios;
 
 impl Tracer {

@@ -45,7 +45,21 @@ const BPFTOOL_FALLBACKS: &[&str] = &["linux-bpf-dev"];
 pub fn toolchain() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
+    protoc()?;
     Ok(())
+}
+
+/// Ensures `protoc`: the CRI client (the k8s-cri crate) is generated from
+/// k8s.io/cri-api's proto at build time.
+pub fn protoc() -> Result<()> {
+    if util::which("protoc").is_some() || std::env::var_os("PROTOC").is_some() {
+        return Ok(());
+    }
+    if !util::is_root() {
+        bail!("protoc is needed to build the CRI client: run `sudo apt-get install protobuf-compiler` (or set PROTOC)");
+    }
+    eprintln!("xtask: installing protobuf-compiler (protoc, for the CRI client)");
+    apt_install(&["protobuf-compiler"])
 }
 
 /// Ensures the nightly toolchain has `rust-src` (for `-Z build-std=core`).

@@ -7,6 +7,7 @@ use crate::kernel::loader::{self, LoadOptions, HOOKS};
 use crate::kernel::privileges::Privileges;
 use crate::kernel::{btf_offsets, cgroup_bpf};
 use crate::node::cgroup_driver::{self, DriverReport, Setting};
+use crate::node::cri::{self, RuntimeReport};
 use crate::pipeline::bpf_names;
 use crate::session::live::kernel_release;
 
@@ -22,6 +23,8 @@ pub struct CheckArgs {
     /// configuration are read under it), e.g. /host in a pod.
     #[arg(long, default_value = "/", value_name = "DIR")]
     pub host_root: PathBuf,
+    #[command(flatten)]
+    pub cri: crate::cli::live_args::CriArgs,
 }
 
 fn tracefs_mounted() -> bool {
@@ -48,7 +51,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     drop(load); // detaches everything
     let proc_root = Path::new("/proc");
     let socket_progs = cgroup2.as_deref().map(|root| cgroup_bpf::scan(root, proc_root)).unwrap_or_default();
-    let drivers = DriverReport::read(&args.host_root, proc_root);
+    let mut drivers = DriverReport::read(&args.host_root, proc_root);
+    let socket = cri::find_socket(
+        &args.host_root,
+        args.cri.cri_endpoint.as_deref(),
+        drivers.kubelet_endpoint.as_deref(),
+    );
+    let runtime = RuntimeReport::read(socket, true);
+    drivers.apply_runtime(runtime.driver_setting());
     let mismatch = cgroup_driver::finding(&drivers, crate::stream::schema::Timestamp::now());
     let setting = |s: &Setting| serde_json::json!({"component": s.component, "driver": s.driver.to_string(), "from": s.from});
 
@@ -69,6 +79,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "link_id": a.link_id,
                 "holders": a.holders,
             })).collect::<Vec<_>>(),
+            "cri": {
+                "socket": runtime.socket,
+                "runtime": runtime.version.as_ref().map(|v| serde_json::json!({"name": v.name, "version": v.version, "api_version": v.api_version})),
+                "pods": runtime.pods,
+                "containers": runtime.containers,
+                "runtime_config_cgroup_driver": runtime_config_text(&runtime),
+                "problem": runtime.problem,
+            },
             "cgroup_drivers": {
                 "kubelet": drivers.kubelet.as_ref().map(setting),
                 "runtimes": drivers.runtimes.iter().map(setting).collect::<Vec<_>>(),
@@ -142,6 +160,21 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        // The runtime over CRI: pod names for the events, its own word on its driver.
+        match (&runtime.version, &runtime.problem) {
+            (Some(v), None) => println!(
+                "CRI         {} {} (CRI {}) at {}: {} pods, {} containers; RuntimeConfig: {}",
+                v.name,
+                v.version,
+                v.api_version,
+                runtime.socket.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                runtime.pods.unwrap_or(0),
+                runtime.containers.unwrap_or(0),
+                runtime_config_text(&runtime),
+            ),
+            (_, Some(p)) => println!("CRI         {p}: events name pods by uid only"),
+            (None, None) => println!("CRI         not asked"),
+        }
         // kubelet's and the runtime's cgroup drivers must agree (incident 1's cause).
         match &drivers.kubelet {
             Some(k) => println!("cgroup driver: kubelet {} ({})", k.driver, k.from),
@@ -167,4 +200,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What the runtime said to `RuntimeConfig` (KEP-4033).
+fn runtime_config_text(r: &RuntimeReport) -> String {
+    match r.cgroup_driver {
+        Some(Some(d)) => format!("cgroup driver {d}"),
+        Some(None) => "not implemented by this runtime (KEP-4033: containerd 2.0+, CRI-O 1.28+); its configuration file is read instead".into(),
+        None => "not asked".into(),
+    }
 }

@@ -25,6 +25,20 @@ pub struct LiveArgs {
     /// disagreement on the cgroup driver is a `cgroup-driver-mismatch` finding at start.
     #[arg(long, default_value = "/", value_name = "DIR")]
     pub host_root: PathBuf,
+    #[command(flatten)]
+    pub cri: CriArgs,
+}
+
+/// Where the container runtime's CRI socket is (`tail`, `record`, `check`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CriArgs {
+    /// The container runtime's CRI socket, asked for pod and container names and its
+    /// cgroup driver (unix:///run/containerd/containerd.sock, /run/crio/crio.sock; under
+    /// --host-root). Default: kubelet's --container-runtime-endpoint, else containerd's or
+    /// CRI-O's default socket, whichever exists. `none`: never ask; events then name pods
+    /// by uid only.
+    #[arg(long, value_name = "ENDPOINT", env = "TRACER_CRI_ENDPOINT")]
+    pub cri_endpoint: Option<String>,
 }
 
 impl LiveArgs {
@@ -41,6 +55,7 @@ impl LiveArgs {
             stats_every: Duration::from_secs(self.stats_every.max(1)),
             proc_root: PathBuf::from("/proc"),
             host_root: self.host_root.clone(),
+            cri_endpoint: self.cri.cri_endpoint.clone(),
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod cgroup_driver;
 pub mod cilium;
 pub mod kube;
 pub mod kubepods;
+pub mod pods;
 pub mod rp_filter;
 pub mod socket_lb;
 
@@ -35,6 +36,7 @@ pub struct Correlator {
     rp_filter: rp_filter::RpFilter,
     cilium: cilium::CiliumDeletions,
     socket_lb: socket_lb::NestedSocketLb,
+    pods: pods::PodNames,
 }
 
 /// One incident's detector: it sees every attributed event in time order and pushes the
@@ -60,9 +62,18 @@ impl Correlator {
     pub fn observe(&mut self, ev: &Event) -> Vec<Finding> {
         let ev = self.ifnames.resolve(ev);
         let ev = ev.as_ref();
+        self.pods.learn(ev);
         let mut out = Vec::new();
         for d in self.detectors() {
             d.observe(ev, &mut out);
+        }
+        self.named(out)
+    }
+
+    /// Findings with the pods their events named (`pods::PodNames`).
+    fn named(&self, mut out: Vec<Finding>) -> Vec<Finding> {
+        for f in &mut out {
+            self.pods.annotate(f);
         }
         out
     }
@@ -74,7 +85,7 @@ impl Correlator {
         for d in self.detectors() {
             d.tick(now, &mut out);
         }
-        out
+        self.named(out)
     }
 
     /// End of the stream: closes every open window.
@@ -83,7 +94,7 @@ impl Correlator {
         for d in self.detectors() {
             d.finish(&mut out);
         }
-        out
+        self.named(out)
     }
 }
 

@@ -17,8 +17,8 @@
 //! - CRI-O: `/etc/crio/crio.conf` then `/etc/crio/crio.conf.d/*.conf` in order:
 //!   `cgroup_manager` under `[crio.runtime]`; `systemd` when unset.
 //!
-//! Not read: the runtime's own answer over CRI (`RuntimeConfig`, KEP-4033), which needs
-//! a CRI client.
+//! And the runtime's own answer over CRI (`RuntimeConfig`, KEP-4033: containerd 2.0+,
+//! CRI-O 1.28+), which outranks its file ([`DriverReport::apply_runtime`], node/cri.rs).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -75,6 +75,8 @@ pub struct DriverReport {
     pub files: Vec<String>,
     /// Files that could not be parsed, and why.
     pub problems: Vec<String>,
+    /// The CRI endpoint kubelet is configured with, if it says.
+    pub kubelet_endpoint: Option<String>,
 }
 
 /// The kubelet configuration file when no `--config` is given (kubeadm's path).
@@ -123,6 +125,7 @@ impl DriverReport {
 
         let containerd = r.containerd(host_root, procs.contains_key("containerd"));
         let crio = r.crio(host_root, procs.contains_key("crio"));
+        r.kubelet_endpoint = endpoint.clone();
         let wanted = endpoint.as_deref().map(|e| if e.contains("crio") { "cri-o" } else { "containerd" });
         r.runtimes = [containerd, crio]
             .into_iter()
@@ -130,6 +133,16 @@ impl DriverReport {
             .filter(|s| wanted.is_none_or(|w| w == s.component))
             .collect();
         r
+    }
+
+    /// The runtime's own answer over CRI (`RuntimeConfig`, KEP-4033) replaces what its
+    /// configuration file said: it is the driver the runtime runs with.
+    pub fn apply_runtime(&mut self, answer: Option<Setting>) {
+        let Some(s) = answer else { return };
+        match self.runtimes.iter_mut().find(|r| r.component == s.component) {
+            Some(r) => *r = s,
+            None => self.runtimes.push(s),
+        }
     }
 
     /// The runtime whose driver differs from kubelet's, with kubelet's.

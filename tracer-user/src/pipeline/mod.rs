@@ -3,7 +3,7 @@
 //! [`decode`] turns bytes into typed records (never trusting the kernel's sizes),
 //! [`netlink`] decodes the rtnetlink requests they carry, [`bpf_names`] names BPF attach and program types, [`process`] keeps the process
 //! table that [`actor`] names components from, [`ifnames`] names interfaces per network
-//! namespace, and [`enrich`] builds the events from all of them (joining a cgroup
+//! namespace, [`pods`] names the pods and containers of kubepods cgroups (CRI), and [`enrich`] builds the events from all of them (joining a cgroup
 //! write's entry and exit records).
 pub mod actor;
 pub mod bpf_names;
@@ -12,5 +12,6 @@ pub mod enrich;
 pub mod ifnames;
 pub mod netlink;
 pub mod netstate;
+pub mod pods;
 pub mod process;
 pub mod rtobject;

@@ -68,6 +68,9 @@ const STORM_RECORDS: usize = 64;
 const HOUSEKEEPING_TICKS: u64 = 4;
 const STORM_PAUSE: Duration = Duration::from_millis(2);
 
+/// How long the reader thread waits for the runtime's first listing of pods.
+const FIRST_LISTING_WAIT: Duration = Duration::from_secs(1);
+
 /// Lines per batch handed to the consumer.
 const BATCH: usize = 256;
 /// Batches in flight between the reader and the consumer.
@@ -83,6 +86,8 @@ pub struct LiveOptions {
     pub proc_root: PathBuf,
     /// The node's filesystem, where kubelet's and the runtime's configuration is read.
     pub host_root: PathBuf,
+    /// `--cri-endpoint`: the runtime's socket (`none`: not asked); default: found.
+    pub cri_endpoint: Option<String>,
 }
 
 impl Default for LiveOptions {
@@ -92,6 +97,7 @@ impl Default for LiveOptions {
             stats_every: Duration::from_secs(10),
             proc_root: PathBuf::from("/proc"),
             host_root: PathBuf::from("/"),
+            cri_endpoint: None,
         }
     }
 }
@@ -184,9 +190,35 @@ impl Session {
         pipeline.confirm.net.housekeeping();
         // The node's configuration, before any change: a cgroup-driver disagreement is
         // the first line after the header.
-        let drivers = crate::node::cgroup_driver::DriverReport::read(&opts.host_root, &opts.proc_root);
+        let mut drivers = crate::node::cgroup_driver::DriverReport::read(&opts.host_root, &opts.proc_root);
         for p in &drivers.problems {
             tracing::warn!("cannot read {p}");
+        }
+        // The container runtime, over CRI: its own word on its cgroup driver now, the
+        // pods and containers it runs on a thread of its own (pipeline/pods.rs).
+        let socket = crate::node::cri::find_socket(
+            &opts.host_root,
+            opts.cri_endpoint.as_deref(),
+            drivers.kubelet_endpoint.as_deref(),
+        );
+        match &socket {
+            Ok(path) => {
+                let runtime = crate::node::cri::RuntimeReport::read(Ok(path.clone()), false);
+                if let Some(p) = &runtime.problem {
+                    tracing::warn!("{p}; events name pods by uid only until the runtime answers");
+                }
+                drivers.apply_runtime(runtime.driver_setting());
+                match crate::pipeline::pods::Pods::start(path.clone()) {
+                    Ok(pods) => pipeline.pods = pods,
+                    Err(e) => {
+                        tracing::warn!("cannot start the CRI thread: {e}; events name pods by uid only")
+                    }
+                }
+            }
+            Err(why) if opts.cri_endpoint.is_some() => tracing::warn!("{why}"),
+            Err(why) => {
+                tracing::warn!("{why}: events name pods by uid only (--cri-endpoint sets the socket)")
+            }
         }
         pipeline.config_findings =
             crate::node::cgroup_driver::finding(&drivers, Timestamp::now()).into_iter().collect();
@@ -274,6 +306,8 @@ struct Pipeline {
     confirm: Confirmer,
     /// Findings from the node's configuration, the first lines after the header.
     config_findings: Vec<crate::stream::schema::Finding>,
+    /// Pod identity of the events about kubepods and container cgroups.
+    pods: crate::pipeline::pods::Pods,
 }
 
 impl Pipeline {
@@ -293,6 +327,7 @@ impl Pipeline {
             scan_at_start: None,
             confirm: Confirmer::default(),
             config_findings: Vec::new(),
+            pods: crate::pipeline::pods::Pods::default(),
         }
     }
 
@@ -396,6 +431,7 @@ impl Pipeline {
     fn emit(&mut self, mut ev: Box<Event>) {
         self.seq += 1;
         ev.seq = self.seq;
+        self.pods.annotate(&mut ev);
         let findings = self.correlator.observe(&ev);
         self.push(Line::Event(ev));
         for f in findings {
@@ -553,6 +589,10 @@ fn run(
     for f in std::mem::take(&mut p.config_findings) {
         p.push(Line::Finding(f));
     }
+    // The pods that exist at start are named from the first event on: the runtime's
+    // first listing is awaited here, after the header, while the ring buffer holds
+    // what the kernel sends meanwhile.
+    p.pods.wait_first(FIRST_LISTING_WAIT);
     p.emit_found_at_start();
     p.flush();
     loop {

@@ -1,4 +1,5 @@
-//! What to show: the `--kind`, `--actor`, `--cgroup`, `--dev` and `--findings-only` flags
+//! What to show: the `--kind`, `--actor`, `--cgroup`, `--dev`, `--pod`, `--namespace` and
+//! `--findings-only` flags
 //! shared by `tail`, `record` and `replay`.
 //!
 //! Flags of different names combine with AND, repeated values of one flag with OR. Header
@@ -35,6 +36,16 @@ pub struct FilterArgs {
     #[arg(long = "dev", value_name = "NAME", value_delimiter = ',')]
     pub devs: Vec<String>,
 
+    /// Only changes about this pod (repeatable or comma-separated), as NAMESPACE/NAME:
+    /// events whose cgroup (a signal's target's) is the pod's or one of its containers',
+    /// and findings about it. Names come from the container runtime (CRI).
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME", value_delimiter = ',', value_parser = parse_pod)]
+    pub pods: Vec<String>,
+
+    /// Only changes about pods of this Kubernetes namespace (repeatable or comma-separated).
+    #[arg(long = "namespace", value_name = "NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
     /// Print findings only (plus the header and loss reports), no individual events.
     #[arg(long)]
     pub findings_only: bool,
@@ -46,6 +57,15 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
         let valid: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         format!("unknown kind {s:?}; valid kinds: {}", valid.join(", "))
     })
+}
+
+/// clap value parser for `--pod`: `namespace/name`.
+pub fn parse_pod(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(s.to_string()),
+        _ => Err(format!("--pod takes NAMESPACE/NAME (kube-system/coredns-7db6d8ff4d-x2x9q), got {s:?}")),
+    }
 }
 
 /// An interface-name pattern: exact, or a prefix when written with a trailing `*`.
@@ -78,6 +98,8 @@ pub struct Filter {
     /// Normalized: leading `/`, no trailing `/` (the root is the empty string).
     cgroups: Vec<String>,
     devs: Vec<DevPattern>,
+    pods: Vec<String>,
+    namespaces: Vec<String>,
     findings_only: bool,
 }
 
@@ -94,8 +116,21 @@ impl Filter {
             actors: a.actors.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
             cgroups: a.cgroups.iter().map(|p| normalize_cgroup_prefix(p)).collect(),
             devs: a.devs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(DevPattern::new).collect(),
+            pods: a.pods.clone(),
+            namespaces: a.namespaces.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
             findings_only: a.findings_only,
         }
+    }
+
+    /// `--pod` and `--namespace` on a `namespace/name` (absent: no match).
+    fn pod_matches(&self, pod: Option<&str>) -> bool {
+        if self.pods.is_empty() && self.namespaces.is_empty() {
+            return true;
+        }
+        let Some(pod) = pod else { return false };
+        let ns = pod.split_once('/').map_or(pod, |(ns, _)| ns);
+        (self.pods.is_empty() || self.pods.iter().any(|p| p == pod))
+            && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == ns))
     }
 
     /// A filter that lets everything through.
@@ -141,7 +176,7 @@ impl Filter {
                 return false;
             }
         }
-        true
+        self.pod_matches(e.pod.as_deref().map(String::as_str))
     }
 
     /// Findings pass the actor, cgroup and dev filters on their own fields; kinds do not
@@ -156,7 +191,7 @@ impl Filter {
         if !self.devs.is_empty() && !f.dev.as_deref().is_some_and(|d| self.dev_matches(d)) {
             return false;
         }
-        true
+        self.pod_matches(f.pod.as_deref().map(String::as_str))
     }
 
     fn cgroup_matches(&self, path: &str) -> bool {
@@ -228,6 +263,29 @@ mod tests {
             String::new(),
             vec![],
         )
+    }
+
+    #[test]
+    fn pod_and_namespace_select_named_events_and_findings() {
+        let mut a = ev(Kind::CgroupWrite, "runc");
+        a.pod = Some(Box::new("shop/cart-0".into()));
+        let mut b = ev(Kind::Signal, "containerd");
+        b.pod = Some(Box::new("kube-system/coredns-1".into()));
+        let unnamed = ev(Kind::CgroupWrite, "systemd");
+        let f = filter(&["--pod", "shop/cart-0"]);
+        assert!(f.matches_event(&a) && !f.matches_event(&b) && !f.matches_event(&unnamed));
+        let f = filter(&["--namespace", "kube-system,monitoring"]);
+        assert!(!f.matches_event(&a) && f.matches_event(&b) && !f.matches_event(&unnamed));
+        let mut fi = finding("systemd");
+        assert!(!f.matches_finding(&fi));
+        fi.pod = Some(Box::new("kube-system/coredns-1".into()));
+        assert!(f.matches_finding(&fi));
+        // Both: AND.
+        assert!(!filter(&["--pod", "shop/cart-0", "--namespace", "kube-system"]).matches_event(&a));
+        let mut v = vec!["t", "--pod", "cart-0"];
+        assert!(Cli::try_parse_from(&v).unwrap_err().to_string().contains("NAMESPACE/NAME"));
+        v[2] = "a/b/c";
+        assert!(Cli::try_parse_from(&v).is_err());
     }
 
     #[test]

@@ -332,6 +332,12 @@ fn human_event(s: &mut String, e: &Event) {
         kw = KIND_WIDTH
     );
     describe(s, e);
+    push_pod(
+        s,
+        e.pod.as_deref().map(String::as_str),
+        e.container.as_deref().map(String::as_str),
+        e.pod_uid.as_deref().map(String::as_str),
+    );
     // What the kernel program could not read, said where it matters.
     if e.path_truncated {
         s.push_str(" [path truncated: only its last components]");
@@ -638,6 +644,22 @@ pub fn errno_name(e: i64) -> Option<&'static str> {
     })
 }
 
+/// ` pod=ns/name container=c`, or ` pod_uid=U` when the runtime did not name it.
+fn push_pod(s: &mut String, pod: Option<&str>, container: Option<&str>, uid: Option<&str>) {
+    match (pod, uid) {
+        (Some(p), _) => {
+            let _ = write!(s, "  pod={}", clean(p));
+            if let Some(c) = container {
+                let _ = write!(s, " container={}", clean(c));
+            }
+        }
+        (None, Some(u)) => {
+            let _ = write!(s, "  pod_uid={}", clean(u));
+        }
+        (None, None) => {}
+    }
+}
+
 fn human_finding(s: &mut String, f: &Finding, color: bool) {
     let (on, off) = match (color, f.severity) {
         (true, Severity::Critical) => (RED_BOLD, RESET),
@@ -653,6 +675,12 @@ fn human_finding(s: &mut String, f: &Finding, color: bool) {
         f.severity.as_str(),
         clean(&f.summary),
         aw = ACTOR_WIDTH
+    );
+    push_pod(
+        s,
+        f.pod.as_deref().map(String::as_str),
+        f.container.as_deref().map(String::as_str),
+        f.pod_uid.as_deref().map(String::as_str),
     );
     if let Some(h) = &f.host {
         let _ = write!(s, " host={}", clean(h));
@@ -945,6 +973,27 @@ mod tests {
         e.target_comm = Some("nginx".into());
         e.target_cgroup = Some("/kubepods.slice/kubepods-pod1.slice".into());
         assert_eq!(one(e), "22:13:20.123 kubelet          signal       SIGKILL -> 1234 (nginx) /kubepods.slice/kubepods-pod1.slice  pid=300 comm=kubelet\n");
+    }
+
+    #[test]
+    fn pod_identity_golden() {
+        let mut e = base(Kind::Signal, "containerd-shim", 300);
+        e.signal = Some("SIGKILL".into());
+        e.target_pid = Some(1234);
+        e.target_comm = Some("sleep".into());
+        e.target_cgroup = Some("/kubepods/besteffort/podU/c1".into());
+        e.pod_uid = Some(Box::new("U".into()));
+        assert_eq!(
+            one(e.clone()),
+            "22:13:20.123 containerd-shim  signal       SIGKILL -> 1234 (sleep) /kubepods/besteffort/podU/c1  pod_uid=U  pid=300 comm=containerd-shim\n",
+            "the runtime did not name it: the uid"
+        );
+        e.pod = Some(Box::new("shop/cart-0".into()));
+        e.container = Some(Box::new("cart".into()));
+        assert_eq!(
+            one(e),
+            "22:13:20.123 containerd-shim  signal       SIGKILL -> 1234 (sleep) /kubepods/besteffort/podU/c1  pod=shop/cart-0 container=cart  pid=300 comm=containerd-shim\n"
+        );
     }
 
     #[test]

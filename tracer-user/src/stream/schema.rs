@@ -311,6 +311,18 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_name: Option<Box<String>>,
 
+    // Any event about a kubepods or container cgroup (`cgroup`, or a signal's
+    // `target_cgroup`): the pod it belongs to (pipeline/pods.rs). `pod_uid` comes from
+    // the path; `pod` and `container` from the container runtime over CRI, when it
+    // listed them.
+    /// `namespace/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Box<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Box<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<Box<String>>,
+
     // signal
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
@@ -399,6 +411,14 @@ pub struct Finding {
     pub dev: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// The pod the finding's `cgroup` belongs to (`namespace/name`), as its events named
+    /// it (boxed: `Line` stays small, most findings have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Box<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Box<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<Box<String>>,
     /// Anything else a detector wants to show (interfaces affected, pods killed, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, serde_json::Value>,
@@ -429,6 +449,9 @@ impl Finding {
             cgroup: None,
             dev: None,
             value: None,
+            pod: None,
+            container: None,
+            pod_uid: None,
             details: Default::default(),
             host: None,
         }
