@@ -375,6 +375,97 @@ fn real_systemd_with_a_delegated_scope_removes_nothing() {
     eprintln!("delegated: {pid1_writes} subtree_control writes of PID 1 to kubepods cgroups, no finding");
 }
 
+/// The correct configuration with the real runtime: kubelet on the systemd driver (its
+/// kubepods slices made as its libcontainer makes them) and the real containerd with
+/// `SystemdCgroup = true`, driven through CRI as kubelet drives it. containerd (runc's
+/// systemd driver) asks systemd for the container's scope inside the pod slice; the
+/// events name the pod and container from the runtime; tracer reads both drivers as
+/// systemd; `daemon-reload` and the pod's removal find nothing: no finding at all.
+#[test]
+#[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
+fn real_containerd_on_the_systemd_driver_gets_scopes_from_systemd_and_nothing_is_flagged() {
+    use tracer_tests::cri::{pod_uid, ContainerdNode, PodSpec};
+    require_real_node();
+    let mut node = ContainerdNode::start(true, "systemd", false);
+    let k = Kubelet::new();
+    let uid = pod_uid();
+    let pod_slice = format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_"));
+    start_slice(&k, "kubepods.slice", "-.slice");
+    start_slice(&k, "kubepods-besteffort.slice", "kubepods.slice");
+    start_slice(&k, &pod_slice, "kubepods-besteffort.slice");
+    let pod_rel = format!("/kubepods.slice/kubepods-besteffort.slice/{pod_slice}");
+    wait_path(&format!("{CG}{pod_rel}"));
+    for c in ["", "/kubepods.slice", "/kubepods.slice/kubepods-besteffort.slice"] {
+        k.sh(&format!("echo '{ALL}' > {CG}{c}/cgroup.subtree_control"));
+    }
+    let mut t = Tracer::start(&["tail", "--json", "--host-root", node.root()]);
+    let logs = node.dir.path.join("pods");
+    // The systemd driver's cgroup_parent is the pod slice's unit name.
+    let pod = PodSpec {
+        namespace: "payments",
+        name: "ledger-5c9d8b7f6-h4t2w",
+        uid: &uid,
+        cgroup_parent: &pod_slice,
+        log_dir: &logs,
+    };
+    let sandbox = node.run_pod(&pod);
+    let ctr = node.cri.start_container(&sandbox, &pod, "ledger", "exec sleep 3600");
+    let scope = format!("{pod_rel}/cri-containerd-{ctr}.scope");
+    // systemd made the scope's cgroup: PID 1's mkdir, inside the pod slice.
+    let mkdir = t.wait_event("cgroup_mkdir", |v| v["cgroup"] == scope.as_str());
+    assert_eq!((mkdir["pid"].as_u64(), mkdir["actor"].as_str()), (Some(1), Some("systemd")), "{mkdir}");
+    assert_eq!(mkdir["pod_uid"], uid.as_str(), "{mkdir}");
+    // A write into the scope once the container runs: named by the runtime.
+    let procs = format!("{CG}{scope}/cgroup.procs");
+    let task = std::fs::read_to_string(&procs).unwrap();
+    let task = task.lines().next().expect("the container runs a process").to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let named = loop {
+        std::fs::write(&procs, &task).unwrap();
+        let got = t.wait_for("the write to the scope", std::time::Duration::from_secs(5), |v| {
+            v["type"] == "event"
+                && v["kind"] == "cgroup_write"
+                && v["cgroup"] == scope.as_str()
+                && v["pid"] == std::process::id()
+        });
+        if got["pod"].is_string() || std::time::Instant::now() > deadline {
+            break got;
+        }
+        t.seen.retain(|v| v != &got);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    eprintln!("{named}");
+    assert_eq!(
+        (named["pod"].as_str(), named["container"].as_str()),
+        (Some("payments/ledger-5c9d8b7f6-h4t2w"), Some("ledger")),
+        "{named}"
+    );
+    run_out("systemctl", &["daemon-reload"]);
+    settle(&mut t, 4);
+    let controllers = std::fs::read_to_string(format!("{CG}{pod_rel}/cgroup.controllers")).unwrap();
+    assert!(controllers.contains("cpuset"), "the pod slice lost cpuset: {controllers}");
+    // The pod goes as kubelet removes it: its containers' scopes, then its slice.
+    node.cri.remove_pod(&sandbox);
+    let gone = t.wait_event("cgroup_rmdir", |v| v["cgroup"] == scope.as_str());
+    assert_eq!(gone["pod"], "payments/ledger-5c9d8b7f6-h4t2w", "{gone}");
+    k.sh(&format!("systemctl stop {pod_slice}"));
+    settle(&mut t, 3);
+    assert_eq!(t.stop(), 0);
+    let pid1_writes = t
+        .seen
+        .iter()
+        .filter(|v| v["kind"] == "cgroup_write" && v["pid"] == 1 && v["file"] == "cgroup.subtree_control")
+        .count();
+    let findings: Vec<&serde_json::Value> = t.seen.iter().filter(|v| v["type"] == "finding").collect();
+    assert!(
+        findings.is_empty(),
+        "{pid1_writes} subtree_control writes of PID 1; findings: {findings:#?}\n{}",
+        subtree_writes(&t)
+    );
+    eprintln!("containerd on systemd: scope {scope} made by PID 1, {pid1_writes} subtree_control writes of PID 1, no finding");
+    let _ = std::process::Command::new("systemctl").args(["stop", "kubepods.slice"]).status();
+}
+
 // ---------------------------------------------------------------------------------------
 // Incident 2: udev runs systemd-sysctl for every new interface.
 
