@@ -280,6 +280,21 @@ pub fn run_out(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Removes a cgroup prefix (`/<prefix>`) from every hierarchy on drop: a runtime
+/// creates a container's cgroup path in each.
+pub struct CgroupPrefixGuard(pub String);
+
+impl Drop for CgroupPrefixGuard {
+    fn drop(&mut self) {
+        for m in cgroup_mounts() {
+            let p = m.join(&self.0);
+            if p.exists() {
+                remove_cgroup_tree(&p);
+            }
+        }
+    }
+}
+
 /// A directory of the test's own under the system temp dir; removed on drop.
 pub struct TempDir {
     pub path: PathBuf,

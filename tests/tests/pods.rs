@@ -11,20 +11,6 @@ use serde_json::Value;
 use tracer_tests::cri::{pod_uid, ContainerdNode, PodSpec};
 use tracer_tests::*;
 
-/// Removes `/<prefix>` from every cgroup hierarchy (runc makes it in each).
-struct CgroupPrefix(String);
-
-impl Drop for CgroupPrefix {
-    fn drop(&mut self) {
-        for m in cgroup_mounts() {
-            let p = m.join(&self.0);
-            if p.exists() {
-                remove_cgroup_tree(&p);
-            }
-        }
-    }
-}
-
 /// The container's cgroup directory in some hierarchy that has `file`.
 fn cgroup_file(rel: &str, file: &str) -> PathBuf {
     cgroup_mounts()
@@ -48,7 +34,7 @@ fn replay(file: &std::path::Path, args: &[&str]) -> String {
 fn real_containerd_pods_are_named_in_events_findings_replay_and_filters() {
     require_root();
     let prefix = unique("kp");
-    let _prefix = CgroupPrefix(prefix.clone());
+    let _prefix = CgroupPrefixGuard(prefix.clone());
     let mut node = ContainerdNode::start(false, "cgroupfs", true);
     let mut t = Tracer::start(&["record", "-o", "-", "--host-root", node.root()]);
 

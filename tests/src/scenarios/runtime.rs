@@ -11,20 +11,6 @@ use super::*;
 
 pub const RUNC: &str = "/usr/sbin/runc";
 
-/// Removes a cgroup prefix from every hierarchy (a runtime creates it in each).
-struct CgroupPrefixGuard(String);
-
-impl Drop for CgroupPrefixGuard {
-    fn drop(&mut self) {
-        for m in cgroup_mounts() {
-            let p = m.join(&self.0);
-            if p.exists() {
-                remove_cgroup_tree(&p);
-            }
-        }
-    }
-}
-
 /// `runc delete --force` of a container, whatever happened.
 struct RuncContainerGuard {
     state: PathBuf,

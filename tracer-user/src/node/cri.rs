@@ -275,7 +275,7 @@ impl RuntimeReport {
             Ok(())
         });
         if let Err(e) = result {
-            r.problem = Some(crate::node::error_chain(&e));
+            r.problem = Some(crate::kernel::loader::error_chain(&e));
         }
         r
     }

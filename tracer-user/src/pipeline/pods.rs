@@ -331,7 +331,7 @@ fn refresher(s: Arc<Shared>, socket: PathBuf) {
                 if !failing {
                     tracing::warn!(
                         "cannot list pods from the container runtime: {}; events name pods by uid only until it answers",
-                        crate::node::error_chain(&e)
+                        crate::kernel::loader::error_chain(&e)
                     );
                     failing = true;
                 }
