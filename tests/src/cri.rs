@@ -88,6 +88,7 @@ state = "{state}"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = {systemd_cgroup}
+        NoPivotRoot = {no_pivot}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{root}/cni/bin"
     conf_dir = "{root}/cni/conf"
@@ -95,7 +96,17 @@ state = "{state}"
         root = root.display(),
         state = state.display(),
         socket = socket.display(),
+        no_pivot = root_is_initramfs(),
     )
+}
+
+/// The VM suite's nodes boot from an initramfs, where pivot_root(2) is refused: runc
+/// then moves the container's root with MS_MOVE instead (`NoPivotRoot`).
+fn root_is_initramfs() -> bool {
+    std::fs::read_to_string("/proc/self/mounts").unwrap_or_default().lines().any(|l| {
+        l.split_whitespace().nth(1) == Some("/")
+            && l.split_whitespace().nth(2).is_some_and(|t| t == "rootfs" || t == "ramfs")
+    })
 }
 
 /// A pod as kubelet describes it to the runtime.
@@ -226,10 +237,10 @@ impl CriDriver {
 /// `etc/containerd/config.toml` (the configuration containerd runs with),
 /// `var/lib/kubelet/config.yaml` (kubelet's driver and endpoint, for `--host-root`) and
 /// the socket at `run/containerd/containerd.sock`, so `tracer --host-root DIR` finds all
-/// three where they are on a node. containerd runs in a PID namespace of its own (its
-/// shims and containers end with it); with `private_run` a tmpfs on /run in a private
-/// mount namespace holds its shims' sockets (on the host), without it the node's /run and
-/// D-Bus are used (the VM, where runc's systemd driver asks systemd for the scope).
+/// three where they are on a node. With `private_run` (the host) containerd runs in PID
+/// and mount namespaces of its own (its shims and containers end with it; a tmpfs on
+/// /run holds their sockets); without it (the VM) it runs on the node as it would,
+/// with its /run and D-Bus, where runc's systemd driver asks systemd for the scope.
 pub struct ContainerdNode {
     pub dir: crate::TempDir,
     pub socket: PathBuf,
@@ -263,28 +274,29 @@ impl ContainerdNode {
         );
         let image = build_image(&dir.path);
         let log = dir.path.join("containerd.log");
-        let script = format!(
-            "set -e\n{mount}exec /usr/bin/containerd --config {config} >{log} 2>&1\n",
-            mount = if private_run { "mount -t tmpfs -o mode=755 tmpfs /run\n" } else { "" },
-            config = config_path.display(),
-            log = log.display(),
-        );
-        let child = std::process::Command::new("unshare")
-            .args([
-                "-m",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn unshare containerd");
+        let child = if private_run {
+            let script = format!(
+                "set -e\nmount -t tmpfs -o mode=755 tmpfs /run\nexec /usr/bin/containerd --config {} >{} 2>&1\n",
+                config_path.display(),
+                log.display(),
+            );
+            std::process::Command::new("unshare")
+                .args(["-m", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc"])
+                .args(["sh", "-c", &script])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn unshare containerd")
+        } else {
+            // In the host's PID namespace: runc's systemd driver hands systemd the
+            // container's pid as it sees it.
+            std::process::Command::new("/usr/bin/containerd")
+                .args(["--config", config_path.to_str().unwrap()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(dir.path.join("containerd.err")).unwrap())
+                .spawn()
+                .expect("spawn containerd")
+        };
         let guard = crate::ChildGuard(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let addr = socket.display().to_string();
@@ -335,7 +347,8 @@ impl ContainerdNode {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path.join("containerd.log")).unwrap_or_default()
+        let read = |f: &str| std::fs::read_to_string(self.dir.path.join(f)).unwrap_or_default();
+        read("containerd.log") + &read("containerd.err")
     }
 }
 

@@ -169,9 +169,14 @@ fn real_containerd_pods_are_named_in_events_findings_replay_and_filters() {
         .unwrap_or_else(|| panic!("no finding in:\n{human}"));
     eprintln!("{fline}");
     assert!(fline.contains("pod=shop/cart-7f9c4d-x2k8p"), "{fline}");
+    // The test's own write (named once the runtime listed the container).
     let line = human
         .lines()
-        .find(|l| l.contains("cgroup_write") && l.contains(&ctr_a))
+        .find(|l| {
+            l.contains("cgroup_write")
+                && l.contains(&ctr_a)
+                && l.contains(&format!(" pid={} ", std::process::id()))
+        })
         .unwrap_or_else(|| panic!("no write line for pod a in:\n{human}"));
     eprintln!("{line}");
     assert!(line.contains("pod=shop/cart-7f9c4d-x2k8p container=cart"), "{line}");

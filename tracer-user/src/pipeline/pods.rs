@@ -31,7 +31,7 @@ const MIN_GAP: Duration = Duration::from_millis(100);
 /// How long a pod or container the runtime stopped listing is still named.
 pub const GONE_GRACE: Duration = Duration::from_secs(120);
 /// The same unknown uid or id asks the runtime again only after this long.
-const ASK_AGAIN: Duration = Duration::from_secs(5);
+const ASK_AGAIN: Duration = Duration::from_secs(1);
 pub const MAX_PODS: usize = 16_384;
 pub const MAX_CONTAINERS: usize = 65_536;
 
@@ -117,8 +117,8 @@ pub struct Identity {
     /// `namespace/name`.
     pub pod: Option<String>,
     pub container: Option<String>,
-    /// The path names a pod or container the runtime did not list.
-    pub unknown: Option<String>,
+    /// The pod uid and container id the path names that the runtime did not list.
+    pub unknown: Vec<String>,
 }
 
 impl Index {
@@ -132,13 +132,13 @@ impl Index {
                 // The pause container: the pod itself.
                 id.pod_uid.get_or_insert_with(|| uid.to_string());
             } else {
-                id.unknown = Some(cid.to_string());
+                id.unknown.push(cid.to_string());
             }
         }
         if let Some(uid) = id.pod_uid.as_deref() {
             match self.pods.get(uid) {
                 Some(p) => id.pod = Some(p.name.to_string()),
-                None => id.unknown = Some(uid.to_string()),
+                None => id.unknown.push(uid.to_string()),
             }
         }
         id
@@ -226,8 +226,14 @@ impl Pods {
                         .unwrap_or_default(),
                     None => Identity { pod_uid: info.pod_uid, ..Default::default() },
                 };
-                if let Some(key) = &id.unknown {
-                    self.ask(key);
+                // Each key on its own: a new container of a pod asked for a moment ago
+                // must still ask (its sandbox's uid is throttled, its id is not).
+                let mut ask = false;
+                for key in &id.unknown {
+                    ask |= self.ask(key);
+                }
+                if ask {
+                    self.wake();
                 }
                 self.last = Some((path.to_string(), generation, id.clone()));
                 id
@@ -238,17 +244,23 @@ impl Pods {
         ev.container = id.container.map(Box::new);
     }
 
-    /// Asks the CRI thread for a listing, once per unknown key per [`ASK_AGAIN`].
-    fn ask(&mut self, key: &str) {
-        let Some(s) = &self.shared else { return };
+    /// Whether `key` (not known to the runtime) is worth a listing: once per
+    /// [`ASK_AGAIN`] (a cgroup of no runtime's, named like a pod's, asks rarely).
+    fn ask(&mut self, key: &str) -> bool {
         let now = Instant::now();
         if self.asked.get(key).is_some_and(|t| now.duration_since(*t) < ASK_AGAIN) {
-            return;
+            return false;
         }
         if self.asked.len() >= 4096 {
             self.asked.retain(|_, t| now.duration_since(*t) < ASK_AGAIN);
         }
         self.asked.insert(key.to_string(), now);
+        true
+    }
+
+    /// Asks the CRI thread for a listing.
+    fn wake(&self) {
+        let Some(s) = &self.shared else { return };
         if let Ok(mut w) = s.wake.lock() {
             *w = true;
             s.cond.notify_one();
@@ -381,8 +393,8 @@ mod tests {
         );
         let id = look(&systemd);
         assert_eq!(
-            (id.pod.as_deref(), id.container.as_deref(), id.pod_uid.as_deref(), id.unknown),
-            (Some("kube-system/coredns-7db6d8ff4d-x2x9q"), Some("coredns"), Some(UID), None)
+            (id.pod.as_deref(), id.container.as_deref(), id.pod_uid.as_deref(), id.unknown.len()),
+            (Some("kube-system/coredns-7db6d8ff4d-x2x9q"), Some("coredns"), Some(UID), 0)
         );
         let id = look(&format!("/kubepods/besteffort/pod{UID}/{CTR}"));
         assert_eq!(
@@ -392,8 +404,8 @@ mod tests {
         // The pause container's cgroup is the pod's, with no container name.
         let id = look(&format!("/kubepods/besteffort/pod{UID}/{SANDBOX}"));
         assert_eq!(
-            (id.pod.as_deref(), id.container.as_deref(), id.unknown),
-            (Some("kube-system/coredns-7db6d8ff4d-x2x9q"), None, None)
+            (id.pod.as_deref(), id.container.as_deref(), id.unknown.len()),
+            (Some("kube-system/coredns-7db6d8ff4d-x2x9q"), None, 0)
         );
         // The mismatch tell-tale: a container outside the pod slice is still named.
         let id = look(&format!(
@@ -420,7 +432,13 @@ mod tests {
         ix.apply(&snap(), t0);
         let other = "11111111-2222-3333-4444-555555555555";
         let id = ix.identify(Some(other), None);
-        assert_eq!((id.pod, id.unknown.as_deref()), (None, Some(other)));
+        assert_eq!((id.pod, id.unknown), (None, vec![other.to_string()]));
+        // A new container of an unknown pod: both are asked for, each on its own.
+        let id = ix.identify(Some(other), Some("ffff"));
+        assert_eq!(id.unknown, vec!["ffff".to_string(), other.to_string()]);
+        let mut pods = Pods::default();
+        assert!(pods.ask(other) && !pods.ask(other), "the same key asks once per ASK_AGAIN");
+        assert!(pods.ask("ffff"), "another key still asks");
         // The pod is gone from the next listing: still named within the grace...
         ix.apply(&Snapshot::default(), t0 + Duration::from_secs(1));
         assert!(ix.identify(Some(UID), Some(CTR)).container.is_some());
