@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use crate::kernel::loader::{self, LoadOptions, HOOKS};
 use crate::kernel::privileges::Privileges;
 use crate::kernel::{btf_offsets, cgroup_bpf};
-use crate::node::cgroup_driver::{self, DriverReport, Setting};
-use crate::node::cri::{self, RuntimeReport};
+use crate::node::cgroup_driver::{self, Setting};
+use crate::node::cri::RuntimeReport;
 use crate::pipeline::bpf_names;
 use crate::session::live::kernel_release;
 
@@ -51,14 +51,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     drop(load); // detaches everything
     let proc_root = Path::new("/proc");
     let socket_progs = cgroup2.as_deref().map(|root| cgroup_bpf::scan(root, proc_root)).unwrap_or_default();
-    let mut drivers = DriverReport::read(&args.host_root, proc_root);
-    let socket = cri::find_socket(
-        &args.host_root,
-        args.cri.cri_endpoint.as_deref(),
-        drivers.kubelet_endpoint.as_deref(),
-    );
-    let runtime = RuntimeReport::read(socket, true);
-    drivers.apply_runtime(runtime.driver_setting());
+    let crate::node::NodeReport { drivers, runtime, .. } =
+        crate::node::NodeReport::read(&args.host_root, proc_root, args.cri.cri_endpoint.as_deref(), true);
     let mismatch = cgroup_driver::finding(&drivers, crate::stream::schema::Timestamp::now());
     let setting = |s: &Setting| serde_json::json!({"component": s.component, "driver": s.driver.to_string(), "from": s.from});
 

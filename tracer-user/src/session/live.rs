@@ -190,24 +190,22 @@ impl Session {
         pipeline.confirm.net.housekeeping();
         // The node's configuration, before any change: a cgroup-driver disagreement is
         // the first line after the header.
-        let mut drivers = crate::node::cgroup_driver::DriverReport::read(&opts.host_root, &opts.proc_root);
+        // The container runtime, over CRI: its own word on its cgroup driver now, the
+        // pods and containers it runs on a thread of its own (pipeline/pods.rs).
+        let crate::node::NodeReport { drivers, socket, runtime } = crate::node::NodeReport::read(
+            &opts.host_root,
+            &opts.proc_root,
+            opts.cri_endpoint.as_deref(),
+            false,
+        );
         for p in &drivers.problems {
             tracing::warn!("cannot read {p}");
         }
-        // The container runtime, over CRI: its own word on its cgroup driver now, the
-        // pods and containers it runs on a thread of its own (pipeline/pods.rs).
-        let socket = crate::node::cri::find_socket(
-            &opts.host_root,
-            opts.cri_endpoint.as_deref(),
-            drivers.kubelet_endpoint.as_deref(),
-        );
         match &socket {
             Ok(path) => {
-                let runtime = crate::node::cri::RuntimeReport::read(Ok(path.clone()), false);
                 if let Some(p) = &runtime.problem {
                     tracing::warn!("{p}; events name pods by uid only until the runtime answers");
                 }
-                drivers.apply_runtime(runtime.driver_setting());
                 match crate::pipeline::pods::Pods::start(path.clone()) {
                     Ok(pods) => pipeline.pods = pods,
                     Err(e) => {
