@@ -380,7 +380,8 @@ fn real_systemd_with_a_delegated_scope_removes_nothing() {
 /// `SystemdCgroup = true`, driven through CRI as kubelet drives it. containerd (runc's
 /// systemd driver) asks systemd for the container's scope inside the pod slice; the
 /// events name the pod and container from the runtime; tracer reads both drivers as
-/// systemd and flags no mismatch.
+/// systemd; kubelet's SetUnitProperties and a daemon-reload with the pod running find
+/// nothing at all.
 #[test]
 #[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
 fn real_containerd_on_the_systemd_driver_gets_scopes_from_systemd_and_nothing_is_flagged() {
@@ -390,9 +391,28 @@ fn real_containerd_on_the_systemd_driver_gets_scopes_from_systemd_and_nothing_is
     let k = Kubelet::new();
     let uid = pod_uid();
     let pod_slice = format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_"));
-    start_slice(&k, "kubepods.slice", "-.slice");
-    start_slice(&k, "kubepods-besteffort.slice", "kubepods.slice");
-    start_slice(&k, &pod_slice, "kubepods-besteffort.slice");
+    // The slices as a current kubelet (1.31+, with PR 125923) asks systemd for them on
+    // the systemd driver: libcontainer's accounting properties and CPUWeight on each,
+    // and on the node-allocatable slice the CPUs and memory nodes, so that systemd is
+    // asked for cpuset and keeps it (kubernetes issue 122955).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mask: Vec<String> =
+        (0..cpus.div_ceil(8)).map(|i| (((1u32 << (cpus - i * 8).min(8)) - 1) as u8).to_string()).collect();
+    let allowed = format!("AllowedCPUs ay {} {} AllowedMemoryNodes ay 1 1", mask.len(), mask.join(" "));
+    for (name, parent, weight, extra, n_extra) in [
+        ("kubepods.slice", "-.slice", 100, allowed.as_str(), 2),
+        ("kubepods-besteffort.slice", "kubepods.slice", 1, "", 0),
+        (pod_slice.as_str(), "kubepods-besteffort.slice", 1, "", 0),
+    ] {
+        k.sh(&format!(
+            "busctl call -- org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager \
+             StartTransientUnit 'ssa(sv)a(sa(sv))' {name} replace {n} \
+             Description s 'libcontainer container {name}' Wants as 1 {parent} \
+             MemoryAccounting b true CPUAccounting b true IOAccounting b true TasksAccounting b true \
+             CPUWeight t {weight} {extra} 0 >/dev/null",
+            n = 7 + n_extra
+        ));
+    }
     let pod_rel = format!("/kubepods.slice/kubepods-besteffort.slice/{pod_slice}");
     wait_path(&format!("{CG}{pod_rel}"));
     for c in ["", "/kubepods.slice", "/kubepods.slice/kubepods-besteffort.slice"] {
@@ -440,26 +460,50 @@ fn real_containerd_on_the_systemd_driver_gets_scopes_from_systemd_and_nothing_is
         (Some("payments/ledger-5c9d8b7f6-h4t2w"), Some("ledger")),
         "{named}"
     );
-    run_out("systemctl", &["daemon-reload"]);
-    settle(&mut t, 4);
+    // kubelet's periodic SetUnitProperties(CPUWeight) on the QoS slice, and a
+    // daemon-reload: systemd re-realizes the kubepods slices with the pod running.
+    let before = t.seen.len();
+    for trigger in
+        ["systemctl set-property --runtime kubepods-besteffort.slice CPUWeight=2", "systemctl daemon-reload"]
+    {
+        run_out("sh", &["-c", trigger]);
+        settle(&mut t, 4);
+        let controllers = std::fs::read_to_string(format!("{CG}{pod_rel}/cgroup.controllers")).unwrap();
+        assert!(controllers.contains("cpuset"), "after `{trigger}` the pod slice lost cpuset: {controllers}");
+    }
+    let pid1_writes = t.seen[before..]
+        .iter()
+        .filter(|v| {
+            v["kind"] == "cgroup_write"
+                && v["pid"] == 1
+                && v["file"] == "cgroup.subtree_control"
+                && v["cgroup"].as_str().is_some_and(|c| c.starts_with("/kubepods.slice"))
+        })
+        .count();
+    assert!(pid1_writes > 0, "systemd wrote no kubepods subtree_control: the triggers proved nothing");
+    // The correct configuration: nothing flagged while the pod runs, the driver check
+    // included (both systemd: kubelet's file, containerd's SystemdCgroup = true).
+    let findings: Vec<&serde_json::Value> = t.seen.iter().filter(|v| v["type"] == "finding").collect();
+    assert!(
+        findings.is_empty(),
+        "{pid1_writes} writes of PID 1; findings: {findings:#?}\n{}",
+        subtree_writes(&t)
+    );
     // The pod goes as kubelet removes it: its containers' scopes (named while they go).
     node.cri.remove_pod(&sandbox);
     let gone = t.wait_event("cgroup_rmdir", |v| v["cgroup"] == scope.as_str());
     assert_eq!(gone["pod"], "payments/ledger-5c9d8b7f6-h4t2w", "{gone}");
     settle(&mut t, 2);
     assert_eq!(t.stop(), 0);
-    // Both drivers are systemd (kubelet's file, containerd's SystemdCgroup = true): no
-    // configuration finding, and no container cgroup outside the pod slice.
-    let mismatch: Vec<&serde_json::Value> =
-        t.seen.iter().filter(|v| v["type"] == "finding" && v["id"] == "cgroup-driver-mismatch").collect();
-    assert!(mismatch.is_empty(), "{mismatch:#?}");
-    // What systemd 252 did to the kubepods slices here is reported, not asserted: with
-    // slices made without kubelet's resource properties it takes controllers back on
-    // daemon-reload and as the pod goes (the closing note of this stop, left open).
-    for f in t.seen.iter().filter(|v| v["type"] == "finding" && v["id"] == "kubepods-controller-removed") {
-        eprintln!("seen: {} {}", f["summary"], f["evidence"]);
+    // With the last pod of its QoS class gone, systemd trims the controllers nothing
+    // below needs any more (cpuset from the QoS and kubepods slices): reported, not
+    // asserted; whether kubelet is hurt by it is open (docs/DESIGN.md, incident 1).
+    for f in t.seen.iter().filter(|v| v["type"] == "finding") {
+        eprintln!("after the pod's removal: {} {}", f["id"], f["summary"]);
     }
-    eprintln!("containerd on systemd: scope {scope} made by PID 1, pod named, no driver mismatch");
+    eprintln!(
+        "containerd on systemd: scope {scope} made by PID 1, pod named, {pid1_writes} kubepods subtree_control writes of PID 1 and no finding while it ran"
+    );
     k.sh(&format!("systemctl stop {pod_slice} kubepods.slice"));
 }
 
