@@ -16,6 +16,16 @@
 //!   slice, not containers) and every ancestor of a kubepods cgroup seen on the host, the
 //!   cgroup2 root included: removing `cpuset` there takes it from `kubepods.slice` and so
 //!   from every pod.
+//! - **Only what reaches a running pod.** Every cgroup below loses the controller with
+//!   the one it was taken from. When the last container of a pod goes, systemd trims what
+//!   no unit below needs any more (the pod slice's controllers, `cpuset` from the QoS
+//!   slice and `kubepods.slice`: seen in the VM suite with the real containerd on the
+//!   systemd driver); nothing that runs loses anything, and kubelet enables what it
+//!   requires again on the path of the next pod it makes. So a burst is a finding only if
+//!   one of its removals had a running pod below (the event's `below`, read by
+//!   pipeline/below.rs just after the write), or, at a pod cgroup, a process in the pod's
+//!   containers. A pod of the driver mismatch runs outside its slice and still counts.
+//!   Without `below` (an older recording, an unreadable tree) a removal counts.
 //! - **One finding per incident**: the burst of one actor (same process, writes less
 //!   than [`BURST_GAP_NS`] apart). It names every cgroup and controller the burst took,
 //!   and carries every `subtree_control` write of the burst to the cgroups that count as
@@ -78,6 +88,14 @@ struct Incident {
     /// Set once the removal finding is out.
     emitted: Option<Finding>,
     restored: Option<(String, i64)>,
+    /// A removal of the burst reached a running pod (or did not say what was below).
+    reaches_running: bool,
+    /// The running pods below the burst's removals, as the events listed them.
+    running_pods: BTreeSet<String>,
+    /// Whether any removal said what was below (the summary then counts the pods).
+    looked_below: bool,
+    /// The burst ended with nothing running below: no finding, dropped.
+    spared: bool,
     pods_removed: BTreeSet<String>,
     pods_signalled: BTreeSet<String>,
     followup_evidence: Vec<u64>,
@@ -121,6 +139,15 @@ fn terminating(ev: &Event) -> bool {
         tracer_common::signals::KEPT.iter().find(|s| s.name == n)
     });
     by_name.or_else(|| ev.signo.and_then(tracer_common::signals::info)).is_some_and(|s| s.terminating)
+}
+
+/// Whether a removal from `level`'s `subtree_control` reached something that runs: a
+/// running pod below it, or at a pod cgroup a process in its containers. Unknown counts.
+fn reaches_running(ev: &Event, level: &str) -> bool {
+    match ev.below.as_deref() {
+        None => true,
+        Some(b) => b.partial || b.running > 0 || (level == "pod" && b.populated),
+    }
 }
 
 /// What a `subtree_control` write removed and added: from the kernel's masks when the
@@ -268,7 +295,7 @@ impl ControllerRemoved {
             }
         }
 
-        let Some(_level) = self.counts(&ev.host, cg) else { return };
+        let Some(level) = self.counts(&ev.host, cg) else { return };
         // A restore: a later write that puts back a controller an incident took here.
         for i in self.incidents.iter_mut().filter(|i| i.host == ev.host && i.restored.is_none()) {
             if i.removed.get(cg).is_some_and(|r| r.iter().any(|c| added.contains(c))) {
@@ -282,6 +309,12 @@ impl ControllerRemoved {
         }
         let writer = (ev.pid, ev.start_ns);
         let removed: Vec<String> = removed.into_iter().filter(|c| REQUIRED.contains(&c.as_str())).collect();
+        let reaches = !removed.is_empty() && reaches_running(ev, level);
+        let running: Vec<String> = match ev.below.as_deref() {
+            Some(b) if !removed.is_empty() => b.running_pods.clone(),
+            _ => Vec::new(),
+        };
+        let looked = !removed.is_empty() && ev.below.is_some();
         let open = self.incidents.iter().position(|i| {
             i.host == ev.host
                 && i.writer == writer
@@ -298,6 +331,9 @@ impl ControllerRemoved {
                 if !removed.is_empty() {
                     i.removed.entry(cg.to_string()).or_default().extend(removed);
                 }
+                i.reaches_running |= reaches;
+                i.looked_below |= looked;
+                i.running_pods.extend(running);
             }
             None if !removed.is_empty() => self.incidents.push(Incident {
                 host: ev.host.clone(),
@@ -310,6 +346,10 @@ impl ControllerRemoved {
                 evidence: vec![ev.seq],
                 emitted: None,
                 restored: None,
+                reaches_running: reaches,
+                running_pods: running.into_iter().collect(),
+                looked_below: looked,
+                spared: false,
                 pods_removed: BTreeSet::new(),
                 pods_signalled: BTreeSet::new(),
                 followup_evidence: Vec::new(),
@@ -325,6 +365,7 @@ impl ControllerRemoved {
                 self.emit(n, out);
             }
         }
+        self.incidents.retain(|i| !i.spared);
         let mut i = 0;
         while i < self.incidents.len() {
             let inc = &self.incidents[i];
@@ -339,6 +380,16 @@ impl ControllerRemoved {
     }
 
     fn emit(&mut self, n: usize, out: &mut Vec<Finding>) {
+        if !self.incidents[n].reaches_running {
+            let i = &mut self.incidents[n];
+            tracing::debug!(
+                "{} removed controllers from {:?} with no running pod below: not a finding",
+                i.actor,
+                i.removed.keys().collect::<Vec<_>>()
+            );
+            i.spared = true;
+            return;
+        }
         let count = {
             let c = self.count.entry(self.incidents[n].host.clone()).or_default();
             *c += 1;
@@ -365,16 +416,26 @@ impl ControllerRemoved {
             .collect::<Vec<_>>()
             .join(", ");
         let n_cg = cgroups.len();
+        let plural = if controllers.len() == 1 { "" } else { "s" };
+        let consequence = if i.looked_below && !i.running_pods.is_empty() {
+            let n = i.running_pods.len();
+            format!(
+                "{n} running pod{} below lose{} it: kubelet will find the controller{plural} missing and kill {}",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" },
+                if n == 1 { "it" } else { "them" },
+            )
+        } else {
+            format!("kubelet will find the controller{plural} missing and kill the pods below")
+        };
         let mut f = finding(
             ID,
             Severity::Critical,
             ev,
             format!(
-                "{} removed {list} from cgroup.subtree_control of {n_cg} cgroup{} kubelet depends on: {named}; \
-                 kubelet will find the controller{} missing and kill the pods below",
+                "{} removed {list} from cgroup.subtree_control of {n_cg} cgroup{} kubelet depends on: {named}; {consequence}",
                 i.actor,
                 if n_cg == 1 { "" } else { "s" },
-                if controllers.len() == 1 { "" } else { "s" },
             ),
             REMEDIATION,
         );
@@ -402,6 +463,10 @@ impl ControllerRemoved {
             f.details.insert("level".into(), level.1.into());
         }
         f.details.insert("writes".into(), i.evidence.len().into());
+        if i.looked_below {
+            f.details
+                .insert("running_pods".into(), i.running_pods.iter().cloned().collect::<Vec<_>>().into());
+        }
         f.details.insert("occurrence".into(), count.into());
         if ev.controllers_before.is_none() {
             f.details.insert("inferred_from".into(), "written value".into());
@@ -509,6 +574,60 @@ mod tests {
         assert_eq!(upd.details["pods_removed"], serde_json::json!([UID]));
         assert_eq!(upd.details["pods_signalled"], serde_json::json!([UID]));
         assert_eq!(upd.evidence, vec![1, 2, 4, 5]);
+    }
+
+    /// systemd 252's trim when the last container of the last pod of a QoS class goes
+    /// (as the VM suite saw it, bottom-up): the pod slice's controllers, then cpuset from
+    /// the QoS slice and kubepods.slice. Nothing that runs is below: no finding.
+    #[test]
+    fn the_trim_after_the_last_pod_goes_is_not_a_finding() {
+        let f = run(vec![
+            cg_write("systemd", POD, "-cpu")
+                .controllers("cpu cpuset memory pids", "cpuset memory pids")
+                .below(0, &[], false)
+                .at(0.0),
+            cg_write("systemd", POD, "-cpuset -memory -pids")
+                .controllers("cpuset memory pids", "")
+                .below(0, &[], false)
+                .at(0.001),
+            cg_write("systemd", QOS, "-cpuset")
+                .controllers("cpu cpuset memory pids", "cpu memory pids")
+                .below(1, &[], false)
+                .at(0.002),
+            cg_write("systemd", "/kubepods.slice", "-cpuset")
+                .controllers("cpu cpuset memory pids", "cpu memory pids")
+                .below(1, &[], true)
+                .at(0.003),
+            ev(Kind::CgroupMkdir, "kubelet").cgroup("/kubepods.slice").at(70.0),
+        ]);
+        assert!(f.is_empty(), "{f:#?}");
+    }
+
+    /// The same burst with another pod still running below the QoS slice (or a pod of the
+    /// driver mismatch, running outside its slice: pipeline/below.rs counts it running):
+    /// one finding, which names the running pod.
+    #[test]
+    fn a_removal_over_a_running_pod_is_one_finding_naming_it() {
+        let f = run(vec![
+            cg_write("systemd", POD, "-cpuset")
+                .controllers("cpu cpuset memory pids", "cpu memory pids")
+                .below(0, &[], false)
+                .at(0.0),
+            cg_write("systemd", QOS, "-cpuset")
+                .controllers("cpu cpuset memory pids", "cpu memory pids")
+                .below(2, &["9b1f7c1e-0000-4000-8000-00000000000a"], false)
+                .at(0.002),
+        ]);
+        let r = removals(&f);
+        assert_eq!(r.len(), 1, "{f:#?}");
+        assert_eq!(r[0].details["running_pods"], serde_json::json!(["9b1f7c1e-0000-4000-8000-00000000000a"]));
+        assert!(r[0].summary.contains("1 running pod below loses it"), "{}", r[0].summary);
+        // At a pod cgroup, its own containers running is enough.
+        let f = run(vec![cg_write("systemd", POD, "-memory")
+            .controllers("cpu memory pids", "cpu pids")
+            .below(0, &[], true)
+            .at(0.0)]);
+        assert_eq!(removals(&f).len(), 1, "{f:#?}");
     }
 
     #[test]

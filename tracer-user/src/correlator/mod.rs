@@ -337,6 +337,17 @@ pub(crate) mod testutil {
             self.0.controllers_after = Some(l(after));
             self
         }
+        /// What was below the cgroup: `running` pods (listed), `populated`.
+        pub fn below(mut self, pods: u32, running: &[&str], populated: bool) -> Self {
+            self.0.below = Some(Box::new(crate::stream::schema::Below {
+                pods,
+                running: running.len() as u32,
+                running_pods: running.iter().map(|u| u.to_string()).collect(),
+                populated,
+                partial: false,
+            }));
+            self
+        }
         pub fn netns(mut self, n: u32) -> Self {
             self.0.netns = Some(n);
             self

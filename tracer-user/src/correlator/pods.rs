@@ -2,7 +2,7 @@
 //! container cgroup carries `pod_uid`, and `pod`/`container` when the runtime listed
 //! them (pipeline/pods.rs); the correlator learns uid -> `namespace/name` from them, so
 //! that a finding about a pod's cgroup, and the pods a finding lists by uid
-//! (`pods_removed`, `pods_signalled`), are named the same live and in replay.
+//! (`pods_removed`, `pods_signalled`, `running_pods`), are named the same live and in replay.
 
 use std::collections::HashMap;
 
@@ -39,7 +39,8 @@ impl PodNames {
     }
 
     /// Fills `pod_uid`, `pod`, `container` from the finding's `cgroup`, and names the
-    /// uids listed in `details.pods_removed`/`pods_signalled` (`details.pod_names`).
+    /// uids listed in `details.pods_removed`/`pods_signalled`/`running_pods`
+    /// (`details.pod_names`).
     pub fn annotate(&self, f: &mut Finding) {
         if let Some(info) = f.cgroup.as_deref().map(names::parse) {
             if let Some(uid) = info.pod_uid {
@@ -58,7 +59,7 @@ impl PodNames {
             }
         }
         let mut named = serde_json::Map::new();
-        for key in ["pods_removed", "pods_signalled"] {
+        for key in ["pods_removed", "pods_signalled", "running_pods"] {
             let Some(serde_json::Value::Array(uids)) = f.details.get(key) else { continue };
             for uid in uids.iter().filter_map(|u| u.as_str()) {
                 if let Some(name) = self.names.get(&(f.host.clone(), uid.to_string())) {

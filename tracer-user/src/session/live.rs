@@ -181,6 +181,7 @@ impl Session {
         // then on is seen live, and may also be listed), so the header is not delayed by
         // a walk of a large cgroup tree.
         pipeline.scan_at_start = loaded.cgroup2_root.clone().map(|root| (root, opts.proc_root.clone()));
+        pipeline.below = loaded.cgroup2_root.clone().map(crate::pipeline::below::Looker::new);
         // The host's network state, and that of the namespaces named under /run/netns,
         // before the header says tracer is watching: a deletion made right after it is
         // then judged against the state before it (a few rtnetlink dumps, milliseconds).
@@ -306,6 +307,8 @@ struct Pipeline {
     config_findings: Vec<crate::stream::schema::Finding>,
     /// Pod identity of the events about kubepods and container cgroups.
     pods: crate::pipeline::pods::Pods,
+    /// What lived below a cgroup that lost a controller (none without a cgroup2 mount).
+    below: Option<crate::pipeline::below::Looker>,
 }
 
 impl Pipeline {
@@ -326,6 +329,7 @@ impl Pipeline {
             confirm: Confirmer::default(),
             config_findings: Vec::new(),
             pods: crate::pipeline::pods::Pods::default(),
+            below: None,
         }
     }
 
@@ -430,6 +434,9 @@ impl Pipeline {
         self.seq += 1;
         ev.seq = self.seq;
         self.pods.annotate(&mut ev);
+        if let Some(below) = &mut self.below {
+            below.annotate(&mut ev);
+        }
         let findings = self.correlator.observe(&ev);
         self.push(Line::Event(ev));
         for f in findings {

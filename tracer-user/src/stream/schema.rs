@@ -225,6 +225,11 @@ pub struct Event {
     pub controllers_before: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controllers_after: Option<Vec<String>>,
+    /// For writes to `cgroup.subtree_control` that removed a controller: what lived
+    /// below the cgroup when tracer looked, just after the write (pipeline/below.rs).
+    /// Absent in recordings made before it, and when the cgroup tree could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<Box<Below>>,
 
     // sysctl_write
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -362,6 +367,31 @@ pub struct Event {
     /// (listed from the kernel); the actor is a process holding the program, if any.
     #[serde(default, skip_serializing_if = "is_false")]
     pub found_at_start: bool,
+}
+
+/// What lived below a cgroup whose `cgroup.subtree_control` lost a controller: the
+/// cgroups that lost it with it. Every cgroup below loses it, since the kernel refuses
+/// the removal while a child still enables it (`EBUSY`, cgroup_subtree_control_write
+/// in kernel/cgroup/cgroup.c).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Below {
+    /// Pod cgroups below the cgroup, at any depth.
+    pub pods: u32,
+    /// Of those, the pods that run: a process in the pod's cgroup or below it, or in a
+    /// container cgroup outside kubepods that names the pod (the driver mismatch).
+    pub running: u32,
+    /// Their uids, at most [`Below::MAX_LISTED`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running_pods: Vec<String>,
+    /// A process in the cgroup or below it (its `cgroup.events` `populated`).
+    pub populated: bool,
+    /// The walk stopped at its bound: the counts are a lower bound.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub partial: bool,
+}
+
+impl Below {
+    pub const MAX_LISTED: usize = 64;
 }
 
 fn is_zero(v: &u64) -> bool {
