@@ -66,6 +66,55 @@ impl Kubelet {
     }
 }
 
+/// A process tree named like an unattended package upgrade: copies of the shell named
+/// `unattended-upgrade` and `dpkg` (as `unattended-upgrade` runs `dpkg`, whose maintainer
+/// scripts run `systemctl`), in a directory of the test's own.
+struct PackageUpgrade {
+    dir: TempDir,
+}
+
+impl PackageUpgrade {
+    fn new() -> PackageUpgrade {
+        let dir = TempDir::new("upgrade");
+        for name in ["unattended-upgrade", "dpkg"] {
+            std::fs::copy("/bin/dash", dir.path.join(name)).expect("copy /bin/dash");
+        }
+        PackageUpgrade { dir }
+    }
+
+    /// Runs `command` under `dpkg` under `unattended-upgrade`. (`; true`: dash would
+    /// exec a lone last command in place of itself, and the tree would lose a level.)
+    fn run(&self, command: &str) -> String {
+        let dpkg = self.dir.path.join("dpkg");
+        let script = format!("{} -c '{command}; true'; true", dpkg.display());
+        run_out(self.dir.path.join("unattended-upgrade").to_str().unwrap(), &["-c", &script])
+    }
+}
+
+/// The cause a finding names (`details.cause`), asserted to be a request: who made it,
+/// how (dbus or exec), what it asked, and the chain above the caller.
+fn cause_of(f: &serde_json::Value) -> (&str, &str, &str, Vec<&str>) {
+    let c = &f["details"]["cause"];
+    assert!(c.is_object(), "no cause named: {f}");
+    let chain = c["chain"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    (c["who"].as_str().unwrap(), c["via"].as_str().unwrap(), c["what"].as_str().unwrap(), chain)
+}
+
+/// The findings `tracer replay --json` gives for what `t` printed.
+fn replayed(t: &Tracer, id: &str) -> Vec<serde_json::Value> {
+    let dir = TempDir::new("replay");
+    let mut text = format!("{}\n", t.header);
+    for v in &t.seen {
+        text.push_str(&format!("{v}\n"));
+    }
+    let file = dir.write("recording.jsonl", &text);
+    let out = run_out(tracer_bin().to_str().unwrap(), &["replay", "--json", file.to_str().unwrap()]);
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "finding" && v["id"] == id)
+        .collect()
+}
+
 /// The kubepods tree of one pod on the systemd driver, as kubelet's libcontainer makes
 /// it: each slice a transient unit started over D-Bus (`StartTransientUnit`, the parent
 /// in `Wants=`), the controllers enabled by the file API down to the pod slice; the
@@ -222,10 +271,13 @@ fn settle(t: &mut Tracer, secs: u64) {
 }
 
 /// The mismatch (kubelet on the systemd driver, containers made by the cgroupfs driver):
-/// kubelet's periodic `SetUnitProperties(CPUWeight)` on the QoS slice makes the real
-/// systemd re-realize it and drop cpuset; so does `daemon-reload`. Exactly one finding per
-/// trigger, actor systemd, pid 1, naming the cgroups it took cpuset from; kubelet's
-/// stand-in then kills the pod's process and writes cpuset back: the follow-up says so.
+/// kubelet's periodic `SetUnitProperties(CPUWeight)` on the QoS slice (over the system
+/// bus, as go-systemd calls it) makes the real systemd re-realize it and drop cpuset; so
+/// does `systemctl daemon-reload` run by a package upgrade. Exactly one finding per
+/// trigger, actor systemd, pid 1, naming the cgroups it took cpuset from and the request
+/// that made systemd do it (kubelet's call; the daemon-reload and the tree above it);
+/// kubelet's stand-in then kills the pod's process and writes cpuset back: the follow-up
+/// says so. Replayed from the recording, the findings name the same causes.
 #[test]
 #[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
 fn real_systemd_drops_cpuset_from_slices_it_does_not_own() {
@@ -234,13 +286,21 @@ fn real_systemd_drops_cpuset_from_slices_it_does_not_own() {
     let k = Kubelet::new();
     let mut tree = KubeTree::build(&k, "besteffort", "6f1c2d3e-4a5b-4c6d-8e7f-90a1b2c3d4e5", false);
 
+    let upgrade = PackageUpgrade::new();
     let mut took = Vec::new();
-    for (n, trigger) in
-        ["systemctl set-property --runtime kubepods-besteffort.slice CPUWeight=2", "systemctl daemon-reload"]
-            .iter()
-            .enumerate()
+    for (n, trigger) in [
+        "busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager \
+         SetUnitProperties 'sba(sv)' kubepods-besteffort.slice true 1 CPUWeight t 2",
+        "systemctl daemon-reload",
+    ]
+    .iter()
+    .enumerate()
     {
-        run_out("sh", &["-c", trigger]);
+        if n == 0 {
+            k.sh(trigger);
+        } else {
+            upgrade.run(trigger);
+        }
         settle(&mut t, 6);
         let Some(f) = t
             .seen
@@ -290,9 +350,29 @@ fn real_systemd_drops_cpuset_from_slices_it_does_not_own() {
             );
         }
         eprintln!(
-            "trigger `{trigger}`: {} writes of PID 1 in the evidence, cgroups {cgroups:?}",
-            evidence.len()
+            "trigger `{trigger}`: {} writes of PID 1 in the evidence, cgroups {cgroups:?}\n  {}",
+            evidence.len(),
+            f["summary"]
         );
+        // The request that made systemd do it.
+        let (who, via, what, chain) = cause_of(&f);
+        if n == 0 {
+            assert_eq!((who, via), ("kubelet", "dbus"), "{f}");
+            assert_eq!(what, "SetUnitProperties(kubepods-besteffort.slice, CPUWeight=2)", "{f}");
+            assert!(
+                f["summary"].as_str().unwrap().contains("after kubelet called SetUnitProperties("),
+                "{f}"
+            );
+        } else {
+            assert_eq!((via, what), ("exec", "systemctl daemon-reload"), "{f}");
+            let at = |name: &str| chain.iter().position(|c| *c == name);
+            assert!(
+                at("systemctl") < at("dpkg")
+                    && at("dpkg") < at("unattended-upgrade")
+                    && at("systemctl").is_some(),
+                "the chain above the caller: {chain:?}"
+            );
+        }
         took.push(cgroups);
 
         // kubelet: Validate() fails, it kills the pod's process (first round) and writes
@@ -341,6 +421,16 @@ fn real_systemd_drops_cpuset_from_slices_it_does_not_own() {
         .collect();
     assert_eq!(others.len(), 1, "findings other than the incident: {others:#?}");
     assert_eq!(others[0]["id"], "cgroup-driver-mismatch", "{others:#?}");
+    // The recording replays to the same findings, with the same causes.
+    let again: Vec<serde_json::Value> = replayed(&t, "kubepods-controller-removed")
+        .into_iter()
+        .filter(|v| v["details"]["phase"] == "removed")
+        .collect();
+    assert_eq!(again.len(), 2, "{again:#?}");
+    for (live, re) in r.iter().zip(&again) {
+        assert_eq!(live["details"]["cause"], re["details"]["cause"], "{re}");
+        assert_eq!(live["summary"], re["summary"]);
+    }
 }
 
 /// The correct configuration (both on the systemd driver: the container is a scope with
@@ -737,7 +827,8 @@ fn networkd_restart(manage_foreign: bool) -> (Tracer, String, CiliumState, Netwo
         "rules missing before the restart:\n{before}"
     );
     let mut t = Tracer::start(&["tail", "--json"]);
-    run_out("systemctl", &["restart", "systemd-networkd.service"]);
+    // As an unattended upgrade of systemd restarts it (the Datadog outage).
+    PackageUpgrade::new().run("systemctl restart systemd-networkd.service");
     wait_networkd();
     settle(&mut t, 8);
     assert_eq!(t.stop(), 0);
@@ -766,6 +857,19 @@ fn real_networkd_restart_deletes_ciliums_rules_and_routes() {
     let summaries: String =
         rules.iter().map(|f| f["summary"].as_str().unwrap_or("")).collect::<Vec<_>>().join("\n");
     assert!(summaries.contains("2004") && summaries.contains("2005"), "both rules named:\n{summaries}");
+    // The cause: the restart, and the package upgrade above it.
+    for f in &rules {
+        let (_, via, what, chain) = cause_of(f);
+        assert_eq!((via, what), ("exec", "systemctl restart systemd-networkd.service"), "{f}");
+        let at = |name: &str| chain.iter().position(|c| *c == name);
+        assert!(at("dpkg").is_some() && at("dpkg") < at("unattended-upgrade"), "the chain: {chain:?}");
+    }
+    eprintln!("networkd restart findings:\n{summaries}");
+    let again = replayed(&t, "cilium-rule-deleted");
+    assert_eq!(again.len(), rules.len(), "{again:#?}");
+    for (live, re) in rules.iter().zip(&again) {
+        assert_eq!(live["details"]["cause"], re["details"]["cause"], "{re}");
+    }
     // The kernel's own notification described each rule networkd removed, whole, and
     // confirmed it (networkd names a rule by all its fields, but the event now says
     // what the kernel removed, not what was asked).

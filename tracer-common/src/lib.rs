@@ -29,6 +29,9 @@ pub const SYSCTL_NAME_LEN: usize = 128;
 pub const SYSCTL_VALUE_LEN: usize = 64;
 /// Bytes of an executable path from `linux_binprm::filename`.
 pub const FILENAME_LEN: usize = 256;
+/// Bytes of a new program's command line (its argv, NUL-separated, from the new
+/// `mm->arg_start`): enough for `systemctl restart systemd-networkd.service`.
+pub const ARGS_LEN: usize = 256;
 
 /// cgroup v1 filesystem magic (`CGROUP_SUPER_MAGIC`, include/uapi/linux/magic.h).
 pub const CGROUP_SUPER_MAGIC: u64 = 0x0027_e0eb;
@@ -88,7 +91,7 @@ pub mod kinds {
             events: &["route_delete", "rule_delete", "addr_delete", "link_delete", "link_set"],
         },
         KindInfo { number: kind::SIGNAL, name: "signal", events: &["signal"] },
-        KindInfo { number: kind::PROC_EXEC, name: "proc_exec", events: &[] },
+        KindInfo { number: kind::PROC_EXEC, name: "proc_exec", events: &["exec"] },
         KindInfo { number: kind::PROC_FORK, name: "proc_fork", events: &[] },
         KindInfo { number: kind::PROC_EXIT, name: "proc_exit", events: &[] },
         // Counted in the slot of CGROUP_WRITE (its events are `cgroup_write`).
@@ -308,6 +311,10 @@ pub struct Offsets {
     pub regs_orig_ax: u32,
     // struct linux_binprm
     pub binprm_filename: u32,
+    // struct task_struct / struct mm_struct (a new program's command line)
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
     // struct nsproxy / struct cgroup_namespace (the attacher's cgroup namespace root)
     pub nsproxy_cgroup_ns: u32,
     pub cgroup_ns_root_cset: u32,
@@ -524,6 +531,10 @@ pub struct ProcExec {
     pub old_pid: u32,
     pub filename_len: u32,
     pub filename: [u8; FILENAME_LEN],
+    /// Bytes of `args` read; the whole command line was `args_total` bytes.
+    pub args_len: u32,
+    pub args_total: u32,
+    pub args: [u8; ARGS_LEN],
 }
 
 /// `sched:sched_process_fork` of a new process (threads are not reported):
@@ -564,7 +575,7 @@ const _: () = {
     assert!(core::mem::size_of::<SysctlWrite>() == 96 + SYSCTL_NAME_LEN + 2 * SYSCTL_VALUE_LEN + 16);
     assert!(core::mem::size_of::<Netlink>() == 96 + 24 + NETLINK_LEN);
     assert!(core::mem::size_of::<Signal>() == 96 + 32 + COMM_LEN);
-    assert!(core::mem::size_of::<ProcExec>() == 96 + 8 + FILENAME_LEN);
+    assert!(core::mem::size_of::<ProcExec>() == 96 + 8 + FILENAME_LEN + 8 + ARGS_LEN);
     assert!(core::mem::size_of::<ProcFork>() == 96 + 16);
     assert!(core::mem::size_of::<ProcExit>() == 96 + 8);
     assert!(core::mem::size_of::<CgroupBpf>() == 96 + 64 + COMM_LEN + 2 * NAME_LEN * MAX_DEPTH);

@@ -36,6 +36,19 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
             r.filename_len = s.len() as u32;
         }
     }
+    // The new program's argv: exec has just copied it to the top of the new stack,
+    // between `mm->arg_start` and `arg_end` (fs/exec.c, create_elf_tables), so it is
+    // resident. The environment follows it there and is not read.
+    r.args_len = 0;
+    r.args_total = 0;
+    if let Ok(mm) = read_ptr(kernel::current_task(), off!(task_mm)) {
+        let start = read::<u64>(mm, off!(mm_arg_start)).unwrap_or(0);
+        let end = read::<u64>(mm, off!(mm_arg_end)).unwrap_or(0);
+        if start != 0 && end > start {
+            r.args_total = (end - start).min(u32::MAX as u64) as u32;
+            r.args_len = kernel::read_user_bounded(&mut r.args, start, end - start).unwrap_or(0);
+        }
+    }
     entry.submit(0);
     account(kind::PROC_EXEC, true);
     Ok(())

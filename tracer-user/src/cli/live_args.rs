@@ -27,6 +27,12 @@ pub struct LiveArgs {
     pub host_root: PathBuf,
     #[command(flatten)]
     pub cri: CriArgs,
+    /// The system bus socket, watched for requests to systemd and networkd
+    /// (SetUnitProperties, StartTransientUnit, Restart/Stop/ReloadUnit, daemon-reload,
+    /// networkd's Reload/Reconfigure), which findings then name as their cause. Default:
+    /// run/dbus/system_bus_socket under --host-root. `none`: not watched.
+    #[arg(long, value_name = "PATH", env = "TRACER_DBUS_SOCKET")]
+    pub dbus_socket: Option<PathBuf>,
 }
 
 /// Where the container runtime's CRI socket is (`tail`, `record`, `check`).
@@ -56,6 +62,7 @@ impl LiveArgs {
             proc_root: PathBuf::from("/proc"),
             host_root: self.host_root.clone(),
             cri_endpoint: self.cri.cri_endpoint.clone(),
+            dbus_socket: self.dbus_socket.clone(),
         })
     }
 }

@@ -16,6 +16,7 @@
 //! State is kept per host (`Event::host`, set when replay merges several nodes), so
 //! merged recordings never mix one node's cgroups or namespaces with another's.
 
+pub mod cause;
 pub mod cgroup_driver;
 pub mod cilium;
 pub mod kube;
@@ -37,6 +38,7 @@ pub struct Correlator {
     cilium: cilium::CiliumDeletions,
     socket_lb: socket_lb::NestedSocketLb,
     pods: pods::PodNames,
+    causes: cause::Causes,
 }
 
 /// One incident's detector: it sees every attributed event in time order and pushes the
@@ -63,6 +65,7 @@ impl Correlator {
         let ev = self.ifnames.resolve(ev);
         let ev = ev.as_ref();
         self.pods.learn(ev);
+        self.causes.learn(ev);
         let mut out = Vec::new();
         for d in self.detectors() {
             d.observe(ev, &mut out);
@@ -74,6 +77,7 @@ impl Correlator {
     fn named(&self, mut out: Vec<Finding>) -> Vec<Finding> {
         for f in &mut out {
             self.pods.annotate(f);
+            self.causes.annotate(f);
         }
         out
     }

@@ -60,6 +60,10 @@ pub enum Record {
         task: Task,
         filename: String,
         old_pid: u32,
+        /// The new program's argv (what fit in `ARGS_LEN` bytes).
+        args: Vec<String>,
+        /// argv was longer than what was read.
+        args_truncated: bool,
     },
     Fork {
         task: Task,
@@ -375,7 +379,20 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         kind::PROC_EXEC => {
             let r: common::ProcExec = checked(buf, kind_name(kind::PROC_EXEC))?;
             let n = (r.filename_len as usize).min(common::FILENAME_LEN);
-            Record::Exec { task: task(&r.header), filename: cstr(&r.filename[..n]), old_pid: r.old_pid }
+            let a = (r.args_len as usize).min(common::ARGS_LEN);
+            // argv strings are NUL-terminated; a cut one ends without its NUL.
+            let args = r.args[..a]
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            Record::Exec {
+                task: task(&r.header),
+                filename: cstr(&r.filename[..n]),
+                old_pid: r.old_pid,
+                args,
+                args_truncated: r.args_total as usize > a,
+            }
         }
         kind::PROC_FORK => {
             let r: common::ProcFork = checked(buf, kind_name(kind::PROC_FORK))?;

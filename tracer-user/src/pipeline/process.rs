@@ -369,6 +369,38 @@ impl ProcessTable {
         }));
     }
 
+    /// Fills the process fields of `ev` (pid, comm, parent, start time) and its
+    /// attribution for the process `pid`, when the table knows it (an event from a
+    /// userspace source, the bus monitor, which has only the pid).
+    pub fn attribute_pid(&mut self, pid: u32, ev: &mut Event) {
+        ev.pid = pid;
+        ev.tid = pid;
+        // The newest entry of the pid, even exited: a `busctl` is gone by the time its
+        // call reaches the reader thread (pids are not reused within the table's grace).
+        let Some(p) = self.by_pid.get(&pid).and_then(|v| v.last()) else {
+            return;
+        };
+        let parent_comm = self.get(p.ppid, p.parent_start_ns).map(|q| q.comm.clone()).unwrap_or_default();
+        let task = Task {
+            ktime_ns: self.now_ns,
+            pid,
+            tid: pid,
+            ppid: p.ppid,
+            uid: 0,
+            start_ns: p.start_ns,
+            parent_start_ns: p.parent_start_ns,
+            cgroup_id: 0,
+            netns: 0,
+            comm: p.comm.clone(),
+            parent_comm,
+        };
+        ev.comm = task.comm.clone();
+        ev.ppid = task.ppid;
+        ev.parent_comm = task.parent_comm.clone();
+        ev.start_ns = task.start_ns;
+        self.attribute(&task, ev);
+    }
+
     fn attribute_uncached(&mut self, task: &Task, ev: &mut Event) {
         // The parent first, so that the child's entry can point at it.
         if task.ppid != 0 && self.find(task.ppid, task.parent_start_ns).is_none() {

@@ -88,6 +88,8 @@ pub struct LiveOptions {
     pub host_root: PathBuf,
     /// `--cri-endpoint`: the runtime's socket (`none`: not asked); default: found.
     pub cri_endpoint: Option<String>,
+    /// `--dbus-socket`: the system bus (`none`: not watched); default: under `host_root`.
+    pub dbus_socket: Option<PathBuf>,
 }
 
 impl Default for LiveOptions {
@@ -98,6 +100,7 @@ impl Default for LiveOptions {
             proc_root: PathBuf::from("/proc"),
             host_root: PathBuf::from("/"),
             cri_endpoint: None,
+            dbus_socket: None,
         }
     }
 }
@@ -221,6 +224,18 @@ impl Session {
         }
         pipeline.config_findings =
             crate::node::cgroup_driver::finding(&drivers, Timestamp::now()).into_iter().collect();
+        // Requests to systemd and networkd on the system bus: the causes findings name.
+        let bus_socket =
+            opts.dbus_socket.clone().unwrap_or_else(|| opts.host_root.join(crate::node::bus::SOCKET));
+        if bus_socket.as_os_str() != "none" {
+            match crate::node::bus::Monitor::start(&bus_socket) {
+                Ok(m) => pipeline.bus = Some(m),
+                Err(e) => tracing::warn!(
+                    "{e}: requests to systemd and networkd over D-Bus are not seen, findings name no such cause \
+                     (--dbus-socket sets the socket)"
+                ),
+            }
+        }
         let stats_every = opts.stats_every;
         let stop_rx = stop.clone();
         boost_priority();
@@ -309,6 +324,10 @@ struct Pipeline {
     pods: crate::pipeline::pods::Pods,
     /// What lived below a cgroup that lost a controller (none without a cgroup2 mount).
     below: Option<crate::pipeline::below::Looker>,
+    /// Requests to systemd and networkd on the system bus (none when not watched).
+    bus: Option<crate::node::bus::Monitor>,
+    /// Calls the bus monitor handed over.
+    bus_seen: u64,
 }
 
 impl Pipeline {
@@ -330,6 +349,8 @@ impl Pipeline {
             config_findings: Vec::new(),
             pods: crate::pipeline::pods::Pods::default(),
             below: None,
+            bus: None,
+            bus_seen: 0,
         }
     }
 
@@ -379,8 +400,15 @@ impl Pipeline {
             }
         };
         match &rec {
-            Record::Exec { task, filename, .. } => {
+            Record::Exec { task, filename, args, args_truncated, .. } => {
                 self.table.exec(task, filename);
+                if let Some(mut ev) =
+                    crate::pipeline::requests::exec_event(task, filename, args, *args_truncated)
+                {
+                    ev.time = self.builder.clock.wall(task.ktime_ns);
+                    self.table.attribute(task, &mut ev);
+                    self.emit(Box::new(ev));
+                }
                 // A process in a namespace not seen yet: its state is dumped now, before
                 // the process can change it.
                 self.confirm.net.watch(task.netns, task.pid);
@@ -483,8 +511,31 @@ impl Pipeline {
         }
     }
 
+    /// The bus monitor's calls as `dbus_call` events, attributed to the caller.
+    fn take_bus_calls(&mut self) {
+        let Some(bus) = &self.bus else { return };
+        let calls: Vec<crate::node::bus::Request> = bus.take().collect();
+        self.bus_seen += calls.len() as u64;
+        for r in calls {
+            let mut ev = Event {
+                time: r.time,
+                kind: crate::stream::schema::Kind::DbusCall,
+                call: Some(Box::new(r.call)),
+                ..Default::default()
+            };
+            if let Some(pid) = r.pid {
+                self.table.attribute_pid(pid, &mut ev);
+            }
+            if ev.actor.is_empty() {
+                ev.actor = "unknown".into();
+            }
+            self.emit(Box::new(ev));
+        }
+    }
+
     fn tick(&mut self) {
         self.ticks += 1;
+        self.take_bus_calls();
         self.expire_writes(false);
         // The path cache's grace is counted in seconds-long housekeeping rounds, not in
         // correlator ticks: records of a removed cgroup can trail its rmdir under load.
@@ -555,10 +606,16 @@ fn stats(p: &Pipeline, seen: &PerCpuArray<MapData, u64>, lost: &PerCpuArray<MapD
             }
         }
     }
+    // The bus monitor's calls count like a hook's records: dropped when the reader was
+    // behind is lost.
+    let bus_lost = p.bus.as_ref().map_or(0, |b| b.dropped());
+    if p.bus.is_some() {
+        hooks.insert("dbus_monitor".to_string(), HookCounts { seen: p.bus_seen, lost: bus_lost });
+    }
     Stats {
         time: Timestamp::now(),
         events: p.seq,
-        lost: lost.values().sum(),
+        lost: lost.values().sum::<u64>() + bus_lost,
         decode_errors: p.decode_errors + p.builder.netlink_errors + p.builder.path_misses,
         hooks,
         processes: p.table.len() as u64,

@@ -467,6 +467,28 @@ fn describe(s: &mut String, e: &Event) {
             push_netns(s, e);
             push_outcome(s, e);
         }
+        Kind::Exec => {
+            // `systemctl restart systemd-networkd`
+            match &e.cmdline {
+                Some(c) => s.push_str(&clean(c)),
+                None => s.push_str(&opt(&e.exe)),
+            }
+        }
+        Kind::DbusCall => {
+            // `org.freedesktop.systemd1 SetUnitProperties(kubepods-besteffort.slice, CPUWeight=2) from :1.42`
+            match &e.call {
+                Some(c) => {
+                    let _ = write!(
+                        s,
+                        "{} {} from {}",
+                        clean(&c.destination),
+                        clean(&c.describe()),
+                        clean(&c.sender)
+                    );
+                }
+                None => s.push('?'),
+            }
+        }
         Kind::Signal => {
             match (&e.signal, e.signo) {
                 (Some(name), _) => s.push_str(&clean(name)),
@@ -973,6 +995,26 @@ mod tests {
         e.target_comm = Some("nginx".into());
         e.target_cgroup = Some("/kubepods.slice/kubepods-pod1.slice".into());
         assert_eq!(one(e), "22:13:20.123 kubelet          signal       SIGKILL -> 1234 (nginx) /kubepods.slice/kubepods-pod1.slice  pid=300 comm=kubelet\n");
+    }
+
+    #[test]
+    fn exec_and_dbus_call_golden() {
+        let mut e = base(Kind::Exec, "systemctl", 706);
+        e.exe = Some("/usr/bin/systemctl".into());
+        e.cmdline = Some(Box::new("systemctl restart systemd-networkd.service".into()));
+        assert_eq!(one(e), "22:13:20.123 systemctl        exec         systemctl restart systemd-networkd.service  pid=706 comm=systemctl [/usr/bin/systemctl]\n");
+        let mut c = base(Kind::DbusCall, "busctl", 334);
+        c.on_behalf_of = Some("kubelet".into());
+        c.call = Some(Box::new(crate::stream::schema::BusCall {
+            destination: "org.freedesktop.systemd1".into(),
+            interface: "org.freedesktop.systemd1.Manager".into(),
+            member: "SetUnitProperties".into(),
+            path: "/org/freedesktop/systemd1".into(),
+            unit: Some("kubepods-besteffort.slice".into()),
+            args: vec!["CPUWeight=2".into()],
+            sender: ":1.42".into(),
+        }));
+        assert_eq!(one(c), "22:13:20.123 busctl           dbus_call    org.freedesktop.systemd1 SetUnitProperties(kubepods-besteffort.slice, CPUWeight=2) from :1.42  pid=334 comm=busctl (for kubelet)\n");
     }
 
     #[test]

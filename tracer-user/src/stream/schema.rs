@@ -113,10 +113,15 @@ pub enum Kind {
     Signal,
     CgroupBpfAttach,
     CgroupBpfDetach,
+    Exec,
+    DbusCall,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    /// Kinds that come from userspace sources, not from a kernel record (the system
+    /// bus monitor, node/bus.rs).
+    pub const FROM_USERSPACE: [Kind; 1] = [Kind::DbusCall];
+    pub const ALL: [Kind; 14] = [
         Kind::CgroupWrite,
         Kind::CgroupMkdir,
         Kind::CgroupRmdir,
@@ -129,6 +134,8 @@ impl Kind {
         Kind::Signal,
         Kind::CgroupBpfAttach,
         Kind::CgroupBpfDetach,
+        Kind::Exec,
+        Kind::DbusCall,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -144,6 +151,8 @@ impl Kind {
             Kind::Signal => "signal",
             Kind::CgroupBpfAttach => "cgroup_bpf_attach",
             Kind::CgroupBpfDetach => "cgroup_bpf_detach",
+            Kind::Exec => "exec",
+            Kind::DbusCall => "dbus_call",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -328,6 +337,17 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<Box<String>>,
 
+    // exec: a program that asks systemd, networkd, udev or the kernel to act
+    // (pipeline/requests.rs), with `exe` and its command line.
+    /// argv joined by spaces, at most 256 bytes of it (` …` ends a cut one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<Box<String>>,
+
+    // dbus_call: a method call to systemd or networkd on the system bus (node/bus.rs);
+    // `pid` and the attribution are the caller's, when the bus could name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Box<BusCall>>,
+
     // signal
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
@@ -392,6 +412,41 @@ pub struct Below {
 
 impl Below {
     pub const MAX_LISTED: usize = 64;
+}
+
+/// A D-Bus method call to systemd or networkd.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BusCall {
+    /// `org.freedesktop.systemd1`, `org.freedesktop.network1`.
+    pub destination: String,
+    pub interface: String,
+    /// `SetUnitProperties`, `StartTransientUnit`, `RestartUnit`, `Reload`, ...
+    pub member: String,
+    pub path: String,
+    /// The unit (systemd) or link (networkd) it is about, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The arguments that matter: properties as `Name=value`, a mode, a signal; at most
+    /// [`BusCall::MAX_ARGS`], each at most [`BusCall::MAX_ARG_LEN`] bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// The caller's unique bus name (`:1.42`).
+    pub sender: String,
+}
+
+impl BusCall {
+    pub const MAX_ARGS: usize = 16;
+    pub const MAX_ARG_LEN: usize = 128;
+
+    /// `SetUnitProperties(kubepods-burstable.slice, CPUWeight=7)`.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        if let Some(u) = &self.unit {
+            parts.push(u);
+        }
+        parts.extend(self.args.iter().map(String::as_str));
+        format!("{}({})", self.member, parts.join(", "))
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -598,7 +653,7 @@ mod tests {
     /// Every event kind comes from exactly one record kind of tracer-common's table.
     #[test]
     fn kinds_match_the_record_kind_table() {
-        for k in Kind::ALL {
+        for k in Kind::ALL.into_iter().filter(|k| !Kind::FROM_USERSPACE.contains(k)) {
             let from: Vec<&str> = tracer_common::kinds::KINDS
                 .iter()
                 .filter(|r| r.events.contains(&k.as_str()))
@@ -607,7 +662,11 @@ mod tests {
             assert_eq!(from.len(), 1, "{} is made by {from:?}", k.as_str());
         }
         let listed: usize = tracer_common::kinds::KINDS.iter().map(|r| r.events.len()).sum();
-        assert_eq!(listed, Kind::ALL.len(), "the table names an event kind the schema lacks");
+        assert_eq!(
+            listed + Kind::FROM_USERSPACE.len(),
+            Kind::ALL.len(),
+            "the table names an event kind the schema lacks"
+        );
     }
 
     use super::*;
