@@ -453,3 +453,19 @@ pub fn metric_value(body: &str, series: &str) -> Option<f64> {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
     })
 }
+
+/// The findings with `id` that `tracer replay --json` gives for what `t` printed (the
+/// same schema-v1 lines `record` writes): replay re-runs the correlator on the events.
+pub fn replayed_findings(t: &Tracer, id: &str) -> Vec<Value> {
+    let dir = TempDir::new("replay");
+    let mut text = format!("{}\n", t.header);
+    for v in &t.seen {
+        text.push_str(&format!("{v}\n"));
+    }
+    let file = dir.write("recording.jsonl", &text);
+    let out = run_out(tracer_bin().to_str().unwrap(), &["replay", "--json", file.to_str().unwrap()]);
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "finding" && v["id"] == id)
+        .collect()
+}

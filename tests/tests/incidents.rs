@@ -392,19 +392,6 @@ fn bpf_events(t: &mut Tracer, kind: &str, pid: Option<u64>, n: usize) -> Vec<Val
     got
 }
 
-/// The findings `tracer replay --json` gives for what `t` printed (the same schema-v1
-/// lines `record` writes): replay re-runs the correlator on the events.
-fn replayed_findings(t: &Tracer, id: &str) -> Vec<Value> {
-    let dir = TempDir::new("replay");
-    let mut text = format!("{}\n", t.header);
-    for v in &t.seen {
-        text.push_str(&format!("{v}\n"));
-    }
-    let file = dir.write("recording.jsonl", &text);
-    let out = run_out(tracer_bin().to_str().unwrap(), &["replay", "--json", file.to_str().unwrap()]);
-    out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| is_finding(v, id)).collect()
-}
-
 /// Incident 4 with a stand-in cilium-agent (run by a containerd-shim, as in a pod) on the
 /// real kernel: in a private cgroup namespace with its own cgroup2 mount it attaches four
 /// socket-LB programs (BPF_PROG_ATTACH and BPF_LINK_CREATE) at the root it sees, its own

@@ -100,21 +100,6 @@ fn cause_of(f: &serde_json::Value) -> (&str, &str, &str, Vec<&str>) {
     (c["who"].as_str().unwrap(), c["via"].as_str().unwrap(), c["what"].as_str().unwrap(), chain)
 }
 
-/// The findings `tracer replay --json` gives for what `t` printed.
-fn replayed(t: &Tracer, id: &str) -> Vec<serde_json::Value> {
-    let dir = TempDir::new("replay");
-    let mut text = format!("{}\n", t.header);
-    for v in &t.seen {
-        text.push_str(&format!("{v}\n"));
-    }
-    let file = dir.write("recording.jsonl", &text);
-    let out = run_out(tracer_bin().to_str().unwrap(), &["replay", "--json", file.to_str().unwrap()]);
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "finding" && v["id"] == id)
-        .collect()
-}
-
 /// The kubepods tree of one pod on the systemd driver, as kubelet's libcontainer makes
 /// it: each slice a transient unit started over D-Bus (`StartTransientUnit`, the parent
 /// in `Wants=`), the controllers enabled by the file API down to the pod slice; the
@@ -422,7 +407,7 @@ fn real_systemd_drops_cpuset_from_slices_it_does_not_own() {
     assert_eq!(others.len(), 1, "findings other than the incident: {others:#?}");
     assert_eq!(others[0]["id"], "cgroup-driver-mismatch", "{others:#?}");
     // The recording replays to the same findings, with the same causes.
-    let again: Vec<serde_json::Value> = replayed(&t, "kubepods-controller-removed")
+    let again: Vec<serde_json::Value> = replayed_findings(&t, "kubepods-controller-removed")
         .into_iter()
         .filter(|v| v["details"]["phase"] == "removed")
         .collect();
@@ -865,7 +850,7 @@ fn real_networkd_restart_deletes_ciliums_rules_and_routes() {
         assert!(at("dpkg").is_some() && at("dpkg") < at("unattended-upgrade"), "the chain: {chain:?}");
     }
     eprintln!("networkd restart findings:\n{summaries}");
-    let again = replayed(&t, "cilium-rule-deleted");
+    let again = replayed_findings(&t, "cilium-rule-deleted");
     assert_eq!(again.len(), rules.len(), "{again:#?}");
     for (live, re) in rules.iter().zip(&again) {
         assert_eq!(live["details"]["cause"], re["details"]["cause"], "{re}");
