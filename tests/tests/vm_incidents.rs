@@ -37,6 +37,11 @@ fn the_node_is_real_systemd_on_pure_cgroup2() {
     require_real_node();
     let v = run_out("systemctl", &["--version"]);
     assert!(v.starts_with("systemd 2"), "{v}");
+    // The system bus is there and tracer may monitor it: the causes below depend on it.
+    let check: serde_json::Value =
+        serde_json::from_str(&run_out(tracer_bin().to_str().unwrap(), &["check", "--json"]))
+            .expect("check --json");
+    assert_eq!(check["dbus"]["monitor"], true, "{}", check["dbus"]);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ pub struct CheckArgs {
     pub host_root: PathBuf,
     #[command(flatten)]
     pub cri: crate::cli::live_args::CriArgs,
+    #[command(flatten)]
+    pub bus: crate::cli::live_args::BusArgs,
 }
 
 fn tracefs_mounted() -> bool {
@@ -54,6 +56,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let crate::node::NodeReport { drivers, runtime, .. } =
         crate::node::NodeReport::read(&args.host_root, proc_root, args.cri.cri_endpoint.as_deref(), true);
     let mismatch = cgroup_driver::finding(&drivers, crate::stream::schema::Timestamp::now());
+    // The system bus: whether requests to systemd and networkd will be seen.
+    let bus_socket = args.bus.socket(&args.host_root);
+    let bus: Result<(), String> = match &bus_socket {
+        Some(s) => crate::node::bus::Monitor::start(s).map(drop),
+        None => Err("not watched (--dbus-socket none)".into()),
+    };
     let setting = |s: &Setting| serde_json::json!({"component": s.component, "driver": s.driver.to_string(), "from": s.from});
 
     if args.json {
@@ -81,6 +89,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "runtime_config_cgroup_driver": runtime_config_text(&runtime),
                 "problem": runtime.problem,
             },
+            "dbus": { "socket": bus_socket, "monitor": bus.is_ok(), "problem": bus.as_ref().err() },
             "cgroup_drivers": {
                 "kubelet": drivers.kubelet.as_ref().map(setting),
                 "runtimes": drivers.runtimes.iter().map(setting).collect::<Vec<_>>(),
@@ -168,6 +177,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             ),
             (_, Some(p)) => println!("CRI         {p}: events name pods by uid only"),
             (None, None) => println!("CRI         not asked"),
+        }
+        match (&bus_socket, &bus) {
+            (Some(s), Ok(())) => println!(
+                "D-Bus       {}: monitor accepted; requests to systemd and networkd are seen",
+                s.display()
+            ),
+            (_, Err(e)) => println!("D-Bus       {e}; findings name causes from execs only"),
+            (None, Ok(())) => {}
         }
         // kubelet's and the runtime's cgroup drivers must agree (incident 1's cause).
         match &drivers.kubelet {

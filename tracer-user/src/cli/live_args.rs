@@ -27,12 +27,30 @@ pub struct LiveArgs {
     pub host_root: PathBuf,
     #[command(flatten)]
     pub cri: CriArgs,
+    #[command(flatten)]
+    pub bus: BusArgs,
+}
+
+/// Where the system bus is (`tail`, `record`, `check`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BusArgs {
     /// The system bus socket, watched for requests to systemd and networkd
     /// (SetUnitProperties, StartTransientUnit, Restart/Stop/ReloadUnit, daemon-reload,
     /// networkd's Reload/Reconfigure), which findings then name as their cause. Default:
     /// run/dbus/system_bus_socket under --host-root. `none`: not watched.
     #[arg(long, value_name = "PATH", env = "TRACER_DBUS_SOCKET")]
     pub dbus_socket: Option<PathBuf>,
+}
+
+impl BusArgs {
+    /// The socket to watch, or `None` when turned off.
+    pub fn socket(&self, host_root: &std::path::Path) -> Option<PathBuf> {
+        match &self.dbus_socket {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(p.clone()),
+            None => Some(host_root.join(crate::node::bus::SOCKET)),
+        }
+    }
 }
 
 /// Where the container runtime's CRI socket is (`tail`, `record`, `check`).
@@ -62,7 +80,7 @@ impl LiveArgs {
             proc_root: PathBuf::from("/proc"),
             host_root: self.host_root.clone(),
             cri_endpoint: self.cri.cri_endpoint.clone(),
-            dbus_socket: self.dbus_socket.clone(),
+            dbus_socket: self.bus.socket(&self.host_root),
         })
     }
 }

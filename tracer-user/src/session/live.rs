@@ -88,7 +88,7 @@ pub struct LiveOptions {
     pub host_root: PathBuf,
     /// `--cri-endpoint`: the runtime's socket (`none`: not asked); default: found.
     pub cri_endpoint: Option<String>,
-    /// `--dbus-socket`: the system bus (`none`: not watched); default: under `host_root`.
+    /// The system bus to watch (`--dbus-socket`); `None`: not watched.
     pub dbus_socket: Option<PathBuf>,
 }
 
@@ -225,10 +225,8 @@ impl Session {
         pipeline.config_findings =
             crate::node::cgroup_driver::finding(&drivers, Timestamp::now()).into_iter().collect();
         // Requests to systemd and networkd on the system bus: the causes findings name.
-        let bus_socket =
-            opts.dbus_socket.clone().unwrap_or_else(|| opts.host_root.join(crate::node::bus::SOCKET));
-        if bus_socket.as_os_str() != "none" {
-            match crate::node::bus::Monitor::start(&bus_socket) {
+        if let Some(bus_socket) = &opts.dbus_socket {
+            match crate::node::bus::Monitor::start(bus_socket) {
                 Ok(m) => pipeline.bus = Some(m),
                 Err(e) => tracing::warn!(
                     "{e}: requests to systemd and networkd over D-Bus are not seen, findings name no such cause \
