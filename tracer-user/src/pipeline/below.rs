@@ -55,8 +55,10 @@ impl Looker {
     pub fn annotate(&mut self, ev: &mut Event) {
         match ev.kind {
             Kind::CgroupMkdir | Kind::CgroupRmdir => self.walked = None,
-            Kind::CgroupWrite if removed_controller(ev) => {
-                if let Some(cg) = ev.cgroup.as_deref() {
+            // Only a whole host-absolute path can be looked up (not a truncated tail, not
+            // `?`): otherwise `below` stays unknown and the removal counts.
+            Kind::CgroupWrite if removed_controller(ev) && !ev.path_truncated => {
+                if let Some(cg) = ev.cgroup.as_deref().filter(|c| c.starts_with('/')) {
                     ev.below = self.below(cg).map(Box::new);
                 }
             }
@@ -67,6 +69,13 @@ impl Looker {
     /// What lives below `cg` (host-absolute), or `None` when it cannot be read.
     pub fn below(&mut self, cg: &str) -> Option<Below> {
         let dir = self.root.join(cg.trim_start_matches('/'));
+        if !dir.exists() {
+            // Removed since the write (its parent is still there, so this mount does show
+            // the host's tree): only an empty cgroup can be removed, so nothing ran below
+            // it any more (systemd stopping a slice trims it, then removes it).
+            let parent_seen = dir.parent().is_some_and(|p| p != self.root && p.exists());
+            return parent_seen.then(Below::default);
+        }
         let populated = populated(&dir)?;
         if self.walked.as_ref().is_none_or(|(at, _)| at.elapsed() > FRESH) {
             self.walked = Some((Instant::now(), walk(&self.root)));
@@ -213,6 +222,8 @@ mod tests {
         );
         let got = l.below(&b).unwrap();
         assert_eq!((got.pods, got.running, got.populated), (0, 0, false));
+        // A cgroup removed by the time tracer looks had nothing running below it.
+        assert_eq!(l.below(&format!("{qos}/gone.slice")), Some(Below::default()));
         // The cgroup2 root sees the same pods.
         assert_eq!(l.below("/").unwrap().pods, 2);
     }
