@@ -644,6 +644,82 @@ fn real_containerd_on_the_systemd_driver_gets_scopes_from_systemd_and_nothing_is
     k.sh("systemctl stop kubepods.slice");
 }
 
+/// The bus monitor outlives dbus-daemon: restarted (as a package upgrade may restart
+/// it), the bus takes tracer's monitor again, and a call to systemd made afterwards is a
+/// `dbus_call` event with its caller, as one made before it was.
+#[test]
+#[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
+fn real_dbus_restart_the_monitor_watches_again() {
+    require_real_node();
+    let k = Kubelet::new();
+    let mut t = Tracer::start(&["tail", "--json"]);
+    let slice = "tracer-bus-test.slice";
+    let call = |weight: u32| {
+        format!(
+            "busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager \
+             StartTransientUnit 'ssa(sv)a(sa(sv))' {slice} replace 1 CPUWeight t {weight} 0 >/dev/null; \
+             busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager \
+             SetUnitProperties 'sba(sv)' {slice} true 1 CPUWeight t {weight}"
+        )
+    };
+    let seen = |t: &mut Tracer, weight: u32| {
+        let want = format!("CPUWeight={weight}");
+        t.wait_for("kubelet's SetUnitProperties as a dbus_call", std::time::Duration::from_secs(15), |v| {
+            v["type"] == "event"
+                && v["kind"] == "dbus_call"
+                && v["call"]["member"] == "SetUnitProperties"
+                && v["call"]["args"].as_array().is_some_and(|a| a.iter().any(|x| x == want.as_str()))
+        })
+    };
+    k.sh(&call(11));
+    let before = seen(&mut t, 11);
+    assert_eq!(
+        (before["call"]["unit"].as_str(), before["on_behalf_of"].as_str()),
+        (Some(slice), Some("kubelet")),
+        "{before}"
+    );
+    run_out("systemctl", &["restart", "dbus.service"]);
+    // systemd takes its name on the new bus again within moments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::process::Command::new("busctl")
+        .args([
+            "call",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.DBus.Peer",
+            "Ping",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(std::time::Instant::now() < deadline, "systemd did not come back on the bus");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The monitor retries every 5 s: calls until it is back are not seen; then they are.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut weight = 12;
+    let after = loop {
+        k.sh(&call(weight));
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let want = format!("CPUWeight={weight}");
+            t.wait_for("the call after the restart", std::time::Duration::from_secs(3), |v| {
+                v["type"] == "event"
+                    && v["kind"] == "dbus_call"
+                    && v["call"]["args"].as_array().is_some_and(|a| a.iter().any(|x| x == want.as_str()))
+            })
+        }));
+        if let Ok(v) = got {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no dbus_call seen after dbus-daemon restarted");
+        weight += 1;
+    };
+    assert_eq!(after["on_behalf_of"], "kubelet", "{after}");
+    assert_eq!(t.stop(), 0);
+    eprintln!("before the restart: {}\nafter it (CPUWeight={weight}): {}", before["call"], after["call"]);
+    let _ = std::process::Command::new("systemctl").args(["stop", slice]).status();
+}
+
 // ---------------------------------------------------------------------------------------
 // Incident 2: udev runs systemd-sysctl for every new interface.
 

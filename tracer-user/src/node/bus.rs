@@ -9,13 +9,16 @@
 //! - systemd's private socket `/run/systemd/private`, peer to peer, no bus: `systemctl`
 //!   as root talks there. Its exec is an event with its command line instead
 //!   (pipeline/requests.rs), which says the same (`systemctl daemon-reload`).
-//! - the caller's pid, which the bus knows only while the caller is connected: it is
-//!   asked at once (`GetConnectionUnixProcessID`); a caller gone by then (a `busctl`
-//!   that got its answer) is named by its bus name only.
+//! - the caller's pid, which the bus knows only while the caller is connected. It is
+//!   asked (`GetConnectionUnixProcessID`) when the connection appears (the bus driver's
+//!   `NameOwnerChanged` signal, which the monitor also takes): a `busctl` whose call
+//!   systemd refuses at once is gone before its call could be asked about (seen in the
+//!   VM suite). Connections older than tracer are asked when their call comes.
 //!
 //! The monitor runs on a thread of its own; the reader thread takes the calls from a
 //! bounded channel (calls dropped when it is full are counted) and makes them events.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -111,52 +114,115 @@ async fn connect(address: &str) -> zbus::Result<zbus::Connection> {
     zbus::connection::Builder::address(address)?.build().await
 }
 
+/// How long to wait before watching again after the bus closed the monitor (dbus-daemon
+/// restarted, as a package upgrade may do).
+const RETRY: Duration = Duration::from_secs(5);
+
 async fn run(
     address: String,
     tx: mpsc::SyncSender<Request>,
     ready: mpsc::Sender<Result<(), String>>,
     dropped: Arc<AtomicU64>,
 ) {
-    let setup = async {
-        let monitor =
-            connect(&address).await.map_err(|e| format!("cannot connect to the system bus: {e}"))?;
-        let asker = connect(&address).await.map_err(|e| format!("cannot connect to the system bus: {e}"))?;
-        // By object path: a match rule's `destination` must be a unique name, and the
-        // calls are addressed to the well-known one (D-Bus specification, "Match Rules").
-        let rules = [SYSTEMD_PATH, NETWORKD_PATH]
-            .into_iter()
-            .map(|p| Ok(MatchRule::builder().msg_type(MessageType::MethodCall).path_namespace(p)?.build()))
-            .collect::<zbus::Result<Vec<_>>>()
-            .map_err(|e| e.to_string())?;
-        zbus::fdo::MonitoringProxy::new(&monitor)
-            .await
+    let mut first = Some(ready);
+    loop {
+        match watch(&address).await {
+            Ok((monitor, dbus)) => {
+                match first.take() {
+                    Some(r) => {
+                        let _ = r.send(Ok(()));
+                    }
+                    None => tracing::warn!("the system bus accepted the monitor again"),
+                }
+                if !relay(&monitor, &dbus, &tx, &dropped).await {
+                    return; // the reader thread is gone
+                }
+                tracing::warn!(
+                    "the system bus closed the monitor: requests to systemd and networkd are not seen until it \
+                     accepts it again (tried every {} s)",
+                    RETRY.as_secs()
+                );
+            }
+            Err(e) => {
+                if let Some(r) = first.take() {
+                    let _ = r.send(Err(e));
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Connects twice (the monitor, and a connection that asks the bus for callers' pids)
+/// and becomes a monitor of the calls under systemd's and networkd's object paths.
+async fn watch(address: &str) -> Result<(zbus::Connection, zbus::fdo::DBusProxy<'static>), String> {
+    let monitor = connect(address).await.map_err(|e| format!("cannot connect to the system bus: {e}"))?;
+    let asker = connect(address).await.map_err(|e| format!("cannot connect to the system bus: {e}"))?;
+    // By object path: a match rule's `destination` must be a unique name, and the calls
+    // are addressed to the well-known one (D-Bus specification, "Match Rules").
+    let mut rules = [SYSTEMD_PATH, NETWORKD_PATH]
+        .into_iter()
+        .map(|p| Ok(MatchRule::builder().msg_type(MessageType::MethodCall).path_namespace(p)?.build()))
+        .collect::<zbus::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
+    // Every new connection (the bus announces its unique name): its pid is asked then,
+    // while the caller is surely alive, not only when its call comes.
+    rules.push(
+        MatchRule::builder()
+            .msg_type(MessageType::Signal)
+            .sender("org.freedesktop.DBus")
+            .and_then(|b| b.member("NameOwnerChanged"))
             .map_err(|e| e.to_string())?
-            .become_monitor(&rules, 0)
+            .build(),
+    );
+    zbus::fdo::MonitoringProxy::new(&monitor)
+        .await
+        .map_err(|e| e.to_string())?
+        .become_monitor(&rules, 0)
+        .await
+        .map_err(|e| format!("the system bus refused BecomeMonitor (tracer must run as root): {e}"))?;
+    let dbus = zbus::fdo::DBusProxy::new(&asker).await.map_err(|e| e.to_string())?;
+    Ok((monitor, dbus))
+}
+
+/// Hands the monitored calls to the reader thread until the bus closes the monitor
+/// (true) or the reader thread is gone (false).
+async fn relay(
+    monitor: &zbus::Connection,
+    dbus: &zbus::fdo::DBusProxy<'_>,
+    tx: &mpsc::SyncSender<Request>,
+    dropped: &AtomicU64,
+) -> bool {
+    let ask = |name: zbus::names::UniqueName<'static>| async move {
+        tokio::time::timeout(ASK_PID, dbus.get_connection_unix_process_id(name.into()))
             .await
-            .map_err(|e| format!("the system bus refused BecomeMonitor (tracer must run as root): {e}"))?;
-        let dbus = zbus::fdo::DBusProxy::new(&asker).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((monitor, dbus))
+            .ok()
+            .and_then(Result::ok)
     };
-    let (monitor, dbus) = match setup.await {
-        Ok(c) => {
-            let _ = ready.send(Ok(()));
-            c
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let mut stream = MessageStream::from(&monitor);
+    // Unique name -> pid, asked when the connection appeared.
+    let mut pids: HashMap<String, u32> = HashMap::new();
+    let mut stream = MessageStream::from(monitor);
     while let Some(msg) = stream.next().await {
         let Ok(msg) = msg else { continue };
         let time = Timestamp::now();
+        if msg.header().message_type() == MessageType::Signal {
+            if let Some(name) = new_connection(&msg) {
+                if let Some(pid) = ask(name.clone()).await {
+                    if pids.len() >= MAX_CONNECTIONS {
+                        pids.clear();
+                    }
+                    pids.insert(name.to_string(), pid);
+                }
+            }
+            continue;
+        }
         let Some(call) = decode(&msg) else { continue };
         let pid = match msg.header().sender() {
-            Some(s) => tokio::time::timeout(ASK_PID, dbus.get_connection_unix_process_id(s.clone().into()))
-                .await
-                .ok()
-                .and_then(Result::ok),
+            Some(s) => match pids.get(s.as_str()) {
+                Some(pid) => Some(*pid),
+                None => ask(s.to_owned()).await,
+            },
             None => None,
         };
         match tx.try_send(Request { time, pid, call }) {
@@ -164,10 +230,26 @@ async fn run(
             Err(mpsc::TrySendError::Full(_)) => {
                 dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Err(mpsc::TrySendError::Disconnected(_)) => return,
+            Err(mpsc::TrySendError::Disconnected(_)) => return false,
         }
     }
-    tracing::warn!("the system bus closed the monitor: requests to systemd and networkd are no longer seen");
+    true
+}
+
+/// Connections remembered (a node has far fewer on its system bus).
+const MAX_CONNECTIONS: usize = 4096;
+
+/// The unique name of a connection that just appeared: the bus driver's
+/// `NameOwnerChanged(name, "", name)`.
+fn new_connection(msg: &Message) -> Option<zbus::names::UniqueName<'static>> {
+    if msg.header().member().map(|m| m.as_str()) != Some("NameOwnerChanged") {
+        return None;
+    }
+    let (name, old, new): (String, String, String) = msg.body().deserialize().ok()?;
+    if !old.is_empty() || new != name || !name.starts_with(':') {
+        return None;
+    }
+    zbus::names::UniqueName::try_from(name).ok()
 }
 
 /// The call a message is, when it is one that changes something.
