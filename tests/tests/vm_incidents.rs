@@ -881,6 +881,17 @@ fn wait_networkd() {
 /// restarts networkd as a package upgrade does, with the tracer watching; returns the
 /// tracer's lines once networkd has settled.
 fn networkd_restart(manage_foreign: bool) -> (Tracer, String, CiliumState, NetworkdConfig) {
+    // As an unattended upgrade of systemd restarts it (the Datadog outage).
+    networkd_trigger(manage_foreign, || {
+        PackageUpgrade::new().run("systemctl restart systemd-networkd.service");
+    })
+}
+
+/// networkd running with Cilium's state in place, tracer started, then `trigger`.
+fn networkd_trigger(
+    manage_foreign: bool,
+    trigger: impl FnOnce(),
+) -> (Tracer, String, CiliumState, NetworkdConfig) {
     require_real_node();
     let cfg = NetworkdConfig::write(manage_foreign);
     run_out("systemctl", &["start", "systemd-networkd.service"]);
@@ -893,8 +904,7 @@ fn networkd_restart(manage_foreign: bool) -> (Tracer, String, CiliumState, Netwo
         "rules missing before the restart:\n{before}"
     );
     let mut t = Tracer::start(&["tail", "--json"]);
-    // As an unattended upgrade of systemd restarts it (the Datadog outage).
-    PackageUpgrade::new().run("systemctl restart systemd-networkd.service");
+    trigger();
     wait_networkd();
     settle(&mut t, 8);
     assert_eq!(t.stop(), 0);
@@ -966,6 +976,29 @@ fn real_networkd_restart_deletes_ciliums_rules_and_routes() {
         assert!(routes.iter().all(|f| f["actor"] == "systemd-networkd"), "{routes:#?}");
     }
     eprintln!("networkd restart: {} rule findings, route in table 2005 removed: {gone}", rules.len());
+}
+
+/// `networkctl reconfigure cilium_host` (over the bus: networkd's `ReconfigureLink`)
+/// makes networkd drop the foreign rules: the findings name the call, its link and the
+/// program that made it.
+#[test]
+#[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
+fn real_networkctl_reconfigure_is_named_as_the_cause() {
+    let (t, after, _state, _cfg) = networkd_trigger(true, || {
+        run_out("networkctl", &["reconfigure", "cilium_host"]);
+    });
+    let rules = findings(&t, "cilium-rule-deleted");
+    if rules.is_empty() {
+        assert!(after.contains("lookup 2004"), "a rule went and no finding:\n{}", deletions(&t));
+        panic!("networkd kept Cilium's rules on reconfigure: the test proved nothing\n{after}");
+    }
+    let link = std::fs::read_to_string("/sys/class/net/cilium_host/ifindex").unwrap();
+    for f in &rules {
+        eprintln!("{}", f["summary"]);
+        let (who, via, what, _) = cause_of(f);
+        assert_eq!((who, via), ("networkctl", "dbus"), "{f}");
+        assert_eq!(what, format!("ReconfigureLink(link {})", link.trim()), "{f}");
+    }
 }
 
 /// The fix: with `ManageForeignRoutes=no` and `ManageForeignRoutingPolicyRules=no` the
