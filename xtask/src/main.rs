@@ -129,8 +129,11 @@ enum Cmd {
     /// Internal: the timed write loop the bench runs in a child process.
     #[command(hide = true)]
     BenchWriter {
-        /// Number of timed writes.
+        /// Number of timed calls.
         writes: u64,
+        /// The call timed: write (1 byte to /dev/null), read (1 byte from /dev/zero), getppid.
+        #[arg(long, default_value = "write")]
+        call: bench::Call,
     },
 }
 
@@ -195,8 +198,8 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             eprintln!("xtask: bootstrap done; tools in {}", util::tools_dir().display());
             Ok(0)
         }
-        Cmd::BenchWriter { writes } => {
-            bench::writer(writes)?;
+        Cmd::BenchWriter { writes, call } => {
+            bench::writer(writes, call)?;
             Ok(0)
         }
     }

@@ -28,6 +28,7 @@ mod audit;
 mod footprint;
 mod replay;
 mod storm;
+mod syscalls;
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -76,6 +77,17 @@ pub enum Section {
     Replay,
     /// A storm of cgroup writes: writes made against events captured, lost, CPU per event.
     Storm,
+    /// The tax on unrelated read(), getppid() and write() calls and on a whole workload
+    /// (find, tar): none, the floor and the tracer side by side.
+    Syscalls,
+}
+
+/// A syscall the bench child times in a loop.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Call {
+    Write,
+    Read,
+    Getppid,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -114,15 +126,22 @@ const STRACE_DIVISOR: u64 = 20;
 const BPFTRACE_PROG: &str = "tracepoint:raw_syscalls:sys_enter /args->id == 1/ { @[comm] = count(); }";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The hidden `bench-writer N` subcommand: prints the mean ns per write.
-pub fn writer(writes: u64) -> Result<()> {
+/// The hidden `bench-writer N [--call C]` subcommand: prints the mean ns per call.
+pub fn writer(writes: u64, call: Call) -> Result<()> {
     let null = fs::OpenOptions::new().write(true).open("/dev/null").context("opening /dev/null")?;
-    let fd = null.as_raw_fd();
-    let byte = b"x";
-    let write = || {
-        // SAFETY: fd is open for the whole loop and the buffer is 1 valid byte.
-        let n = unsafe { libc::write(fd, byte.as_ptr().cast(), 1) };
-        debug_assert_eq!(n, 1);
+    let zero = fs::File::open("/dev/zero").context("opening /dev/zero")?;
+    let (wfd, rfd) = (null.as_raw_fd(), zero.as_raw_fd());
+    let mut byte = [b'x'];
+    let mut write = || {
+        // SAFETY: the fds are open for the whole loop and the buffer is 1 valid byte.
+        let n = unsafe {
+            match call {
+                Call::Write => libc::write(wfd, byte.as_ptr().cast(), 1),
+                Call::Read => libc::read(rfd, byte.as_mut_ptr().cast(), 1),
+                Call::Getppid => libc::getppid() as isize,
+            }
+        };
+        debug_assert!(n >= 0);
     };
     // Warm up caches and the branch predictors.
     for _ in 0..(writes / 10).clamp(1_000, 100_000) {
@@ -168,6 +187,12 @@ pub fn run(opts: &Options) -> Result<()> {
                 eprintln!("xtask: bench: replay: {e:#}");
                 errors.push(format!("replay: {e:#}"));
             }
+        }
+    }
+    if want(Section::Syscalls) {
+        if let Err(e) = syscalls::run(opts, &tracer) {
+            eprintln!("xtask: bench: syscall tax: {e:#}");
+            errors.push(format!("syscall tax: {e:#}"));
         }
     }
     if want(Section::Storm) {
@@ -389,6 +414,40 @@ fn print_table(samples: &[(Setup, Vec<f64>)], rounds: u32, writes: u64) {
     }
 }
 
+impl Call {
+    fn name(self) -> &'static str {
+        match self {
+            Call::Write => "write",
+            Call::Read => "read",
+            Call::Getppid => "getppid",
+        }
+    }
+}
+
+/// Starts the setup (the floor or the tracer; nothing for none), runs `f` under it, and
+/// stops the setup.
+fn under<T>(setup: Setup, tracer: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let running = match setup {
+        Setup::Floor => {
+            let mut cmd = Command::new(tracer);
+            cmd.arg("bench-floor");
+            Some(Running::start(setup, cmd, false, 2)?)
+        }
+        Setup::Tracer => {
+            let mut cmd = Command::new(tracer);
+            cmd.args(["tail", "--json"]);
+            Some(Running::start(setup, cmd, true, 1)?)
+        }
+        Setup::None => None,
+        other => bail!("{} is not a setup of this section", other.name()),
+    };
+    let result = f();
+    if let Some(r) = running {
+        r.stop()?;
+    }
+    result
+}
+
 /// Starts the setup, runs the writer under it, and stops the setup.
 fn measure(setup: Setup, tracer: &Path, writes: u64, audit: Option<&audit::Audit>) -> Result<f64> {
     let running = match setup {
@@ -447,6 +506,11 @@ fn measure(setup: Setup, tracer: &Path, writes: u64, audit: Option<&audit::Audit
 
 /// Runs the timed writer, under `wrapper` (a command prefix) if given.
 fn run_writer(writes: u64, wrapper: Option<&[&str]>) -> Result<f64> {
+    run_call(writes, Call::Write, wrapper)
+}
+
+/// Runs the timed loop of `call` in a child, under `wrapper` if given: ns per call.
+fn run_call(writes: u64, call: Call, wrapper: Option<&[&str]>) -> Result<f64> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;
     let mut cmd = match wrapper {
         Some([prog, args @ ..]) => {
@@ -457,7 +521,7 @@ fn run_writer(writes: u64, wrapper: Option<&[&str]>) -> Result<f64> {
         _ => Command::new(exe),
     };
     let out = cmd
-        .args(["bench-writer", &writes.to_string()])
+        .args(["bench-writer", &writes.to_string(), "--call", call.name()])
         .stdin(Stdio::null())
         .output()
         .context("starting the bench writer")?;
