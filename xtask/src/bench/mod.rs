@@ -424,34 +424,9 @@ impl Call {
     }
 }
 
-/// Starts the setup (the floor or the tracer; nothing for none), runs `f` under it, and
-/// stops the setup.
-fn under<T>(setup: Setup, tracer: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let running = match setup {
-        Setup::Floor => {
-            let mut cmd = Command::new(tracer);
-            cmd.arg("bench-floor");
-            Some(Running::start(setup, cmd, false, 2)?)
-        }
-        Setup::Tracer => {
-            let mut cmd = Command::new(tracer);
-            cmd.args(["tail", "--json"]);
-            Some(Running::start(setup, cmd, true, 1)?)
-        }
-        Setup::None => None,
-        other => bail!("{} is not a setup of this section", other.name()),
-    };
-    let result = f();
-    if let Some(r) = running {
-        r.stop()?;
-    }
-    result
-}
-
-/// Starts the setup, runs the writer under it, and stops the setup.
-fn measure(setup: Setup, tracer: &Path, writes: u64, audit: Option<&audit::Audit>) -> Result<f64> {
-    let running = match setup {
-        Setup::None | Setup::Strace | Setup::AuditSyscall | Setup::AuditWatch => None,
+/// Starts the floor or the tracer (`None` for the setups that run nothing alongside).
+fn start_ours(setup: Setup, tracer: &Path) -> Result<Option<Running>> {
+    Ok(match setup {
         Setup::Floor => {
             let mut cmd = Command::new(tracer);
             cmd.arg("bench-floor");
@@ -463,6 +438,29 @@ fn measure(setup: Setup, tracer: &Path, writes: u64, audit: Option<&audit::Audit
             // Its first stdout line is the schema header, printed once attached.
             Some(Running::start(setup, cmd, true, 1)?)
         }
+        _ => None,
+    })
+}
+
+/// Starts the setup (the floor or the tracer; nothing for none), runs `f` under it, and
+/// stops the setup.
+fn under<T>(setup: Setup, tracer: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if !matches!(setup, Setup::None | Setup::Floor | Setup::Tracer) {
+        bail!("{} is not a setup of this section", setup.name());
+    }
+    let running = start_ours(setup, tracer)?;
+    let result = f();
+    if let Some(r) = running {
+        r.stop()?;
+    }
+    result
+}
+
+/// Starts the setup, runs the writer under it, and stops the setup.
+fn measure(setup: Setup, tracer: &Path, writes: u64, audit: Option<&audit::Audit>) -> Result<f64> {
+    let running = match setup {
+        Setup::None | Setup::Strace | Setup::AuditSyscall | Setup::AuditWatch => None,
+        Setup::Floor | Setup::Tracer => start_ours(setup, tracer)?,
         Setup::Bpftrace => {
             // tracefs is not mounted on these machines and bpftrace reads the
             // tracepoint format from it: mount it in a private mount namespace
