@@ -721,6 +721,54 @@ fn real_dbus_restart_the_monitor_watches_again() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The tax on unrelated syscalls, counted (timings under TCG mean little).
+
+/// The run counters (`kernel.bpf_stats_enabled`) of the programs `pid` holds, summed
+/// (their fdinfo's `run_cnt`, one per program id).
+fn bpf_runs(pid: u32) -> u64 {
+    let mut by_prog = std::collections::BTreeMap::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        let field =
+            |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(id), Some(runs)) = (field("prog_id:"), field("run_cnt:")) {
+            by_prog.insert(id, runs);
+        }
+    }
+    by_prog.values().sum()
+}
+
+/// How many BPF program runs tracer adds to an unrelated syscall, from the kernel's run
+/// counters over a loop of `getppid` (the loop's interpreter start-up subtracted). In the
+/// syscall mode every syscall runs the `sys_enter` and `sys_exit` programs: 2 each.
+#[test]
+#[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
+fn real_node_unrelated_syscalls_run_two_programs_each_in_the_syscall_mode() {
+    require_real_node();
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let was = std::fs::read_to_string(STATS).unwrap();
+    std::fs::write(STATS, "1").unwrap();
+    let mut t = Tracer::start(&["tail", "--json"]);
+    let python = |n: u64| {
+        let before = bpf_runs(t.pid());
+        run_out("python3", &["-c", &format!("import os\nfor _ in range({n}): os.getppid()")]);
+        bpf_runs(t.pid()) - before
+    };
+    const N: u64 = 200_000;
+    let idle = python(0);
+    let busy = python(N);
+    std::fs::write(STATS, was.trim()).unwrap();
+    settle(&mut t, 1);
+    assert_eq!(t.stop(), 0);
+    let per = (busy as f64 - idle as f64) / N as f64;
+    eprintln!(
+        "{} BPF program runs for {N} getppid calls ({idle} for the interpreter alone): {per:.3} per call",
+        busy
+    );
+    assert!((1.95..2.5).contains(&per), "{per:.3} program runs per unrelated syscall");
+}
+
+// ---------------------------------------------------------------------------------------
 // Incident 2: udev runs systemd-sysctl for every new interface.
 
 /// Upstream systemd's `50-default.conf` rp_filter lines (Debian drops them; Ubuntu,
