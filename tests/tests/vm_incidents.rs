@@ -1045,7 +1045,7 @@ fn real_networkctl_reconfigure_is_named_as_the_cause() {
         eprintln!("{}", f["summary"]);
         let (who, via, what, _) = cause_of(f);
         assert_eq!((who, via), ("networkctl", "dbus"), "{f}");
-        assert_eq!(what, format!("ReconfigureLink(link {})", link.trim()), "{f}");
+        assert_eq!(what, format!("ReconfigureLink(link {} (cilium_host))", link.trim()), "{f}");
     }
 }
 

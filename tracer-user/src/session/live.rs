@@ -514,7 +514,20 @@ impl Pipeline {
         let Some(bus) = &self.bus else { return };
         let calls: Vec<crate::node::bus::Request> = bus.take().collect();
         self.bus_seen += calls.len() as u64;
-        for r in calls {
+        for mut r in calls {
+            // networkd names links by ifindex, in its network namespace: PID 1's.
+            if r.call.destination == "org.freedesktop.network1" {
+                if let Some(i) =
+                    r.call.unit.as_deref().and_then(|u| u.strip_prefix("link ")?.parse::<u32>().ok())
+                {
+                    let ns = std::fs::metadata("/proc/1/ns/net")
+                        .ok()
+                        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32);
+                    if let Some(name) = ns.and_then(|ns| self.builder.netns_names.name(1, ns, i)) {
+                        r.call.unit = Some(format!("link {i} ({name})"));
+                    }
+                }
+            }
             let mut ev = Event {
                 time: r.time,
                 kind: crate::stream::schema::Kind::DbusCall,
