@@ -56,6 +56,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let crate::node::NodeReport { drivers, runtime, .. } =
         crate::node::NodeReport::read(&args.host_root, proc_root, args.cri.cri_endpoint.as_deref(), true);
     let mismatch = cgroup_driver::finding(&drivers, crate::stream::schema::Timestamp::now());
+    // BPF trampolines: whether a mode on kernel functions could run on this kernel.
+    let kfunc = crate::kernel::kfunc_probe::probe();
     // The system bus: whether requests to systemd and networkd will be seen.
     let bus_socket = args.bus.socket(&args.host_root);
     let bus: Result<(), String> = match &bus_socket {
@@ -89,6 +91,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "runtime_config_cgroup_driver": runtime_config_text(&runtime),
                 "problem": runtime.problem,
             },
+            "kernel_functions": { "function": crate::kernel::kfunc_probe::FUNCTION, "available": kfunc.is_ok(), "reason": kfunc.as_ref().err() },
             "dbus": { "socket": bus_socket, "monitor": bus.is_ok(), "problem": bus.as_ref().err() },
             "cgroup_drivers": {
                 "kubelet": drivers.kubelet.as_ref().map(setting),
@@ -123,6 +126,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         match &cgroup2 {
             Some(p) => println!("cgroup2     {}", p.display()),
             None => println!("cgroup2     not mounted: the sysctl hook cannot attach"),
+        }
+        match &kfunc {
+            Ok(()) => println!(
+                "kfuncs      fentry on {} loads and attaches (BPF trampolines work); the hooks below run on syscall tracepoints",
+                crate::kernel::kfunc_probe::FUNCTION
+            ),
+            Err(e) => println!("kfuncs      {e}; the hooks run on syscall tracepoints"),
         }
         println!("hooks:");
         if hooks.is_empty() {

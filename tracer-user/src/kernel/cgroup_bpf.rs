@@ -10,6 +10,7 @@
 //! that hold them; the processes holding the programs or links (from `/proc/PID/fdinfo`,
 //! whose `prog_id:`/`link_id:` lines kernel/bpf/syscall.c prints) are the likely loaders.
 
+use crate::kernel::bpf_sys::{bpf, get_u32, get_u64, put_u32, put_u64};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -48,30 +49,6 @@ pub struct Attachment {
     pub link_id: Option<u32>,
     /// Processes holding the program or its link, lowest pid first.
     pub holders: Vec<u32>,
-}
-
-fn bpf(cmd: i64, attr: &mut [u8; 128]) -> std::io::Result<i64> {
-    // SAFETY: `attr` is a zeroed `union bpf_attr` of 128 bytes (larger than every form
-    // used here), valid for the call; the kernel reads and writes only within `size`.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn put_u32(a: &mut [u8; 128], off: usize, v: u32) {
-    a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-}
-fn put_u64(a: &mut [u8; 128], off: usize, v: u64) {
-    a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-}
-fn get_u32(b: &[u8], off: usize) -> u32 {
-    u32::from_ne_bytes(b[off..off + 4].try_into().expect("4 bytes"))
-}
-fn get_u64(b: &[u8], off: usize) -> u64 {
-    u64::from_ne_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
 /// Ids from a `*_GET_NEXT_ID` command (`start_id` at 0, `next_id` at 4).
