@@ -115,7 +115,7 @@ pub struct ControllerRemoved {
     last: Timestamp,
 }
 
-fn is_subtree_control(ev: &Event) -> bool {
+pub(crate) fn is_subtree_control(ev: &Event) -> bool {
     ev.file
         .as_deref()
         .is_some_and(|f| f == "cgroup.subtree_control" || f.ends_with("/cgroup.subtree_control"))
@@ -152,7 +152,7 @@ fn reaches_running(ev: &Event, level: &str) -> bool {
 
 /// What a `subtree_control` write removed and added: from the kernel's masks when the
 /// event has them, else from the written tokens minus what `known` says was already so.
-fn delta(ev: &Event, known: Option<&BTreeSet<String>>) -> (Vec<String>, Vec<String>) {
+pub(crate) fn delta(ev: &Event, known: Option<&BTreeSet<String>>) -> (Vec<String>, Vec<String>) {
     if ev.result.is_some_and(|r| r < 0) {
         return (Vec::new(), Vec::new());
     }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::correlator::kube::{self, Level};
+use crate::correlator::kubepods;
 use crate::stream::schema::{Below, Event, Kind};
 
 /// How long one walk answers for (systemd realizes a slice tree in a few milliseconds).
@@ -98,16 +99,11 @@ impl Looker {
     }
 }
 
-/// A successful write to a v2 `cgroup.subtree_control` that took a controller away
-/// (by the kernel's masks, or by a `-x` token when the event has none).
+/// A successful write to `cgroup.subtree_control` that took a controller away, as the
+/// kubepods detector judges it (the kernel's masks, or `-x` tokens when the event has
+/// none): exactly the writes that detector looks at `below` for.
 fn removed_controller(ev: &Event) -> bool {
-    if ev.file.as_deref() != Some("cgroup.subtree_control") || ev.result.is_some_and(|r| r < 0) {
-        return false;
-    }
-    match (&ev.controllers_before, &ev.controllers_after) {
-        (Some(before), Some(after)) => before.iter().any(|c| !after.contains(c)),
-        _ => ev.value.as_deref().is_some_and(|v| v.split_whitespace().any(|t| t.starts_with('-'))),
-    }
+    kubepods::is_subtree_control(ev) && !kubepods::delta(ev, None).0.is_empty()
 }
 
 /// `populated` of a cgroup's `cgroup.events` (cgroup-v2.rst): a process in it or below.
