@@ -376,6 +376,15 @@ impl EventBuilder {
                 ev.result = Some(b.result);
                 vec![ev]
             }
+            // Only the request tools' execs are events (pipeline/requests.rs).
+            Record::Exec { task, filename, args, args_truncated, .. }
+                if crate::pipeline::requests::is_request_tool(filename, &task.comm) =>
+            {
+                let mut ev = self.base(task, Kind::Exec);
+                ev.exe = Some(filename.clone());
+                ev.cmdline = Some(Box::new(crate::pipeline::requests::cmdline(args, *args_truncated)));
+                vec![ev]
+            }
             Record::Exec { .. }
             | Record::Fork { .. }
             | Record::Exit { .. }

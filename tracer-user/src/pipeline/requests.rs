@@ -5,9 +5,6 @@
 //! which no bus monitor sees, so its exec is how the request is known. Every other exec
 //! only updates the process table: a node execs far too often to report them all.
 
-use crate::pipeline::decode::Task;
-use crate::stream::schema::{Event, Kind};
-
 /// Executable basenames (and comms) of the request tools.
 const TOOLS: &[&str] = &[
     // systemd's clients: units, properties, daemon-reload and -reexec.
@@ -53,27 +50,6 @@ pub fn cmdline(args: &[String], truncated: bool) -> String {
         s.push_str(" …");
     }
     s
-}
-
-/// The `exec` event of a request tool, before attribution.
-pub fn exec_event(task: &Task, filename: &str, args: &[String], truncated: bool) -> Option<Event> {
-    if !is_request_tool(filename, &task.comm) {
-        return None;
-    }
-    Some(Event {
-        kind: Kind::Exec,
-        pid: task.pid,
-        tid: task.tid,
-        comm: task.comm.clone(),
-        ppid: task.ppid,
-        parent_comm: task.parent_comm.clone(),
-        uid: task.uid,
-        start_ns: task.start_ns,
-        actor_cgroup_id: task.cgroup_id,
-        exe: Some(filename.to_string()),
-        cmdline: Some(Box::new(cmdline(args, truncated))),
-        ..Default::default()
-    })
 }
 
 #[cfg(test)]

@@ -398,12 +398,9 @@ impl Pipeline {
             }
         };
         match &rec {
-            Record::Exec { task, filename, args, args_truncated, .. } => {
+            Record::Exec { task, filename, .. } => {
                 self.table.exec(task, filename);
-                if let Some(mut ev) =
-                    crate::pipeline::requests::exec_event(task, filename, args, *args_truncated)
-                {
-                    ev.time = self.builder.clock.wall(task.ktime_ns);
+                for mut ev in self.builder.build(&rec) {
                     self.table.attribute(task, &mut ev);
                     self.emit(Box::new(ev));
                 }
