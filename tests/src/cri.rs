@@ -298,25 +298,18 @@ impl ContainerdNode {
                 .expect("spawn containerd")
         };
         let guard = crate::ChildGuard(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let addr = socket.display().to_string();
-        loop {
-            let ok = std::process::Command::new("ctr")
-                .args(["--address", &addr, "version"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "containerd did not answer within 30 s: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        let up = crate::succeeds_within(
+            "ctr",
+            &["--address", &addr, "version"],
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_millis(100),
+        );
+        assert!(
+            up,
+            "containerd did not answer within 30 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         crate::run(
             "ctr",
             &[

@@ -469,3 +469,24 @@ pub fn replayed_findings(t: &Tracer, id: &str) -> Vec<Value> {
         .filter(|v| v["type"] == "finding" && v["id"] == id)
         .collect()
 }
+
+/// Runs `program args` (output discarded) every `every` until it succeeds; false when it
+/// has not within `within`. For daemons that answer once they are up.
+pub fn succeeds_within(program: &str, args: &[&str], within: Duration, every: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let ok = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}

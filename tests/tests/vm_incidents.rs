@@ -216,6 +216,20 @@ impl Drop for KubeTree {
     }
 }
 
+/// How many `subtree_control` writes of PID 1 to the kubepods cgroups are among `lines`:
+/// that systemd realized them at all, or a trigger proved nothing.
+fn pid1_kubepods_writes(lines: &[serde_json::Value]) -> usize {
+    lines
+        .iter()
+        .filter(|v| {
+            v["kind"] == "cgroup_write"
+                && v["pid"] == 1
+                && v["file"] == "cgroup.subtree_control"
+                && v["cgroup"].as_str().is_some_and(|c| c.starts_with("/kubepods.slice"))
+        })
+        .count()
+}
+
 /// Every `subtree_control` write seen, one per line, for failure messages.
 fn subtree_writes(t: &Tracer) -> String {
     t.seen
@@ -443,16 +457,7 @@ fn real_systemd_with_a_delegated_scope_removes_nothing() {
         assert!(tree.has_cpuset(), "after `{trigger}` the delegated container lost cpuset");
     }
     assert_eq!(t.stop(), 0);
-    let pid1_writes = t
-        .seen
-        .iter()
-        .filter(|v| {
-            v["kind"] == "cgroup_write"
-                && v["pid"] == 1
-                && v["file"] == "cgroup.subtree_control"
-                && v["cgroup"].as_str().is_some_and(|c| c.starts_with("/kubepods.slice"))
-        })
-        .count();
+    let pid1_writes = pid1_kubepods_writes(&t.seen);
     assert!(pid1_writes > 0, "systemd wrote no kubepods subtree_control: the triggers proved nothing");
     let findings: Vec<&serde_json::Value> = t.seen.iter().filter(|v| v["type"] == "finding").collect();
     assert!(findings.is_empty(), "{pid1_writes} writes of PID 1, and findings: {findings:#?}");
@@ -572,15 +577,7 @@ fn real_containerd_on_the_systemd_driver_gets_scopes_from_systemd_and_nothing_is
         let controllers = std::fs::read_to_string(format!("{CG}{pod_rel}/cgroup.controllers")).unwrap();
         assert!(controllers.contains("cpuset"), "after `{trigger}` the pod slice lost cpuset: {controllers}");
     }
-    let pid1_writes = t.seen[before..]
-        .iter()
-        .filter(|v| {
-            v["kind"] == "cgroup_write"
-                && v["pid"] == 1
-                && v["file"] == "cgroup.subtree_control"
-                && v["cgroup"].as_str().is_some_and(|c| c.starts_with("/kubepods.slice"))
-        })
-        .count();
+    let pid1_writes = pid1_kubepods_writes(&t.seen[before..]);
     assert!(pid1_writes > 0, "systemd wrote no kubepods subtree_control: the triggers proved nothing");
     // The correct configuration: nothing flagged while the pods run, the driver check
     // included (both systemd: kubelet's file, containerd's SystemdCgroup = true).
@@ -682,21 +679,19 @@ fn real_dbus_restart_the_monitor_watches_again() {
     );
     run_out("systemctl", &["restart", "dbus.service"]);
     // systemd takes its name on the new bus again within moments.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !std::process::Command::new("busctl")
-        .args([
+    let back = succeeds_within(
+        "busctl",
+        &[
             "call",
             "org.freedesktop.systemd1",
             "/org/freedesktop/systemd1",
             "org.freedesktop.DBus.Peer",
             "Ping",
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(std::time::Instant::now() < deadline, "systemd did not come back on the bus");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+        ],
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+    );
+    assert!(back, "systemd did not come back on the bus");
     // The monitor retries every 5 s: calls until it is back are not seen; then they are.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut weight = 12;
@@ -911,20 +906,13 @@ impl Drop for NetworkdConfig {
 
 /// networkd is up and has seen the links (networkctl answers over D-Bus).
 fn wait_networkd() {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let ok = std::process::Command::new("networkctl")
-            .arg("list")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "systemd-networkd did not come up");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let up = succeeds_within(
+        "networkctl",
+        &["list"],
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(200),
+    );
+    assert!(up, "systemd-networkd did not come up");
 }
 
 /// Starts networkd, then makes Cilium's state (so networkd has not removed it yet), then
