@@ -293,6 +293,12 @@ fn sigterm_ends_with_stats_metrics_served_and_no_program_left() {
     assert!(show(r#"tracer_hook_records_total{hook="cgroup_write"}"#) >= Some(1.0), "{body}");
     assert_eq!(show(r#"tracer_lost_records_total{hook="cgroup_write"}"#), Some(0.0), "{body}");
     assert_eq!(show(r#"tracer_hook_attached{hook="sysctl_write"}"#), Some(1.0), "{body}");
+    // The hook mode of each family, as the header says it.
+    for m in t.header["hook_modes"].as_array().unwrap() {
+        let series = format!(r#"tracer_hook_kfunc{{family="{}"}}"#, m["family"].as_str().unwrap());
+        let want = if m["mode"] == "kfunc" { 1.0 } else { 0.0 };
+        assert_eq!(show(&series), Some(want), "{series}: {body}");
+    }
     let (status, _) = http_get(&addr, "/").unwrap();
     assert_eq!(status, 404);
 

@@ -13,15 +13,215 @@ fn pid_is(v: &Value, pid: u32) -> bool {
     v["pid"].as_u64() == Some(pid as u64)
 }
 
+/// Every hook attaches, in the modes the header gives: the mode asked for
+/// (`TRACER_HOOK_MODE`), or in `auto` kernel functions exactly where `tracer check`
+/// finds BPF trampolines; `sys_enter`/`sys_exit` only while a family needs them.
 #[test]
 fn every_hook_attaches() {
     let mut t = tail();
     let hooks = t.header["hooks"].as_array().unwrap().clone();
-    assert_eq!(hooks.len(), 9, "{hooks:?}");
     for h in &hooks {
         assert_eq!(h["state"], "attached", "hook not attached: {h}");
     }
     assert_eq!(t.header["schema"], 1);
+    let modes = t.header["hook_modes"].as_array().expect("hook_modes in the header").clone();
+    let families: Vec<&str> = modes.iter().map(|m| m["family"].as_str().unwrap()).collect();
+    assert_eq!(families, ["cgroup_write", "netlink", "cgroup_bpf"], "{modes:?}");
+    let trampolines = run_out(&tracer_bin().to_string_lossy(), &["check", "--json"]);
+    let trampolines: Value = serde_json::from_str(&trampolines).unwrap();
+    let want = match std::env::var("TRACER_HOOK_MODE").as_deref() {
+        Ok("kfunc") => "kfunc",
+        Ok("syscall") => "syscall",
+        _ if trampolines["kernel_functions"]["available"] == true => "kfunc",
+        _ => "syscall",
+    };
+    for m in &modes {
+        assert_eq!(m["mode"], want, "{m}");
+        assert!(!m["why"].as_str().unwrap().is_empty(), "{m}");
+    }
+    let mut names: Vec<&str> = hooks.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    names.sort();
+    let mut expected = vec![
+        "cgroup_mkdir",
+        "cgroup_rmdir",
+        "sched_process_exec",
+        "sched_process_exit",
+        "sched_process_fork",
+        "signal_generate",
+        "sysctl_write",
+    ];
+    if want == "kfunc" {
+        expected.extend(["fentry_bpf", "fentry_cg_write", "fexit_bpf", "fexit_cg_write", "fexit_rtnl_msg"]);
+    } else {
+        expected.extend(["sys_enter", "sys_exit"]);
+    }
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(t.stop(), 0);
+}
+
+/// `--hook-mode kfunc` where the kernel refuses BPF trampolines is an error that says
+/// why and what to use instead; where it loads them, the tracer runs on them alone.
+#[test]
+fn hook_mode_kfunc_runs_on_kernel_functions_or_says_why_not() {
+    let check = run_out(&tracer_bin().to_string_lossy(), &["check", "--json"]);
+    let check: Value = serde_json::from_str(&check).unwrap();
+    let mut cmd = std::process::Command::new(tracer_bin());
+    cmd.args(["tail", "--json", "--hook-mode", "kfunc"]).env_remove("TRACER_HOOK_MODE");
+    if check["kernel_functions"]["available"] == true {
+        let mut t = Tracer::spawn(cmd);
+        for m in t.header["hook_modes"].as_array().unwrap() {
+            assert_eq!(m["mode"], "kfunc", "{m}");
+            assert_eq!(m["why"], "--hook-mode kfunc", "{m}");
+        }
+        assert!(t.header["hooks"].as_array().unwrap().iter().all(|h| h["name"] != "sys_enter"));
+        assert_eq!(t.stop(), 0);
+    } else {
+        let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        let reason = check["kernel_functions"]["reason"].as_str().unwrap();
+        assert!(err.contains("--hook-mode kfunc: ") && err.contains(reason), "{err}");
+        assert!(err.contains("use --hook-mode auto"), "{err}");
+        assert!(out.stdout.is_empty(), "no header when nothing runs");
+    }
+}
+
+/// What reaches the kernel's functions but not the syscall hooks: a cgroup write through
+/// io_uring, one through a descriptor passed over a unix socket, and route deletes sent
+/// with sendmmsg (one refused). The kernel-function
+/// mode sees each, with the kernel's answer; the syscall mode sees none (its known
+/// limits), while an ordinary write and `ip route del` after them are seen in both.
+#[test]
+fn io_uring_passed_fd_and_sendmmsg_changes_are_seen_on_kernel_functions_only() {
+    let mut t = tail();
+    let kfunc = |family: &str| {
+        t.header["hook_modes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["family"] == family && m["mode"] == "kfunc")
+    };
+    let (writes_kfunc, netlink_kfunc) = (kfunc("cgroup_write"), kfunc("netlink"));
+    let helper = tracer_bin().with_file_name("tracer-kernel-paths");
+    let helper = helper.to_string_lossy();
+
+    let cg = CgroupGuard::new(&cgroup2_root(), &unique("uring"));
+    let file = cg.path.join("cgroup.max.depth");
+    let out = std::process::Command::new(&*helper)
+        .args(["io-uring-write", &file.to_string_lossy(), "7\n"])
+        .output()
+        .unwrap();
+    let uring_ok = out.status.success();
+    if uring_ok {
+        assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "7", "the io_uring write did not land");
+    } else {
+        // Only a kernel with io_uring turned off may refuse; the rest of the test runs.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("io_uring_setup"), "{err}");
+        eprintln!("io_uring is off here: {err}");
+    }
+    sh(&format!("echo 3 > {}", file.display()));
+    let marker = t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["value"] == "3\n");
+    assert_eq!(marker["result"], 2, "{marker}");
+    let uring: Vec<Value> = t
+        .seen
+        .iter()
+        .filter(|v| v["kind"] == "cgroup_write" && v["cgroup"] == cg.rel.as_str() && v["value"] == "7\n")
+        .cloned()
+        .collect();
+    if writes_kfunc && uring_ok {
+        assert_eq!(uring.len(), 1, "{uring:?}");
+        assert_eq!(uring[0]["file"], "cgroup.max.depth");
+        assert_eq!(uring[0]["result"], 2, "{:?}", uring[0]);
+    } else {
+        assert!(uring.is_empty(), "the syscall mode cannot see io_uring writes: {uring:?}");
+    }
+
+    // A descriptor passed over a unix socket to a process that never opened a cgroupfs
+    // file itself (forked before its parent opened one). Only the kernel-function mode
+    // is asked: the syscall mode's miss cannot be staged from here, since this test
+    // process opened cgroup files and its children inherit that mark.
+    if writes_kfunc {
+        let passed = format!(
+        "import os, socket\n\
+         a, b = socket.socketpair()\n\
+         pid = os.fork()\n\
+         if pid == 0:\n    _, fds, _, _ = socket.recv_fds(b, 1, 1)\n    os.write(fds[0], b'4\\n')\n    os._exit(0)\n\
+         fd = os.open('{}', os.O_WRONLY)\n\
+         socket.send_fds(a, [b'x'], [fd])\n\
+         os.waitpid(pid, 0)",
+        file.display()
+    );
+        run_out("python3", &["-c", &passed]);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().trim(),
+            "4",
+            "the write through the passed fd did not land"
+        );
+        sh(&format!("echo 2 > {}", file.display()));
+        t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["value"] == "2\n");
+        let via_passed: Vec<Value> = t
+            .seen
+            .iter()
+            .filter(|v| v["kind"] == "cgroup_write" && v["cgroup"] == cg.rel.as_str() && v["value"] == "4\n")
+            .cloned()
+            .collect();
+        assert_eq!(via_passed.len(), 1, "{via_passed:?}");
+        assert_eq!(via_passed[0]["comm"], "python3", "{:?}", via_passed[0]);
+    }
+
+    let ns = NetNsGuard::new("mmsg");
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&["route", "add", "198.51.100.0/24", "dev", "lo"]);
+    ns.ip(&["route", "add", "203.0.113.0/24", "dev", "lo"]);
+    ns.ip(&["route", "add", "192.0.2.0/24", "dev", "lo"]);
+    let acks = run_out(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            &*helper,
+            "sendmmsg-delroute",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "10.99.0.0/24",
+        ],
+    );
+    assert_eq!(acks, "198.51.100.0/24 0\n203.0.113.0/24 0\n10.99.0.0/24 -3\n", "the kernel's acks");
+    let pid = ns.ip(&["route", "del", "192.0.2.0/24", "dev", "lo"]);
+    let marker = t.wait_event("route_delete", |v| pid_is(v, pid));
+    assert_eq!(marker["dst"], "192.0.2.0/24");
+    let deletes = |dst: &str| {
+        t.seen
+            .iter()
+            .filter(|v| v["kind"] == "route_delete" && v["dst"] == dst)
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    if netlink_kfunc {
+        assert_eq!(marker["result"], 0, "{marker}");
+        for dst in ["198.51.100.0/24", "203.0.113.0/24"] {
+            let d = t.wait_event("route_delete", |v| v["dst"] == dst);
+            assert_eq!(d["comm"], "tracer-kernel-p", "{d}");
+            assert_eq!(d["result"], 0, "{d}");
+            assert_eq!(d["confirmed"], true, "{d}");
+        }
+        let refused = t.wait_event("route_delete", |v| v["dst"] == "10.99.0.0/24");
+        assert_eq!(refused["result"], -3, "ESRCH: {refused}");
+        assert_eq!(refused["confirmed"], false, "{refused}");
+    } else {
+        assert!(marker.get("result").is_none(), "a request seen at the syscall has no answer: {marker}");
+        for dst in ["198.51.100.0/24", "203.0.113.0/24", "10.99.0.0/24"] {
+            assert!(
+                deletes(dst).is_empty(),
+                "sendmmsg is not hooked in the syscall mode: {:?}",
+                deletes(dst)
+            );
+        }
+    }
+    drop(cg);
     assert_eq!(t.stop(), 0);
 }
 
@@ -222,12 +422,13 @@ fn sigterm_ends_with_stats_and_detaches() {
     assert_eq!(last["lost"], 0);
 }
 
-/// A `writev` of two iovecs to a cgroup file: the kernel program reads the first, and the
-/// event says so (`more_iovecs`, `value_truncated`) instead of passing a part as the
-/// whole value.
+/// A `writev` of two iovecs to a cgroup file. At the syscall the program reads the
+/// first, and the event says so (`more_iovecs`, `value_truncated`) instead of passing a
+/// part as the whole value; in `cgroup_file_write` the kernel has joined them.
 #[test]
 fn cgroup_writev_says_only_the_first_iovec_was_read() {
     let mut t = tail();
+    let kfunc = t.header["hook_modes"][0]["mode"] == "kfunc";
     let cg = CgroupGuard::new(&cgroup2_root(), &unique("iov"));
     let file = cg.path.join("cgroup.max.depth");
     let pid = sh(&format!(
@@ -237,9 +438,14 @@ fn cgroup_writev_says_only_the_first_iovec_was_read() {
     let w =
         t.wait_event("cgroup_write", |v| v["cgroup"] == cg.rel.as_str() && v["file"] == "cgroup.max.depth");
     assert!(pid_is(&w, pid), "{w}");
-    assert_eq!(w["value"], "5", "{w}");
-    assert_eq!(w["more_iovecs"], true, "{w}");
-    assert_eq!(w["value_truncated"], true, "{w}");
+    if kfunc {
+        assert_eq!(w["value"], "5\n", "{w}");
+        assert!(w.get("more_iovecs").is_none() && w.get("value_truncated").is_none(), "{w}");
+    } else {
+        assert_eq!(w["value"], "5", "{w}");
+        assert_eq!(w["more_iovecs"], true, "{w}");
+        assert_eq!(w["value_truncated"], true, "{w}");
+    }
     assert_eq!(w["result"].as_i64(), Some(2), "{w}");
     drop(cg);
     assert_eq!(t.stop(), 0);

@@ -365,10 +365,10 @@ fn real_systemd_drops_cpuset_from_slices_it_does_not_own() {
         if n == 0 {
             assert_eq!((who, via), ("kubelet", "dbus"), "{f}");
             assert_eq!(what, "SetUnitProperties(kubepods-besteffort.slice, CPUWeight=2)", "{f}");
-            assert!(
-                f["summary"].as_str().unwrap().contains("after kubelet called SetUnitProperties("),
-                "{f}"
-            );
+            // "N ms after kubelet called ...", or "as (within N ms) kubelet called ..." when
+            // the monitor's copy of the call is stamped just after systemd's first write
+            // (dbus-daemon hands it to systemd and to the monitor; cause.rs allows 0.5 s).
+            assert!(f["summary"].as_str().unwrap().contains(" kubelet called SetUnitProperties("), "{f}");
         } else {
             assert_eq!((via, what), ("exec", "systemctl daemon-reload"), "{f}");
             let at = |name: &str| chain.iter().position(|c| *c == name);
@@ -735,34 +735,103 @@ fn bpf_runs(pid: u32) -> u64 {
     by_prog.values().sum()
 }
 
-/// How many BPF program runs tracer adds to an unrelated syscall, from the kernel's run
-/// counters over a loop of `getppid` (the loop's interpreter start-up subtracted). In the
-/// syscall mode every syscall runs the `sys_enter` and `sys_exit` programs: 2 each.
+/// How many BPF program runs tracer adds to unrelated syscalls, from the kernel's run
+/// counters over loops of `getppid`, 1-byte `read`s of /dev/zero and `write`s to
+/// /dev/null (each loop's interpreter start-up subtracted), and over a workload (`find`
+/// piped into `tar`). In the syscall mode every syscall runs the `sys_enter` and
+/// `sys_exit` programs: 2 each. In the kernel-function mode none runs: the target is 0.
+/// Prints one `@@runs` line per loop, which `cargo xtask bench --only vm` tabulates.
 #[test]
 #[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
-fn real_node_unrelated_syscalls_run_two_programs_each_in_the_syscall_mode() {
+fn real_node_unrelated_syscalls_run_two_programs_in_the_syscall_mode_and_none_on_kernel_functions() {
     require_real_node();
     const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let was = std::fs::read_to_string(STATS).unwrap();
     std::fs::write(STATS, "1").unwrap();
     let mut t = Tracer::start(&["tail", "--json"]);
-    let python = |n: u64| {
+    let modes: Vec<String> = t.header["hook_modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap().to_string())
+        .collect();
+    let mode = if modes.iter().all(|m| m == "kfunc") { "kfunc" } else { "syscall" };
+    let runs_of = |cmd: &[&str]| {
         let before = bpf_runs(t.pid());
-        run_out("python3", &["-c", &format!("import os\nfor _ in range({n}): os.getppid()")]);
+        run_out(cmd[0], &cmd[1..]);
         bpf_runs(t.pid()) - before
     };
     const N: u64 = 200_000;
-    let idle = python(0);
-    let busy = python(N);
+    let loops = [("getppid", "os.getppid()"), ("read", "os.read(fd, 1)"), ("write", "os.write(fd, b'x')")];
+    let mut per_call = Vec::new();
+    for (op, call) in loops {
+        let dev = if op == "read" { "/dev/zero" } else { "/dev/null" };
+        let script =
+            |n: u64| format!("import os\nfd = os.open('{dev}', os.O_RDWR)\nfor _ in range({n}): {call}");
+        let idle = runs_of(&["python3", "-c", &script(0)]);
+        let busy = runs_of(&["python3", "-c", &script(N)]);
+        let per = (busy as f64 - idle as f64) / N as f64;
+        eprintln!("@@runs mode={mode} op={op} calls={N} runs={} idle={idle} per_call={per:.4}", busy - idle);
+        per_call.push((op, per));
+    }
+    let workload = "find /usr/share -type f | head -n 3000 | tar -cf - -T - 2>/dev/null | wc -c";
+    let runs = runs_of(&["sh", "-c", workload]);
+    eprintln!("@@runs mode={mode} op=workload calls=0 runs={runs} idle=0 per_call=0");
     std::fs::write(STATS, was.trim()).unwrap();
     settle(&mut t, 1);
     assert_eq!(t.stop(), 0);
-    let per = (busy as f64 - idle as f64) / N as f64;
-    eprintln!(
-        "{} BPF program runs for {N} getppid calls ({idle} for the interpreter alone): {per:.3} per call",
-        busy
+    for (op, per) in per_call {
+        if mode == "kfunc" {
+            // Nothing of tracer's runs on these calls; what is left is the node's own
+            // activity meanwhile (a cgroup write, a process start), a few runs in all.
+            assert!(per < 0.005, "{op}: {per:.4} program runs per unrelated syscall on kernel functions");
+        } else {
+            assert!((1.95..2.5).contains(&per), "{op}: {per:.3} program runs per unrelated syscall");
+        }
+    }
+}
+
+/// A storm of cgroup writes is captured whole in the mode the suite runs in: 4 writer
+/// processes, 5,000 writes each to one cgroup file, and every one is an event, with
+/// nothing lost (the final `stats`).
+#[test]
+#[ignore = "runs in the VM suite with systemd as PID 1: cargo xtask vm"]
+fn real_node_cgroup_write_storm_is_captured_whole() {
+    require_real_node();
+    let cg = CgroupGuard::new(&cgroup2_root(), &unique("storm"));
+    let file = cg.path.join("cgroup.max.depth");
+    let mut t = Tracer::start(&["tail", "--json"]);
+    let mode = t.header["hook_modes"][0]["mode"].as_str().unwrap().to_string();
+    const WRITERS: usize = 4;
+    const WRITES: usize = 5000;
+    let script = format!(
+        "import os\nfd = os.open('{}', os.O_WRONLY)\nfor _ in range({WRITES}): os.write(fd, b'5\\n')",
+        file.display()
     );
-    assert!((1.95..2.5).contains(&per), "{per:.3} program runs per unrelated syscall");
+    let started = std::time::Instant::now();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| std::process::Command::new("python3").args(["-c", &script]).spawn().unwrap())
+        .collect();
+    for mut w in writers {
+        assert!(w.wait().unwrap().success());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    settle(&mut t, 3);
+    assert_eq!(t.stop(), 0);
+    let captured = t
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "event" && v["kind"] == "cgroup_write" && v["cgroup"] == cg.rel.as_str())
+        .count();
+    let stats = t.seen.iter().rev().find(|v| v["type"] == "stats").expect("a final stats line").clone();
+    eprintln!(
+        "{mode} mode: {} writes in {secs:.1} s ({:.0}/s), {captured} captured, lost {}",
+        WRITERS * WRITES,
+        (WRITERS * WRITES) as f64 / secs,
+        stats["lost"]
+    );
+    assert_eq!(stats["lost"], 0, "{stats}");
+    assert_eq!(captured, WRITERS * WRITES);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -253,6 +253,24 @@ pub mod flags {
     /// The program behind the request could not be read (no such fd, not a program):
     /// `prog_id`, `prog_type` and `prog_name` are unknown (`CgroupBpf`).
     pub const PROG_UNKNOWN: u32 = 1 << 7;
+    /// Seen in a kernel function rather than at a syscall: a cgroup write's value is the
+    /// kernel's copy of everything written (every iovec, io_uring included), a netlink
+    /// record is one message as the kernel handled it, with the kernel's answer in
+    /// `result` (`CgroupWriteEnter`, `Netlink`).
+    pub const KFUNC: u32 = 1 << 8;
+}
+
+/// The hook families that can run on kernel functions (fentry/fexit) instead of the
+/// syscall tracepoints: bits of the programs' global `KFUNC_FAMILIES`. A family whose bit
+/// is set is skipped by `sys_enter`/`sys_exit` (its kernel-function programs report it).
+pub mod family {
+    /// Writes to cgroupfs files: `cgroup_file_write`.
+    pub const CGROUP_WRITE: u32 = 1 << 0;
+    /// rtnetlink requests: `rtnetlink_rcv_msg`.
+    pub const NETLINK: u32 = 1 << 1;
+    /// `bpf()` attach/detach on cgroups: the syscall's own function, `__x64_sys_bpf`.
+    pub const CGROUP_BPF: u32 = 1 << 2;
+    pub const ALL: u32 = CGROUP_WRITE | NETLINK | CGROUP_BPF;
 }
 
 /// Kernel struct field offsets, resolved from the running kernel's BTF at load time and
@@ -332,6 +350,8 @@ pub struct Offsets {
     pub link_prog: u32,
     pub cgroup_link_cgroup: u32,
     pub cgroup_link_attach_type: u32,
+    // struct kernfs_open_file (the file a cgroup_file_write call writes)
+    pub kof_kn: u32,
     /// Non-zero once userspace has filled the table; programs do nothing before that.
     pub ready: u32,
 }
@@ -464,6 +484,10 @@ pub struct Netlink {
     /// Bytes copied into `data`.
     pub captured: u32,
     pub flags: u32,
+    /// With `flags::KFUNC`: what the kernel's handler returned for this message (0, or
+    /// a negative errno: refused). 0 and meaningless otherwise.
+    pub result: i32,
+    pub _pad: u32,
     pub data: [u8; NETLINK_LEN],
 }
 
@@ -573,7 +597,7 @@ const _: () = {
     assert!(core::mem::size_of::<CgroupWriteExit>() == 96 + 16);
     assert!(core::mem::size_of::<CgroupDir>() == 96 + 16 + PATH_LEN);
     assert!(core::mem::size_of::<SysctlWrite>() == 96 + SYSCTL_NAME_LEN + 2 * SYSCTL_VALUE_LEN + 16);
-    assert!(core::mem::size_of::<Netlink>() == 96 + 24 + NETLINK_LEN);
+    assert!(core::mem::size_of::<Netlink>() == 96 + 32 + NETLINK_LEN);
     assert!(core::mem::size_of::<Signal>() == 96 + 32 + COMM_LEN);
     assert!(core::mem::size_of::<ProcExec>() == 96 + 8 + FILENAME_LEN + 8 + ARGS_LEN);
     assert!(core::mem::size_of::<ProcFork>() == 96 + 16);

@@ -3,7 +3,8 @@
 //! directory (the fourth incident: Cilium's socket load balancer attached to a nested
 //! cgroup; docs/DESIGN.md).
 //!
-//! `sys_enter` reads the `union bpf_attr` the caller passed (include/uapi/linux/bpf.h:
+//! The entry (`sys_enter`, or fentry on `__x64_sys_bpf` in the kernel-function mode:
+//! `kfunc.rs`) reads the `union bpf_attr` the caller passed (include/uapi/linux/bpf.h:
 //! the attach/detach form is `target_fd, attach_bpf_fd, attach_type, attach_flags`, the
 //! link_create form `prog_fd, target_fd, attach_type, flags`, link_detach `link_fd`),
 //! resolves the target fd to its cgroup in the kernel (its kernfs path is host-absolute
@@ -122,9 +123,11 @@ fn fill_ns_root(r: &mut CgroupBpf) {
     }
 }
 
-/// Entry of `bpf(cmd, attr, size)`. `regs` is the user `struct pt_regs`.
+/// Entry of `bpf(cmd, attr, size)`. `regs` is the user `struct pt_regs`; `from_syscall`:
+/// at `sys_enter` (the exit is `sys_exit`, told there is work for it), else at
+/// `__x64_sys_bpf`.
 #[inline(always)]
-pub fn enter(regs: *const u8, tid: u32) -> Result<(), i64> {
+pub fn enter(regs: *const u8, tid: u32, from_syscall: bool) -> Result<(), i64> {
     let cmd = read::<u64>(regs, off!(regs_di))? as u32;
     if cmd != bpf_cmd::PROG_ATTACH
         && cmd != bpf_cmd::PROG_DETACH
@@ -184,7 +187,9 @@ pub fn enter(regs: *const u8, tid: u32) -> Result<(), i64> {
     #[allow(clippy::needless_borrows_for_generic_args)]
     let parked = BPF_PENDING.insert(tid, &*r, 0).is_ok();
     if parked {
-        crate::openers::exit_work_begin();
+        if from_syscall {
+            crate::openers::exit_work_begin();
+        }
     } else {
         account(kind::CGROUP_BPF, false);
     }
@@ -193,9 +198,11 @@ pub fn enter(regs: *const u8, tid: u32) -> Result<(), i64> {
 
 /// Exit of `bpf()`: the result, and the record goes out.
 #[inline(always)]
-pub fn exit(tid: u32, ret: i64) -> Result<(), i64> {
+pub fn exit(tid: u32, ret: i64, from_syscall: bool) -> Result<(), i64> {
     let Some(r) = BPF_PENDING.get_ptr_mut(tid) else { return Ok(()) };
-    crate::openers::exit_work_end();
+    if from_syscall {
+        crate::openers::exit_work_end();
+    }
     // SAFETY: the map value stays valid while this program runs (RCU).
     let r = unsafe { &mut *r };
     r.result = ret;

@@ -1,9 +1,12 @@
-//! Writes to cgroupfs files (v1 and v2) via write/pwrite64/writev/pwritev/pwritev2.
+//! Writes to cgroupfs files (v1 and v2), seen in one of two places (the hook mode):
+//! - kernel functions: fentry/fexit on `cgroup_file_write`, which every cgroup file
+//!   write reaches whatever issued it (`kfunc.rs`);
+//! - syscalls: write/pwrite64/writev/pwritev/pwritev2 at `sys_enter`, which resolves
+//!   fd -> file -> inode -> superblock magic and keeps only cgroupfs files.
 //!
-//! `sys_enter` resolves fd -> file -> inode -> superblock magic and keeps only cgroupfs
-//! files; it sends a `CgroupWriteEnter` record at once: the file, the cgroup path
+//! The entry sends a `CgroupWriteEnter` record at once: the file, the cgroup path
 //! (kernfs walk), the bytes written (bounded by `VALUE_LEN`) and the cgroup's
-//! `subtree_control` mask. `sys_exit` sends a small `CgroupWriteExit` with the result
+//! `subtree_control` mask. The exit sends a small `CgroupWriteExit` with the result
 //! and the mask after the write; userspace joins the two by thread id (an exit that
 //! never comes leaves the event without a result, it never drops it).
 //!
@@ -75,35 +78,9 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
     if magic != CGROUP_SUPER_MAGIC && magic != CGROUP2_SUPER_MAGIC {
         return Ok(());
     }
-    let r = SCRATCH.get_ptr_mut(0).ok_or(-12i64)?;
-    // SAFETY: per-CPU scratch, only this program on this CPU uses it now.
-    let r = unsafe { &mut *r };
-    kernel::fill_header(&mut r.header, kind::CGROUP_WRITE_ENTER, CGROUP_WRITE_ENTER_FIXED);
-    r.magic = magic;
-    r.syscall = nr as u32;
-    r.fd = fd as i32;
-    r.flags = 0;
-    r._pad = 0;
-
-    // inode->i_private is the file's kernfs_node; its parent is the cgroup directory,
-    // whose ->priv is the `struct cgroup` (kernel/cgroup/cgroup.c: kernfs_create_dir).
+    // inode->i_private is the file's kernfs_node (fs/kernfs/inode.c: kernfs_init_inode).
     let kn = read_ptr(inode, off!(inode_private))?;
-    let name = read_ptr(kn, off!(kn_name))?;
-    r.file[0] = 0;
-    let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut r.file) };
-    let dir = read_ptr(kn, off!(kn_parent))?;
-    r.cgroup_id = read::<u64>(dir, off!(kn_id)).unwrap_or(0);
-    let cgrp = read_ptr(dir, off!(kn_priv)).unwrap_or(core::ptr::null());
-    r.hierarchy_id = kernel::hierarchy_id(cgrp);
-    r.subtree_before = read::<u16>(cgrp, off!(cgroup_subtree_control)).unwrap_or(MASK_UNKNOWN);
-    let key = SentKey { id: r.cgroup_id, hierarchy_id: r.hierarchy_id, _pad: 0 };
-    let sent = r.cgroup_id != 0 && unsafe { SENT.get(key) }.is_some();
-    if sent {
-        r.flags |= flags::PATH_OMITTED;
-        r.path_len = 0;
-    } else {
-        walk_path(dir, r);
-    }
+    let (r, cgrp) = begin(kn, nr as u32, fd as i32)?;
 
     // The bytes written: the buffer, or the first iovec of the vector forms.
     let arg1 = read::<u64>(regs, off!(regs_si))?;
@@ -135,9 +112,79 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
             0
         }
     };
+    send(r, cgrp, tid, true);
+    Ok(())
+}
 
-    // Park the cgroup for the exit before sending, so the record says whether a
-    // result will follow.
+/// Entry of `cgroup_file_write(of, buf, nbytes, off)` (kernel/cgroup/cgroup.c), which
+/// every write to a cgroup v1 or v2 file reaches, however it was issued (write, writev,
+/// io_uring, a passed descriptor): `buf` is the kernel's NUL-terminated copy of all of
+/// it (fs/kernfs/file.c: kernfs_fop_write_iter).
+#[inline(always)]
+pub fn kfunc_enter(of: *const u8, buf: *const u8, nbytes: u64, tid: u32) -> Result<(), i64> {
+    let kn = read_ptr(of, off!(kof_kn))?;
+    // Which syscall and descriptor brought it here is not known in the kernel function.
+    let (r, cgrp) = begin(kn, 0, -1)?;
+    r.flags |= flags::KFUNC;
+    r.magic = if r.hierarchy_id == 0 { CGROUP2_SUPER_MAGIC } else { CGROUP_SUPER_MAGIC };
+    r.count = nbytes;
+    if nbytes > VALUE_LEN as u64 {
+        r.flags |= flags::VALUE_TRUNCATED;
+    }
+    r.value_len = match kernel::read_kernel_bounded(&mut r.value, buf, nbytes) {
+        Some(n) => n as u16,
+        None => {
+            r.flags |= flags::VALUE_UNREADABLE;
+            0
+        }
+    };
+    send(r, cgrp, tid, false);
+    Ok(())
+}
+
+/// Starts a record in the per-CPU scratch for a write to the file `kn`: the header, the
+/// file name, the cgroup (its id, hierarchy, `subtree_control` now) and its path unless
+/// userspace has it already. The caller adds the value, then calls [`send`].
+#[inline(always)]
+fn begin(kn: *const u8, syscall: u32, fd: i32) -> Result<(&'static mut CgroupWriteEnter, *const u8), i64> {
+    let r = SCRATCH.get_ptr_mut(0).ok_or(-12i64)?;
+    // SAFETY: per-CPU scratch, only this program on this CPU uses it now.
+    let r = unsafe { &mut *r };
+    kernel::fill_header(&mut r.header, kind::CGROUP_WRITE_ENTER, CGROUP_WRITE_ENTER_FIXED);
+    r.magic = 0;
+    r.syscall = syscall;
+    r.fd = fd;
+    r.flags = 0;
+    r._pad = 0;
+    r.count = 0;
+    r.value_len = 0;
+
+    // The file's kernfs parent is the cgroup directory, whose ->priv is the `struct
+    // cgroup` (kernel/cgroup/cgroup.c: kernfs_create_dir).
+    let name = read_ptr(kn, off!(kn_name))?;
+    r.file[0] = 0;
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut r.file) };
+    let dir = read_ptr(kn, off!(kn_parent))?;
+    r.cgroup_id = read::<u64>(dir, off!(kn_id)).unwrap_or(0);
+    let cgrp = read_ptr(dir, off!(kn_priv)).unwrap_or(core::ptr::null());
+    r.hierarchy_id = kernel::hierarchy_id(cgrp);
+    r.subtree_before = read::<u16>(cgrp, off!(cgroup_subtree_control)).unwrap_or(MASK_UNKNOWN);
+    let key = SentKey { id: r.cgroup_id, hierarchy_id: r.hierarchy_id, _pad: 0 };
+    if r.cgroup_id != 0 && unsafe { SENT.get(key) }.is_some() {
+        r.flags |= flags::PATH_OMITTED;
+        r.path_len = 0;
+    } else {
+        walk_path(dir, r);
+    }
+    Ok((r, cgrp))
+}
+
+/// Parks the cgroup for the exit (to read its mask after the write) and sends the
+/// record, as long as the path and value it holds. `from_syscall`: the exit is
+/// `sys_exit`, which must be told there is work for it.
+#[inline(always)]
+fn send(r: &mut CgroupWriteEnter, cgrp: *const u8, tid: u32, from_syscall: bool) {
+    // Park before sending, so the record says whether a result will follow.
     let parked = PENDING.insert(tid, cgrp as u64, 0).is_ok();
     if !parked {
         bump(&SEEN, counter::PENDING_FULL);
@@ -163,16 +210,16 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
     let ok = EVENTS.output::<[u8]>(bytes, 0).is_ok();
     account(kind::CGROUP_WRITE, ok);
     if ok {
-        if !sent && r.cgroup_id != 0 {
+        if r.flags & flags::PATH_OMITTED == 0 && r.cgroup_id != 0 {
+            let key = SentKey { id: r.cgroup_id, hierarchy_id: r.hierarchy_id, _pad: 0 };
             let _ = SENT.insert(key, 1, 0);
         }
-        if parked {
+        if parked && from_syscall {
             crate::openers::exit_work_begin();
         }
     } else if parked {
         let _ = PENDING.remove(tid);
     }
-    Ok(())
 }
 
 /// Path components from the cgroup directory up to (not including) the root.
@@ -185,14 +232,17 @@ fn walk_path(dir: *const u8, r: &mut CgroupWriteEnter) {
     }
 }
 
-/// Exit of a write-family syscall: send the result of a write parked at entry.
+/// Exit of a write-family syscall, or of `cgroup_file_write` (`from_syscall` false):
+/// send the result of a write parked at entry.
 #[inline(always)]
-pub fn exit(tid: u32, ret: i64) -> Result<(), i64> {
+pub fn exit(tid: u32, ret: i64, from_syscall: bool) -> Result<(), i64> {
     let Some(cgrp) = (unsafe { PENDING.get(tid) }).copied() else {
         return Ok(());
     };
     let _ = PENDING.remove(tid);
-    crate::openers::exit_work_end();
+    if from_syscall {
+        crate::openers::exit_work_end();
+    }
     let Some(mut entry) = EVENTS.reserve::<CgroupWriteExit>(0) else {
         bump(&SEEN, counter::CGROUP_WRITE_RESULT);
         bump(&LOST, counter::CGROUP_WRITE_RESULT);

@@ -14,6 +14,19 @@ static OFFSETS: Offsets = unsafe { core::mem::zeroed() };
 #[unsafe(no_mangle)]
 static TRACER_TGID: u32 = 0;
 
+/// The hook families reported by the kernel-function programs (`tracer_common::family`
+/// bits), which `sys_enter`/`sys_exit` then skip. Set by userspace at load; read-only, so
+/// the verifier drops the branches of a family the syscall programs do not serve.
+#[unsafe(no_mangle)]
+static KFUNC_FAMILIES: u32 = 0;
+
+/// The families the syscall programs serve (`tracer_common::family` bits): those not on
+/// kernel functions. Read once per program run.
+#[inline(always)]
+pub fn syscall_families() -> u32 {
+    !unsafe { core::ptr::read_volatile(&KFUNC_FAMILIES) }
+}
+
 /// Reads one field of `OFFSETS` (volatile: the value is patched in at load time).
 macro_rules! off {
     ($field:ident) => {
@@ -178,6 +191,22 @@ pub fn hierarchy_id(cgrp: *const u8) -> u32 {
         Ok(root) => read::<i32>(root, off!(cgroup_root_hierarchy_id)).unwrap_or(-1) as u32,
         Err(_) => u32::MAX,
     }
+}
+
+/// Copies up to `dst.len()` bytes of kernel memory at `src` (`len` there) into `dst`:
+/// the bytes copied, or `None` when the read faulted.
+#[inline(always)]
+pub fn read_kernel_bounded(dst: &mut [u8], src: *const u8, len: u64) -> Option<u32> {
+    let max = dst.len() as u64;
+    let n = if len > max { max } else { len };
+    if n == 0 || n > max {
+        return Some(0);
+    }
+    // SAFETY: `n` is at most `dst.len()`; the helper checks `src`.
+    let ok = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(dst.as_mut_ptr().cast(), n as u32, src.cast())
+    };
+    (ok == 0).then_some(n as u32)
 }
 
 /// Copies up to `dst.len()` bytes of user memory at `src` (`len` asked for) into `dst`.

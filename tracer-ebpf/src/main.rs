@@ -11,6 +11,7 @@ mod cgroup_dir;
 mod cgroup_write;
 mod floor;
 mod kernel;
+mod kfunc;
 mod maps;
 mod netlink;
 mod openers;

@@ -5,9 +5,10 @@ use aya_ebpf::{
 };
 use tracer_common::counter;
 
-/// Every record goes through this one ring buffer. Userspace may resize it at load.
+/// Every record goes through this one ring buffer. Userspace sizes it at load
+/// (`--ringbuf-mib`, default `DEFAULT_RINGBUF_MIB` in tracer-user/src/kernel/loader.rs).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 
 /// Records produced per counter slot (`tracer_common::counter`).
 #[map]

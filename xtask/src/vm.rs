@@ -63,7 +63,9 @@ pub struct Options {
     /// Kernel series to boot (repeatable or comma-separated): 6.1, 6.12.
     #[arg(long = "kernel", value_delimiter = ',', default_values_t = ["6.1".to_string(), "6.12".to_string()])]
     pub kernels: Vec<String>,
-    /// Only these steps (repeatable or comma-separated): check, hooks, incidents, socket_lb.
+    /// Only these steps (repeatable or comma-separated): check, hooks, incidents,
+    /// socket_lb (each in both hook modes), or one mode's: hooks_kfunc, incidents_kfunc,
+    /// socket_lb_kfunc.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Arguments for the test binaries, after `--` (a name filter, `--nocapture`).
@@ -80,7 +82,7 @@ pub struct Options {
 
 /// One step the guest runs: a name, and the command line (in the guest).
 struct Step {
-    name: &'static str,
+    name: String,
     command: String,
 }
 
@@ -145,11 +147,11 @@ pub fn run_vm(opts: &Options) -> Result<i32> {
             r.boot.as_deref().unwrap_or("(no boot line: the guest never started the suite)")
         );
         for (name, rc, secs) in &r.steps {
-            eprintln!("        {:<10} {:<4} {secs:>4} s", name, if *rc == 0 { "ok" } else { "FAIL" });
+            eprintln!("        {:<16} {:<4} {secs:>4} s", name, if *rc == 0 { "ok" } else { "FAIL" });
             failed |= *rc != 0;
         }
         for s in steps(opts) {
-            if !r.steps.iter().any(|(n, _, _)| n == s.name) {
+            if !r.steps.iter().any(|(n, _, _)| *n == s.name) {
                 eprintln!("        {:<10} MISSING (no result from the guest)", s.name);
                 failed = true;
             }
@@ -167,26 +169,41 @@ pub fn run_vm(opts: &Options) -> Result<i32> {
     Ok(0)
 }
 
+/// The guest's steps. The hooks, incident and socket-LB tests run twice, once per hook
+/// mode (`TRACER_HOOK_MODE`, which the tracer reads as `--hook-mode`): Debian's kernels
+/// load BPF trampolines, so both modes can run here. `--only hooks` selects both runs of
+/// the hooks tests, `--only hooks_kfunc` one.
 fn steps(opts: &Options) -> Vec<Step> {
     let args = opts.test_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
-    let all = [
-        Step { name: "check", command: "/opt/tracer/bin/tracer check".into() },
-        Step {
-            name: "hooks",
-            command: format!("/opt/tracer/bin/hooks --color never --test-threads=1 {args}"),
-        },
-        Step {
-            name: "incidents",
-            command: format!("/opt/tracer/bin/vm_incidents --color never --ignored --test-threads=1 {args}"),
-        },
+    let mut all = vec![Step { name: "check".into(), command: "/opt/tracer/bin/tracer check".into() }];
+    for mode in ["syscall", "kfunc"] {
+        let suffix = if mode == "syscall" { String::new() } else { format!("_{mode}") };
+        let env = format!("TRACER_HOOK_MODE={mode}");
+        all.push(Step {
+            name: format!("hooks{suffix}"),
+            command: format!("{env} /opt/tracer/bin/hooks --color never --test-threads=1 {args}"),
+        });
+        all.push(Step {
+            name: format!("incidents{suffix}"),
+            command: format!(
+                "{env} /opt/tracer/bin/vm_incidents --color never --ignored --test-threads=1 {args}"
+            ),
+        });
         // Incident 4's stand-in agent tests of incidents.rs on the VM's kernel (the test
         // arguments do not apply: the filter selects them among the host's incident tests).
-        Step {
-            name: "socket_lb",
-            command: "/opt/tracer/bin/incidents --color never --test-threads=1 cilium_socket_lb".into(),
-        },
-    ];
-    all.into_iter().filter(|s| opts.only.is_empty() || opts.only.iter().any(|o| o == s.name)).collect()
+        all.push(Step {
+            name: format!("socket_lb{suffix}"),
+            command: format!(
+                "{env} /opt/tracer/bin/incidents --color never --test-threads=1 cilium_socket_lb"
+            ),
+        });
+    }
+    all.into_iter()
+        .filter(|s| {
+            opts.only.is_empty()
+                || opts.only.iter().any(|o| s.name == *o || s.name.strip_prefix(o.as_str()) == Some("_kfunc"))
+        })
+        .collect()
 }
 
 fn shell_quote(s: &str) -> String {
@@ -230,7 +247,9 @@ fn test_binaries() -> Result<BTreeMap<String, PathBuf>> {
         }
         // The tests' helper binaries (cargo builds them for the integration tests) go
         // beside the tracer, where the tests look for them.
-        let helper = v["target"]["name"] == "tracer-cgroup-attach" && v["profile"]["test"] == false;
+        let helper = (v["target"]["name"] == "tracer-cgroup-attach"
+            || v["target"]["name"] == "tracer-kernel-paths")
+            && v["profile"]["test"] == false;
         if v["profile"]["test"] != true && !helper {
             continue;
         }
@@ -238,7 +257,7 @@ fn test_binaries() -> Result<BTreeMap<String, PathBuf>> {
             bins.insert(name.to_string(), PathBuf::from(exe));
         }
     }
-    for want in ["hooks", "vm_incidents", "incidents", "tracer-cgroup-attach"] {
+    for want in ["hooks", "vm_incidents", "incidents", "tracer-cgroup-attach", "tracer-kernel-paths"] {
         if !bins.contains_key(want) {
             bail!("cargo built no test binary {want}");
         }

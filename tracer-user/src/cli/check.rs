@@ -27,6 +27,8 @@ pub struct CheckArgs {
     pub cri: crate::cli::live_args::CriArgs,
     #[command(flatten)]
     pub bus: crate::cli::live_args::BusArgs,
+    #[command(flatten)]
+    pub mode: crate::cli::live_args::ModeArgs,
 }
 
 fn tracefs_mounted() -> bool {
@@ -40,12 +42,20 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let btf_path = Path::new(btf_offsets::VMLINUX_BTF);
     let offsets = btf_offsets::from_file(btf_path);
     let cgroup2 = args.cgroup2_root.clone().or_else(loader::find_cgroup2_root);
-    let load = loader::load(&LoadOptions { cgroup2_root: args.cgroup2_root.clone(), ..Default::default() });
+    let load = loader::load(&LoadOptions {
+        cgroup2_root: args.cgroup2_root.clone(),
+        hook_mode: args.mode.hook_mode,
+        ..Default::default()
+    });
 
     let mut hooks = Vec::new();
+    let mut modes = Vec::new();
     let mut fatal = None;
     match &load {
-        Ok(l) => hooks = l.hooks.clone(),
+        Ok(l) => {
+            hooks = l.hooks.clone();
+            modes = l.modes.clone();
+        }
         Err(e) => fatal = Some(format!("{e}")),
     }
     let attached = hooks.iter().filter(|h| h.state == crate::stream::schema::HookState::Attached).count();
@@ -74,6 +84,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             "tracefs": if tracefs_mounted() { "mounted (not needed)" } else { "not mounted (not needed: raw tracepoints)" },
             "cgroup2_root": cgroup2,
             "hooks": hooks,
+            "hook_modes": modes,
             "cgroup_socket_programs": socket_progs.iter().map(|a| serde_json::json!({
                 "cgroup": a.cgroup,
                 "attach_type": bpf_names::attach_type_name(a.attach_type),
@@ -129,10 +140,31 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         match &kfunc {
             Ok(()) => println!(
-                "kfuncs      fentry on {} loads and attaches (BPF trampolines work); the hooks below run on syscall tracepoints",
+                "kfuncs      fentry on {} loads and attaches (BPF trampolines work)",
                 crate::kernel::kfunc_probe::FUNCTION
             ),
-            Err(e) => println!("kfuncs      {e}; the hooks run on syscall tracepoints"),
+            Err(e) => println!("kfuncs      {e}"),
+        }
+        // Which mode each family with two runs in: kernel functions cost nothing on
+        // unrelated syscalls, the syscall tracepoints run on every one.
+        let one_why = modes.windows(2).all(|w| w[0].why == w[1].why);
+        for m in &modes {
+            let why = if one_why { String::new() } else { format!(" ({})", m.why) };
+            println!("mode        {:<13} {:<8} {}{why}", m.family, m.mode, m.at);
+        }
+        if let (true, Some(m)) = (one_why, modes.first()) {
+            println!("            why: {}", m.why);
+        }
+        if !modes.is_empty() {
+            let kfunc_all = modes.iter().all(|m| m.mode == "kfunc");
+            println!(
+                "            {}",
+                if kfunc_all {
+                    "no tracer program runs on unrelated syscalls"
+                } else {
+                    "every syscall on the node runs sys_enter and sys_exit (about 45 ns each call; BENCHMARKS.md)"
+                }
+            );
         }
         println!("hooks:");
         if hooks.is_empty() {
@@ -216,7 +248,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         println!(
             "{attached}/{} hooks can run{}",
-            HOOKS.len(),
+            if hooks.is_empty() { HOOKS.len() } else { hooks.len() },
             if ok { "" } else { ": tracer cannot run here" }
         );
     }

@@ -2,13 +2,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::kernel::loader::LoadOptions;
+use crate::kernel::loader::{HookMode, LoadOptions, DEFAULT_RINGBUF_MIB};
 use crate::session::live::LiveOptions;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LiveArgs {
     /// Ring buffer size in MiB (a power of two). Larger absorbs longer bursts.
-    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    #[arg(long, default_value_t = DEFAULT_RINGBUF_MIB, value_name = "MIB")]
     pub ringbuf_mib: u32,
     /// cgroup2 mount to attach the sysctl hook to (default: found in /proc/self/mountinfo).
     #[arg(long, value_name = "DIR")]
@@ -29,6 +29,22 @@ pub struct LiveArgs {
     pub cri: CriArgs,
     #[command(flatten)]
     pub bus: BusArgs,
+    #[command(flatten)]
+    pub mode: ModeArgs,
+}
+
+/// Where the cgroup write, rtnetlink and bpf() hooks run (`tail`, `record`, `check`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ModeArgs {
+    /// kfunc: fentry/fexit on the kernel functions that apply the changes
+    /// (cgroup_file_write, rtnetlink_rcv_msg, __x64_sys_bpf): nothing runs on unrelated
+    /// syscalls, and writes through io_uring, passed descriptors, sendmmsg and later
+    /// iovecs are seen. syscall: the sys_enter/sys_exit tracepoints, which every syscall
+    /// on the node passes (for kernels that refuse BPF trampolines: lockdown, some
+    /// hardened distributions). auto: kfunc where the kernel allows it, hook by hook.
+    /// The header and `tracer check` say which mode each runs in and why.
+    #[arg(long, value_enum, default_value_t = HookMode::Auto, value_name = "MODE", env = "TRACER_HOOK_MODE")]
+    pub hook_mode: HookMode,
 }
 
 /// Where the system bus is (`tail`, `record`, `check`).
@@ -75,6 +91,7 @@ impl LiveArgs {
                 ringbuf_bytes: self.ringbuf_mib << 20,
                 cgroup2_root: self.cgroup2_root.clone(),
                 only: Vec::new(),
+                hook_mode: self.mode.hook_mode,
             },
             stats_every: Duration::from_secs(self.stats_every.max(1)),
             proc_root: PathBuf::from("/proc"),

@@ -35,8 +35,9 @@ pub fn record(cmd: RecordCmd) -> anyhow::Result<ExitCode> {
             .filter(|h| h.state == crate::stream::schema::HookState::Attached)
             .count();
         eprintln!(
-            "tracer: {attached}/{} hooks attached; recording to {} (Ctrl-C or SIGTERM to stop)",
+            "tracer: {attached}/{} hooks attached {}; recording to {} (Ctrl-C or SIGTERM to stop)",
             session.header().hooks.len(),
+            session.header().mode_summary(),
             cmd.record.output.display()
         );
         let summary = match metrics {

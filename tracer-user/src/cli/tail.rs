@@ -54,7 +54,11 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         }
         printer.print(&Line::Header(header.clone()))?;
         printer.flush()?;
-        eprintln!("tracer: {attached}/{} hooks attached; Ctrl-C to stop", header.hooks.len());
+        eprintln!(
+            "tracer: {attached}/{} hooks attached {}; Ctrl-C to stop",
+            header.hooks.len(),
+            header.mode_summary()
+        );
         let mut stopping = false;
         loop {
             tokio::select! {

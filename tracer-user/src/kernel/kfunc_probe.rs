@@ -1,13 +1,14 @@
 //! Whether this kernel runs BPF programs on kernel functions (fentry/fexit through BPF
-//! trampolines): the condition for a mode that hooks the cgroup write and rtnetlink
-//! paths themselves and runs nothing on unrelated syscalls (issue 12). Many locked-down
-//! kernels refuse trampolines (this CI machine's 6.18 does, with EPERM); Debian's 6.1
-//! and 6.12 load them.
+//! trampolines): the condition for the kernel-function hook mode, which hooks the cgroup
+//! write and rtnetlink paths themselves and runs nothing on unrelated syscalls
+//! ([`crate::kernel::loader`]). Many locked-down kernels refuse trampolines (this CI
+//! machine's 6.18 does, with EPERM); Debian's 6.1 and 6.12 load them.
 //!
 //! The probe loads the smallest tracing program there is (`r0 = 0; exit`) as fentry on
 //! `cgroup_file_write` (kernel/cgroup/cgroup.c: every cgroup v1 and v2 file write goes
 //! through it), attaches it, and closes both at once: the kernel's own answer, not a
-//! guess from its version or config.
+//! guess from its version or config. It costs a millisecond, where loading the whole
+//! object to find out would cost the start-up a second load.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
@@ -27,6 +28,11 @@ const BPF_TRACE_FENTRY: u32 = 24;
 /// failed and the kernel's reason.
 pub fn probe() -> Result<(), String> {
     let btf = btf_offsets::open(Path::new(btf_offsets::VMLINUX_BTF)).map_err(|e| e.to_string())?;
+    probe_with(&btf)
+}
+
+/// [`probe`] with the kernel's BTF already open.
+pub fn probe_with(btf: &btf_rs::Btf) -> Result<(), String> {
     let ids =
         btf.resolve_ids_by_name(FUNCTION).map_err(|e| format!("{FUNCTION} not in the kernel's BTF: {e}"))?;
     let id = ids

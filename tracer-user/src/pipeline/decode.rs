@@ -226,6 +226,10 @@ pub struct Netlink {
     pub len: u64,
     pub data: Vec<u8>,
     pub more_iovecs: bool,
+    /// The kernel's answer to this one message (0, or a negative errno: refused), when
+    /// it was seen in the kernel function that handled it (`rtnetlink_rcv_msg`); `None`
+    /// for a request seen at the syscall, before the kernel acted.
+    pub result: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,6 +365,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
                 len: r.len,
                 data: r.data[..n].to_vec(),
                 more_iovecs: r.flags & flags::MORE_IOVECS != 0,
+                result: (r.flags & flags::KFUNC != 0).then_some(r.result),
             })
         }
         kind::SIGNAL => {

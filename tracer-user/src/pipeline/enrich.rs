@@ -331,6 +331,7 @@ impl EventBuilder {
                         req.apply_to(&mut ev);
                         ev.netns = Some(n.task.netns);
                         ev.more_iovecs = n.more_iovecs;
+                        ev.result = n.result.map(i64::from);
                         if ev.dev.is_none() {
                             if let Some(ifindex) = req.ifindex {
                                 ev.dev = self.netns_names.name(n.task.pid, n.task.netns, ifindex);

@@ -12,9 +12,11 @@
 //!   net/ipv4/fib_frontend.c), so they are what a fresh dump no longer shows.
 //!
 //! The kernel queues the notification before the request's `sendmsg` returns
-//! (rtnl_notify runs in the request's own handler), but tracer reads the request at
-//! syscall entry, maybe before the kernel acted: the caller waits up to
-//! [`CONFIRM_WAIT`] for it ([`crate::session`]'s pending deletes).
+//! (rtnl_notify runs in the request's own handler), but in the syscall mode tracer reads
+//! the request at syscall entry, maybe before the kernel acted: the caller waits up to
+//! [`CONFIRM_WAIT`] for it ([`crate::session`]'s pending deletes). In the kernel-function
+//! mode the request carries the handler's answer (`result`): a refusal is known at once,
+//! and an applied delete is never taken as refused for want of its notification.
 //!
 //! Namespaces are found and entered by `kernel::netns`; the sockets opened there keep
 //! the namespace alive, so a namespace with no process and no /run/netns name left is
@@ -393,6 +395,10 @@ impl NetState {
     /// matches it (claimed, so no other request gets it); `None` while nothing is known
     /// yet and the wait is not `over`.
     pub fn outcome(&mut self, ev: &Event, over: bool) -> Option<Outcome> {
+        // Seen in the kernel's handler (the kernel-function mode): its answer is known.
+        if ev.result.is_some_and(|r| r < 0) {
+            return Some(Outcome::NotApplied);
+        }
         let Some(s) = ev.netns.and_then(|n| self.spaces.get_mut(&n)) else {
             return over.then_some(Outcome::Unknown);
         };
@@ -411,7 +417,8 @@ impl NetState {
         // dumped after this request was carried out) and no lost notification since,
         // the kernel removed nothing.
         let reliable = s.since <= ev.time && s.overrun.is_none_or(|t| t < ev.time);
-        Some(if reliable || s.holds(ev) { Outcome::NotApplied } else { Outcome::Unknown })
+        let applied = ev.result == Some(0);
+        Some(if !applied && (reliable || s.holds(ev)) { Outcome::NotApplied } else { Outcome::Unknown })
     }
 
     /// The IPv4 routes through the device or from the address `ev` removed (an

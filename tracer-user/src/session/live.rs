@@ -1,15 +1,22 @@
 //! The live pipeline: ring buffer -> decode -> process table -> events -> correlator,
 //! delivered as schema-v1 lines to whoever consumes the session (`tail`, `record`).
 //!
-//! One thread of its own owns the loaded programs, reads the ring buffer when the
-//! kernel says it is readable (or at the latest once a second) and turns records into
-//! lines; the consumer serializes and writes them on its thread. Two threads on a busy
-//! node get twice the CPU share of one: a storm of cgroup writes competes with the
-//! writers for the cores, and the tracer must keep up to lose nothing.
+//! Three threads, each handing the next its work in bounded batches:
+//! - `tracer-ring` owns the loaded programs and empties the ring buffer when the kernel
+//!   says it is readable: it only copies the records out, in chunks ([`Chunk`]), so the
+//!   ring buffer is emptied at the rate of a memcpy whatever the rest is doing;
+//! - `tracer-pipeline` turns records into lines (decode, process table, events,
+//!   correlator) and ticks;
+//! - the consumer (the caller's thread) serializes and writes them.
 //!
-//! Lines go to the consumer in batches through a bounded channel: a consumer that
-//! falls behind stops the reader (memory stays bounded) and the kernel's ring buffer
-//! is the buffer; what it cannot take is counted as lost, never silent.
+//! Several threads on a busy node get several times the CPU share of one: a storm of
+//! cgroup writes competes with the writers for the cores, and the tracer must keep up to
+//! lose nothing. The chunks in flight (up to [`CHUNKS_IN_FLIGHT`] x [`CHUNK_BYTES`], on
+//! the heap only while a storm lasts) absorb what the kernel's ring buffer would
+//! otherwise have to: the ring buffer can stay small, and its pages are mapped twice and
+//! all counted in the tracer's RSS. A pipeline that falls behind for longer stops the
+//! ring thread (memory stays bounded) and the ring buffer fills; what it cannot take is
+//! counted as lost, never silent.
 //!
 //! A cgroup write arrives as two records, the write at syscall entry and its result at
 //! exit; they are joined here by thread id. A result that never comes (the record was
@@ -70,6 +77,12 @@ const STORM_PAUSE: Duration = Duration::from_millis(2);
 
 /// How long the reader thread waits for the runtime's first listing of pods.
 const FIRST_LISTING_WAIT: Duration = Duration::from_secs(1);
+
+/// Bytes of records per chunk handed from the ring thread to the pipeline thread.
+const CHUNK_BYTES: usize = 256 << 10;
+/// Chunks in flight: up to 16 MiB of records (about 50,000 cgroup writes) waiting for
+/// the pipeline, on the heap only while a storm lasts.
+const CHUNKS_IN_FLIGHT: usize = 64;
 
 /// Lines per batch handed to the consumer.
 const BATCH: usize = 256;
@@ -151,12 +164,15 @@ impl Session {
     /// Loads and attaches the hooks and starts reading. Must run inside a tokio runtime.
     pub async fn start(opts: &LiveOptions) -> Result<Session, LoadError> {
         let mut loaded = loader::load(&opts.load)?;
-        // After attaching, so that nothing opened in between is missed.
-        match crate::kernel::openers::seed(&mut loaded.ebpf, &opts.proc_root) {
-            Ok(n) => tracing::debug!("{n} processes already hold cgroupfs files"),
-            Err(e) => tracing::warn!(
-                "cannot seed the cgroupfs openers: {e}; writes through fds opened before start may be missed"
-            ),
+        // The syscall mode only looks at writes of processes known to hold a cgroupfs
+        // file. After attaching, so that nothing opened in between is missed.
+        if !loaded.on_kfunc(tracer_common::family::CGROUP_WRITE) {
+            match crate::kernel::openers::seed(&mut loaded.ebpf, &opts.proc_root) {
+                Ok(n) => tracing::debug!("{n} processes already hold cgroupfs files"),
+                Err(e) => tracing::warn!(
+                    "cannot seed the cgroupfs openers: {e}; writes through fds opened before start may be missed"
+                ),
+            }
         }
         let header = HeaderLine {
             schema: SCHEMA_VERSION,
@@ -165,6 +181,7 @@ impl Session {
             kernel: kernel_release(),
             started_at: Timestamp::now(),
             hooks: loaded.hooks.clone(),
+            hook_modes: loaded.modes.clone(),
         };
         let ring =
             loaded.ebpf.take_map("EVENTS").ok_or(LoadError::Map { name: "EVENTS", source: None }).and_then(
@@ -235,15 +252,24 @@ impl Session {
             }
         }
         let stats_every = opts.stats_every;
-        let stop_rx = stop.clone();
+        let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT);
         boost_priority();
+        let stop_ring = stop.clone();
         std::thread::Builder::new()
             .name("tracer-ring".into())
             .spawn(move || {
                 boost_priority();
-                run(loaded, ring, seen, lost, pipeline, stop_rx, stats_every)
+                drain(loaded, ring, stop_ring, chunks_tx)
             })
             .map_err(|source| LoadError::Resource { what: "the ring-buffer thread", source })?;
+        let stop_pipeline = stop.clone();
+        std::thread::Builder::new()
+            .name("tracer-pipeline".into())
+            .spawn(move || {
+                boost_priority();
+                run(chunks_rx, seen, lost, pipeline, stop_pipeline, stats_every)
+            })
+            .map_err(|source| LoadError::Resource { what: "the pipeline thread", source })?;
         Ok(Session { header, rx, queued: VecDeque::new(), stop })
     }
 
@@ -644,42 +670,117 @@ fn wait(ring: &RingBuf<MapData>, stop: &StopFd, timeout: Duration) -> bool {
     n > 0 && fds[1].revents != 0
 }
 
-fn run(
+/// Records copied out of the ring buffer: each a native-endian u32 length, then the
+/// record's bytes.
+#[derive(Default)]
+struct Chunk(Vec<u8>);
+
+impl Chunk {
+    fn push(&mut self, record: &[u8]) {
+        self.0.extend_from_slice(&(record.len() as u32).to_ne_bytes());
+        self.0.extend_from_slice(record);
+    }
+
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = self.0.as_slice();
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = (u32::from_ne_bytes(*len) as usize).min(tail.len());
+            let (record, tail) = tail.split_at(len);
+            rest = tail;
+            Some(record)
+        })
+    }
+}
+
+/// The ring thread: copies records out of the ring buffer into chunks for the pipeline
+/// thread until stop is signalled (by the session, or by the pipeline when its consumer
+/// is gone); then detaches the programs, copies what the kernel already handed over,
+/// and ends, which ends the pipeline thread after it.
+fn drain(
     loaded: Loaded,
     mut ring: RingBuf<MapData>,
+    stop: Arc<StopFd>,
+    tx: std::sync::mpsc::SyncSender<Chunk>,
+) {
+    let empty = |ring: &mut RingBuf<MapData>| {
+        let mut chunk = Chunk::default();
+        let mut records = 0usize;
+        let mut sent = Ok(());
+        while let Some(item) = ring.next() {
+            chunk.push(&item);
+            records += 1;
+            if chunk.0.len() >= CHUNK_BYTES {
+                sent = tx.send(std::mem::take(&mut chunk));
+                if sent.is_err() {
+                    break;
+                }
+            }
+        }
+        if !chunk.0.is_empty() && sent.is_ok() {
+            sent = tx.send(chunk);
+        }
+        (records, sent.is_ok())
+    };
+    loop {
+        // Idle, nothing but the ring buffer and stop wake this thread.
+        if wait(&ring, &stop, Duration::from_secs(1)) {
+            break;
+        }
+        let (records, open) = empty(&mut ring);
+        if !open {
+            break;
+        }
+        if records >= STORM_RECORDS {
+            // A storm: let records pile up for a moment instead of waking for every
+            // few of them (each wakeup costs more than the records it brings).
+            std::thread::sleep(STORM_PAUSE);
+        }
+    }
+    // Detach first (dropping `loaded` detaches every program), so nothing arrives after
+    // the drain; then hand over what the kernel already produced.
+    drop(loaded);
+    let _ = empty(&mut ring);
+}
+
+/// The pipeline thread: records to lines, ticks and stats, until the ring thread ends.
+fn run(
+    rx: std::sync::mpsc::Receiver<Chunk>,
     seen: PerCpuArray<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
     mut p: Pipeline,
     stop: Arc<StopFd>,
     stats_every: Duration,
 ) {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut next_tick = Instant::now() + TICK;
     let mut last_stats = Instant::now();
     let mut last_lost = 0u64;
+    let mut deep = false;
     for f in std::mem::take(&mut p.config_findings) {
         p.push(Line::Finding(f));
     }
     // The pods that exist at start are named from the first event on: the runtime's
-    // first listing is awaited here, after the header, while the ring buffer holds
+    // first listing is awaited here, after the header, while the ring thread keeps
     // what the kernel sends meanwhile.
     p.pods.wait_first(FIRST_LISTING_WAIT);
     p.emit_found_at_start();
     p.flush();
     loop {
-        let stopping = wait(&ring, &stop, next_tick.saturating_duration_since(Instant::now()));
-        if stopping || p.closed {
-            break;
+        match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+            Ok(chunk) => {
+                deep |= chunk.0.len() >= CHUNK_BYTES;
+                for record in chunk.records() {
+                    p.handle(record);
+                }
+                p.flush();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
-        let mut drained = 0usize;
-        while let Some(item) = ring.next() {
-            p.handle(&item);
-            drained += 1;
-        }
-        p.flush();
-        if drained >= STORM_RECORDS {
-            // A storm: let records pile up for a moment instead of waking for every
-            // few of them (each wakeup costs more than the records it brings).
-            std::thread::sleep(STORM_PAUSE);
+        if p.closed {
+            // The consumer is gone: stop the ring thread, which ends this loop.
+            stop.signal();
         }
         if Instant::now() >= next_tick {
             next_tick += TICK;
@@ -696,15 +797,16 @@ fn run(
                     last_stats = Instant::now();
                     p.push(Line::Stats(s));
                 }
+                if deep {
+                    // A storm filled whole chunks: give their memory back to the
+                    // system once it is over (glibc keeps freed heap otherwise).
+                    deep = false;
+                    // SAFETY: plain libc call.
+                    unsafe { libc::malloc_trim(0) };
+                }
             }
             p.flush();
         }
-    }
-    // Detach first (dropping `loaded` detaches every program), so nothing arrives after
-    // the drain; then read what the kernel already handed over and say how it went.
-    drop(loaded);
-    while let Some(item) = ring.next() {
-        p.handle(&item);
     }
     p.expire_writes(true);
     p.settle_net(true);

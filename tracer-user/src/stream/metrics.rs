@@ -14,6 +14,7 @@
 //! | `tracer_decode_errors_total` | counter | `stats.decode_errors` |
 //! | `tracer_process_table_entries` | gauge | `stats.processes` |
 //! | `tracer_hook_attached{hook}` | gauge (1/0) | the `header` line |
+//! | `tracer_hook_kfunc{family}` | gauge (1/0) | the `header` line: 1 on kernel functions, 0 on syscall tracepoints |
 //!
 //! The kernel counters arrive cumulative in each `stats` line. They are exposed as real
 //! counters (so `rate()` and `increase()` work) by adding the difference to the last
@@ -46,6 +47,11 @@ struct HookLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FamilyLabel {
+    family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IdLabel {
     id: String,
 }
@@ -60,6 +66,7 @@ pub struct Metrics {
     decode_errors: Counter,
     processes: Gauge,
     attached: Family<HookLabel, Gauge>,
+    kfunc: Family<FamilyLabel, Gauge>,
     last: Mutex<LastStats>,
 }
 
@@ -87,6 +94,7 @@ impl Metrics {
         let decode_errors = Counter::default();
         let processes = Gauge::default();
         let attached = Family::<HookLabel, Gauge>::default();
+        let kfunc = Family::<FamilyLabel, Gauge>::default();
         // The registry appends `_total` to counter names.
         registry.register("tracer_events", "Events emitted, by kind", events.clone());
         registry.register("tracer_findings", "Findings (known incident patterns), by id", findings.clone());
@@ -115,6 +123,11 @@ impl Metrics {
             "1 when the hook is attached, 0 when it could not be",
             attached.clone(),
         );
+        registry.register(
+            "tracer_hook_kfunc",
+            "1 when the hook family runs on kernel functions (no tax on unrelated syscalls), 0 on syscall tracepoints",
+            kfunc.clone(),
+        );
         Metrics {
             registry,
             events,
@@ -124,6 +137,7 @@ impl Metrics {
             decode_errors,
             processes,
             attached,
+            kfunc,
             last: Mutex::new(LastStats::default()),
         }
     }
@@ -135,6 +149,10 @@ impl Metrics {
                 for hook in &h.hooks {
                     let up = i64::from(hook.state == crate::stream::schema::HookState::Attached);
                     self.attached.get_or_create(&HookLabel { hook: hook.name.clone() }).set(up);
+                }
+                for m in &h.hook_modes {
+                    let on = i64::from(m.mode == "kfunc");
+                    self.kfunc.get_or_create(&FamilyLabel { family: m.family.clone() }).set(on);
                 }
             }
             Line::Event(ev) => {

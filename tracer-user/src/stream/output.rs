@@ -319,6 +319,23 @@ fn human_header(s: &mut String, h: &HeaderLine) {
             clean(k.error.as_deref().unwrap_or("no error given"))
         );
     }
+    // Which families run on kernel functions and which on the syscall tracepoints; the
+    // reason once when they share it.
+    let one_why = h.hook_modes.windows(2).all(|w| w[0].why == w[1].why);
+    if !h.hook_modes.is_empty() {
+        let modes: Vec<String> = h
+            .hook_modes
+            .iter()
+            .map(|m| {
+                let why = if one_why { String::new() } else { format!(" ({})", clean(&m.why)) };
+                format!("{} on {}{why}", clean(&m.family), clean(&m.at))
+            })
+            .collect();
+        let _ = writeln!(s, "  hooks: {}", modes.join("; "));
+        if one_why {
+            let _ = writeln!(s, "  hook mode: {}", clean(&h.hook_modes[0].why));
+        }
+    }
 }
 
 fn human_event(s: &mut String, e: &Event) {
@@ -1108,10 +1125,17 @@ mod tests {
                     error: Some("EPERM".into()),
                 },
             ],
+            hook_modes: vec![crate::stream::schema::FamilyMode {
+                family: "cgroup_write".into(),
+                mode: "syscall".into(),
+                at: "sys_enter/sys_exit".into(),
+                why: "--hook-mode syscall".into(),
+            }],
         };
         assert_eq!(
             human(&[Line::Header(h)]),
-            "tracer 0.1.0 on node-a (6.18.0): 1/2 hooks attached\n  hook sysctl not loaded: EPERM\n"
+            "tracer 0.1.0 on node-a (6.18.0): 1/2 hooks attached\n  hook sysctl not loaded: EPERM\n  \
+             hooks: cgroup_write on sys_enter/sys_exit\n  hook mode: --hook-mode syscall\n"
         );
     }
 

@@ -225,7 +225,10 @@ pub struct Event {
     /// batch are not seen.
     #[serde(default, skip_serializing_if = "is_false")]
     pub more_iovecs: bool,
-    /// Bytes written or negative errno.
+    /// A cgroup write's result: bytes written or negative errno. A route, rule, address
+    /// or link request's: 0 (applied) or negative errno (refused), present only when it
+    /// was seen in the kernel's handler (the kernel-function mode, `hook_modes` in the
+    /// header); a request seen at the syscall has none, and `confirmed` says instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<i64>,
     /// For writes to `cgroup.subtree_control`: enabled controllers before and after,
@@ -598,6 +601,44 @@ pub struct HeaderLine {
     pub kernel: String,
     pub started_at: Timestamp,
     pub hooks: Vec<HookStatus>,
+    /// Where each hook family that has two runs (kernel functions or syscall
+    /// tracepoints), and why. Absent in recordings made before the modes existed (they
+    /// ran on syscall tracepoints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hook_modes: Vec<FamilyMode>,
+}
+
+impl HeaderLine {
+    /// The hook modes in a few words, for the start-up line: `on kernel functions`, `on
+    /// syscall tracepoints (why)`, or family by family when they differ.
+    pub fn mode_summary(&self) -> String {
+        let Some(first) = self.hook_modes.first() else { return String::new() };
+        let same = self.hook_modes.iter().all(|m| m.mode == first.mode && m.why == first.why);
+        if same {
+            match first.mode.as_str() {
+                "kfunc" => "on kernel functions".into(),
+                _ => format!("on syscall tracepoints ({})", first.why),
+            }
+        } else {
+            let each: Vec<String> =
+                self.hook_modes.iter().map(|m| format!("{} {}", m.family, m.mode)).collect();
+            each.join(", ")
+        }
+    }
+}
+
+/// The mode one hook family runs in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FamilyMode {
+    /// `cgroup_write`, `netlink` (route/rule/addr/link requests) or `cgroup_bpf`.
+    pub family: String,
+    /// `kfunc` (fentry/fexit on a kernel function: nothing runs on unrelated syscalls)
+    /// or `syscall` (the `sys_enter`/`sys_exit` tracepoints).
+    pub mode: String,
+    /// Where it is attached: `fentry/fexit cgroup_file_write`, `sys_enter/sys_exit`.
+    pub at: String,
+    /// Why this mode: the choice asked for, or the kernel's reason for refusing the other.
+    pub why: String,
 }
 
 /// Per-hook counters.

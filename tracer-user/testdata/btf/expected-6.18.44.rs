@@ -56,5 +56,6 @@ tracer_common::Offsets {
     link_prog: 32,
     cgroup_link_cgroup: 88,
     cgroup_link_attach_type: 44,
+    kof_kn: 0,
     ready: 1,
 }

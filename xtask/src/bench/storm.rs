@@ -82,7 +82,7 @@ pub fn run(tracer: &Path, quick: bool) -> Result<Storm> {
     let rel = format!("/{}", cg.0.strip_prefix(&root).unwrap_or(&cg.0).display());
     let mut runs = Vec::new();
 
-    let made = writers(&file, 2, secs)?;
+    let made = writers(&file, 2, secs, None)?;
     runs.push(Run {
         setup: "no tracer".into(),
         threads: 2,
@@ -93,13 +93,11 @@ pub fn run(tracer: &Path, quick: bool) -> Result<Storm> {
         cpu_secs: None,
         hwm_kib: None,
     });
-    runs.push(traced(tracer, &file, &rel, secs, &("tracer tail --json > file", 2, &[], &[]))?);
+    runs.push(traced(tracer, &file, &rel, secs, &("tracer tail --json > file", 2, &[], &[]), None)?);
     if !runs[1].lossless() {
         eprintln!("xtask: bench: storm: the tracer lost events at the rate two writers reach");
     }
-    // Harder: more writers, then the tracer without its priority boost; then smaller
-    // ring buffers under the hardest lossless load, which size the default
-    // (`--ringbuf-mib`): the smallest that loses nothing there, with room to spare.
+    // Harder: more writers, then the tracer without its priority boost.
     let harder: &[Setup] = if quick {
         &[("tracer, nice 0", 2, &[("TRACER_NICE", "0")], &[])]
     } else {
@@ -109,14 +107,34 @@ pub fn run(tracer: &Path, quick: bool) -> Result<Storm> {
             ("tracer", 16, &[], &[]),
             ("tracer, nice 0", 2, &[("TRACER_NICE", "0")], &[]),
             ("tracer, nice 0", 4, &[("TRACER_NICE", "0")], &[]),
-            ("tracer, ring 16 MiB", 16, &[], &["--ringbuf-mib", "16"]),
-            ("tracer, ring 4 MiB", 16, &[], &["--ringbuf-mib", "4"]),
-            ("tracer, ring 2 MiB", 16, &[], &["--ringbuf-mib", "2"]),
-            ("tracer, ring 1 MiB", 16, &[], &["--ringbuf-mib", "1"]),
         ]
     };
     for setup in harder {
-        runs.push(traced(tracer, &file, &rel, secs, setup)?);
+        runs.push(traced(tracer, &file, &rel, secs, setup, None)?);
+    }
+    if quick {
+        return Ok(Storm { runs });
+    }
+    // Then ring buffers of every size, which size the default (`--ringbuf-mib`): the
+    // smallest that loses nothing. Above the rate the tracer's CPU keeps up with, every
+    // size loses (the ring buffer only delays it); below, what a ring buffer absorbs is
+    // the jitter of the tracer's scheduling. So: 4 writers paced at 60% of the tracer's
+    // capacity (the most events a run above captured per second at its priority),
+    // competing with it for the cores.
+    let capacity = runs
+        .iter()
+        .filter(|r| !r.setup.contains("nice 0"))
+        .filter_map(|r| r.captured.map(|c| c as f64 / r.secs))
+        .reduce(f64::max)
+        .unwrap_or(100_000.0);
+    let pace = (capacity * 0.6 / 1000.0).round() * 1000.0;
+    let labels: Vec<(String, String)> = [16u32, 4, 2, 1]
+        .iter()
+        .map(|mib| (format!("tracer, ring {mib} MiB, {:.0}k/s", pace / 1000.0), mib.to_string()))
+        .collect();
+    for (label, mib) in &labels {
+        let args = ["--ringbuf-mib", mib.as_str()];
+        runs.push(traced(tracer, &file, &rel, secs, &(label.as_str(), 4, &[], &args), Some(pace))?);
     }
     Ok(Storm { runs })
 }
@@ -167,8 +185,9 @@ pub fn print_table(s: &Storm) {
     }
 }
 
-/// Writes "5\n" to `file` from `threads` threads for `secs`; returns the writes made.
-fn writers(file: &Path, threads: usize, secs: f64) -> Result<u64> {
+/// Writes "5\n" to `file` from `threads` threads for `secs`, as fast as they can or at
+/// `pace` writes/s in all; returns the writes made.
+fn writers(file: &Path, threads: usize, secs: f64, pace: Option<f64>) -> Result<u64> {
     let file = Arc::new(file.to_path_buf());
     let start = Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs_f64(secs);
@@ -192,8 +211,16 @@ fn writers(file: &Path, threads: usize, secs: f64) -> Result<u64> {
                         }
                         n += 1;
                     }
-                    if Instant::now() >= end {
+                    let now = Instant::now();
+                    if now >= end {
                         return Ok(n);
+                    }
+                    if let Some(pace) = pace {
+                        // Ahead of the pace: wait until this thread's share is due.
+                        let due = start + Duration::from_secs_f64(n as f64 * threads as f64 / pace);
+                        if due > now {
+                            thread::sleep(due - now);
+                        }
                     }
                 }
             })
@@ -207,7 +234,7 @@ fn writers(file: &Path, threads: usize, secs: f64) -> Result<u64> {
 }
 
 /// One storm with `tracer tail --json --stats-every 1 > file` running.
-fn traced(tracer: &Path, file: &Path, rel: &str, secs: f64, setup: &Setup) -> Result<Run> {
+fn traced(tracer: &Path, file: &Path, rel: &str, secs: f64, setup: &Setup, pace: Option<f64>) -> Result<Run> {
     let &(setup, threads, env, args) = setup;
     let out_path = std::env::temp_dir().join(format!("xtask-storm.{}.jsonl", std::process::id()));
     let out = fs::File::create(&out_path).with_context(|| format!("create {}", out_path.display()))?;
@@ -235,7 +262,7 @@ fn traced(tracer: &Path, file: &Path, rel: &str, secs: f64, setup: &Setup) -> Re
         }
         thread::sleep(Duration::from_millis(500));
         let cpu0 = cpu_secs(pid)?;
-        let made = writers(file, threads, secs)?;
+        let made = writers(file, threads, secs, pace)?;
         // Let the tracer drain what the kernel handed over.
         thread::sleep(Duration::from_secs(1));
         let cpu1 = cpu_secs(pid)?;

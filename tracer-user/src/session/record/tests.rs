@@ -44,6 +44,7 @@ pub(crate) fn header(host: &str) -> HeaderLine {
             state: crate::stream::schema::HookState::Attached,
             error: None,
         }],
+        hook_modes: Vec::new(),
     }
 }
 
