@@ -100,18 +100,7 @@ pub fn enter(regs: *const u8, nr: u64, tid: u32) -> Result<(), i64> {
         }
         (iov[0], iov[1])
     };
-    r.count = count;
-    if count > VALUE_LEN as u64 {
-        r.flags |= flags::VALUE_TRUNCATED;
-    }
-    r.value_len = match kernel::read_user_bounded(&mut r.value, src, count) {
-        Some(n) => n as u16,
-        // Not resident: report the value as unavailable, never drop the event.
-        None => {
-            r.flags |= flags::VALUE_UNREADABLE;
-            0
-        }
-    };
+    set_value(r, count, |value| kernel::read_user_bounded(value, src, count));
     send(r, cgrp, tid, true);
     Ok(())
 }
@@ -127,24 +116,15 @@ pub fn kfunc_enter(of: *const u8, buf: *const u8, nbytes: u64, tid: u32) -> Resu
     let (r, cgrp) = begin(kn, 0, -1)?;
     r.flags |= flags::KFUNC;
     r.magic = if r.hierarchy_id == 0 { CGROUP2_SUPER_MAGIC } else { CGROUP_SUPER_MAGIC };
-    r.count = nbytes;
-    if nbytes > VALUE_LEN as u64 {
-        r.flags |= flags::VALUE_TRUNCATED;
-    }
-    r.value_len = match kernel::read_kernel_bounded(&mut r.value, buf, nbytes) {
-        Some(n) => n as u16,
-        None => {
-            r.flags |= flags::VALUE_UNREADABLE;
-            0
-        }
-    };
+    set_value(r, nbytes, |value| kernel::read_kernel_bounded(value, buf, nbytes));
     send(r, cgrp, tid, false);
     Ok(())
 }
 
 /// Starts a record in the per-CPU scratch for a write to the file `kn`: the header, the
 /// file name, the cgroup (its id, hierarchy, `subtree_control` now) and its path unless
-/// userspace has it already. The caller adds the value, then calls [`send`].
+/// userspace has it already. The caller adds the value ([`set_value`]), then calls
+/// [`send`].
 #[inline(always)]
 fn begin(kn: *const u8, syscall: u32, fd: i32) -> Result<(&'static mut CgroupWriteEnter, *const u8), i64> {
     let r = SCRATCH.get_ptr_mut(0).ok_or(-12i64)?;
@@ -156,8 +136,6 @@ fn begin(kn: *const u8, syscall: u32, fd: i32) -> Result<(&'static mut CgroupWri
     r.fd = fd;
     r.flags = 0;
     r._pad = 0;
-    r.count = 0;
-    r.value_len = 0;
 
     // The file's kernfs parent is the cgroup directory, whose ->priv is the `struct
     // cgroup` (kernel/cgroup/cgroup.c: kernfs_create_dir).
@@ -177,6 +155,24 @@ fn begin(kn: *const u8, syscall: u32, fd: i32) -> Result<(&'static mut CgroupWri
         walk_path(dir, r);
     }
     Ok((r, cgrp))
+}
+
+/// The value written: `count` bytes were, and `copy` puts as many as fit in `value`
+/// (`None`: not resident or unreadable, so the value is reported unavailable and the
+/// event still goes out).
+#[inline(always)]
+fn set_value(r: &mut CgroupWriteEnter, count: u64, copy: impl FnOnce(&mut [u8; VALUE_LEN]) -> Option<u32>) {
+    r.count = count;
+    if count > VALUE_LEN as u64 {
+        r.flags |= flags::VALUE_TRUNCATED;
+    }
+    r.value_len = match copy(&mut r.value) {
+        Some(n) => n as u16,
+        None => {
+            r.flags |= flags::VALUE_UNREADABLE;
+            0
+        }
+    };
 }
 
 /// Parks the cgroup for the exit (to read its mask after the write) and sends the

@@ -50,6 +50,16 @@ pub fn is_self(tgid: u32) -> bool {
     tgid == unsafe { core::ptr::read_volatile(&TRACER_TGID) }
 }
 
+/// The thread id of `pid_tgid` (`bpf_get_current_pid_tgid`), or `None` when nothing is
+/// reported for it: before the offsets are in, and for the tracer's own threads.
+#[inline(always)]
+pub fn reported_tid(pid_tgid: u64) -> Option<u32> {
+    if !ready() || is_self((pid_tgid >> 32) as u32) {
+        return None;
+    }
+    Some(pid_tgid as u32)
+}
+
 /// Reads a `T` at `base + off` from kernel memory.
 #[inline(always)]
 pub fn read<T: Copy>(base: *const u8, off: u32) -> Result<T, i64> {

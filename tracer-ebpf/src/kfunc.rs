@@ -16,15 +16,10 @@ use aya_ebpf::{
 
 use crate::{cgroup_bpf, cgroup_write, kernel, netlink};
 
-/// The current thread id, or `None` for the tracer's own threads and before the
-/// offsets are in.
+/// The current thread id, unless nothing is reported for it (`kernel::reported_tid`).
 #[inline(always)]
 fn reported_tid() -> Option<u32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !kernel::ready() || kernel::is_self((pid_tgid >> 32) as u32) {
-        return None;
-    }
-    Some(pid_tgid as u32)
+    kernel::reported_tid(bpf_get_current_pid_tgid())
 }
 
 /// `ssize_t cgroup_file_write(struct kernfs_open_file *of, char *buf, size_t nbytes,

@@ -32,22 +32,17 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_bpf_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !kernel::ready() || kernel::is_self((pid_tgid >> 32) as u32) {
-        return Ok(());
-    }
-    cgroup_bpf::enter(ctx.arg(0), pid_tgid as u32, true)
+    let Some(tid) = kernel::reported_tid(bpf_get_current_pid_tgid()) else { return Ok(()) };
+    cgroup_bpf::enter(ctx.arg(0), tid, true)
 }
 
 fn try_write_enter(ctx: &RawTracePointContext, nr: u64, pid_tgid: u64) -> Result<(), i64> {
-    if !kernel::ready() || kernel::is_self((pid_tgid >> 32) as u32) {
-        return Ok(());
-    }
-    cgroup_write::enter(ctx.arg(0), nr, pid_tgid as u32)
+    let Some(tid) = kernel::reported_tid(pid_tgid) else { return Ok(()) };
+    cgroup_write::enter(ctx.arg(0), nr, tid)
 }
 
 fn try_send_enter(ctx: &RawTracePointContext, nr: u64) -> Result<(), i64> {
-    if !kernel::ready() || kernel::is_self((bpf_get_current_pid_tgid() >> 32) as u32) {
+    if kernel::reported_tid(bpf_get_current_pid_tgid()).is_none() {
         return Ok(());
     }
     netlink::enter(ctx.arg(0), nr)

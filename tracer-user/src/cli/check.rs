@@ -147,13 +147,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         // Which mode each family with two runs in: kernel functions cost nothing on
         // unrelated syscalls, the syscall tracepoints run on every one.
-        let one_why = modes.windows(2).all(|w| w[0].why == w[1].why);
+        let shared = crate::stream::schema::FamilyMode::shared_why(&modes);
         for m in &modes {
-            let why = if one_why { String::new() } else { format!(" ({})", m.why) };
+            let why = if shared.is_some() { String::new() } else { format!(" ({})", m.why) };
             println!("mode        {:<13} {:<8} {}{why}", m.family, m.mode, m.at);
         }
-        if let (true, Some(m)) = (one_why, modes.first()) {
-            println!("            why: {}", m.why);
+        if let Some(why) = shared {
+            println!("            why: {why}");
         }
         if !modes.is_empty() {
             let kfunc_all = modes.iter().all(|m| m.mode == "kfunc");

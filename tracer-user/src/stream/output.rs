@@ -321,19 +321,19 @@ fn human_header(s: &mut String, h: &HeaderLine) {
     }
     // Which families run on kernel functions and which on the syscall tracepoints; the
     // reason once when they share it.
-    let one_why = h.hook_modes.windows(2).all(|w| w[0].why == w[1].why);
+    let shared = crate::stream::schema::FamilyMode::shared_why(&h.hook_modes);
     if !h.hook_modes.is_empty() {
         let modes: Vec<String> = h
             .hook_modes
             .iter()
             .map(|m| {
-                let why = if one_why { String::new() } else { format!(" ({})", clean(&m.why)) };
+                let why = if shared.is_some() { String::new() } else { format!(" ({})", clean(&m.why)) };
                 format!("{} on {}{why}", clean(&m.family), clean(&m.at))
             })
             .collect();
         let _ = writeln!(s, "  hooks: {}", modes.join("; "));
-        if one_why {
-            let _ = writeln!(s, "  hook mode: {}", clean(&h.hook_modes[0].why));
+        if let Some(why) = shared {
+            let _ = writeln!(s, "  hook mode: {}", clean(why));
         }
     }
 }

@@ -613,7 +613,8 @@ impl HeaderLine {
     /// syscall tracepoints (why)`, or family by family when they differ.
     pub fn mode_summary(&self) -> String {
         let Some(first) = self.hook_modes.first() else { return String::new() };
-        let same = self.hook_modes.iter().all(|m| m.mode == first.mode && m.why == first.why);
+        let same = FamilyMode::shared_why(&self.hook_modes).is_some()
+            && self.hook_modes.iter().all(|m| m.mode == first.mode);
         if same {
             match first.mode.as_str() {
                 "kfunc" => "on kernel functions".into(),
@@ -639,6 +640,14 @@ pub struct FamilyMode {
     pub at: String,
     /// Why this mode: the choice asked for, or the kernel's reason for refusing the other.
     pub why: String,
+}
+
+impl FamilyMode {
+    /// The reason every family gives, when they all give the same one (said once).
+    pub fn shared_why(modes: &[FamilyMode]) -> Option<&str> {
+        let first = modes.first()?;
+        modes.iter().all(|m| m.why == first.why).then_some(first.why.as_str())
+    }
 }
 
 /// Per-hook counters.
